@@ -1,0 +1,84 @@
+# the0 API. `make run` starts the dev stack; `make test` runs every test.
+# Both create the virtualenv and install what they need on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PG_BIN := /usr/lib/postgresql/15/bin
+SWAGGER := /usr/bin/protoc-gen-swagger
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PROTOS := $(shell find proto/the0 -name '*.proto' | LC_ALL=C sort)
+
+.PHONY: help install system-deps run serve test test-unit gen gen-check lint breaking bench envoy-config clean
+
+help:
+	@echo "make run        dev stack on embedded defaults: gRPC :50051, REST (Envoy) :8080"
+	@echo "make serve      the gRPC server alone, every dependency from the environment"
+	@echo "make test       the whole test suite (starts its own PostgreSQL, NATS, S3, Envoy)"
+	@echo "make gen        regenerate gen/ from proto/;  make gen-check: fail if gen/ is stale"
+	@echo "make lint       buf lint + buf format;        make bench: benchmarks"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian packages: PostgreSQL binaries for the test suite's throwaway cluster,
+# protoc-gen-swagger for the OpenAPI document. Installed only when missing.
+system-deps:
+	@missing=""; \
+	[ -x $(PG_BIN)/initdb ] || missing="$$missing postgresql"; \
+	[ -x $(SWAGGER) ] || missing="$$missing golang-grpc-gateway"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+run: $(STAMP)
+	$(BIN)/the0-dev
+
+serve: $(STAMP)
+	$(BIN)/the0-server
+
+test: $(STAMP) system-deps
+	$(BIN)/pytest -q
+
+test-unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+# gen/: Python messages, gRPC stubs, .pyi stubs, the Envoy descriptor set and
+# the OpenAPI (Swagger 2.0) document. Deterministic: same input, same bytes.
+gen: $(STAMP) system-deps
+	rm -rf gen && mkdir -p gen/openapi
+	PATH=$(BIN):$$PATH $(PY) -m grpc_tools.protoc -Iproto \
+	  --python_out=gen --grpc_python_out=gen --mypy_out=gen --mypy_grpc_out=gen $(PROTOS)
+	$(PY) -m grpc_tools.protoc -Iproto --include_imports --include_source_info \
+	  --descriptor_set_out=gen/the0.binpb $(PROTOS) google/rpc/status.proto google/rpc/error_details.proto
+	$(PY) -m grpc_tools.protoc -Iproto --plugin=protoc-gen-swagger=$(SWAGGER) \
+	  --swagger_out=json_names_for_fields=true,allow_merge=true,merge_file_name=the0:gen/openapi $(PROTOS)
+	$(PY) -m the0.server.envoy_config > envoy/envoy.yaml
+
+gen-check: gen
+	@git add -N gen envoy >/dev/null 2>&1 || true
+	@if ! git diff --quiet --exit-code -- gen envoy; then \
+	  git diff --stat -- gen envoy; echo "gen/ or envoy/envoy.yaml is stale: run 'make gen' and commit"; exit 1; \
+	fi
+	@echo "gen/ is up to date"
+
+lint: $(STAMP)
+	$(BIN)/buf lint
+	$(BIN)/buf format -d --exit-code
+
+breaking: $(STAMP)
+	$(BIN)/buf breaking --against '.git#branch=main'
+
+bench: $(STAMP)
+	$(PY) -m tests.bench
+
+clean:
+	rm -rf $(VENV) .the0 .pytest_cache
