@@ -1,0 +1,1 @@
+"""Health: HealthService.GetHealth (GET /health) and the standard grpc.health.v1 service."""

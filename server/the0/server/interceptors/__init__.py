@@ -1,0 +1,1 @@
+"""Server interceptors, outermost first: request id + logging, error mapping, auth."""

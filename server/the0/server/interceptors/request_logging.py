@@ -1,0 +1,75 @@
+"""Outermost interceptor: a request id for every RPC and one JSON access line per call.
+
+The id is Envoy's ``x-request-id`` when present (so REST and gRPC logs join up),
+else a new one. It is returned in the trailing metadata (Envoy echoes it as a
+response header for REST clients).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import grpc
+import grpc.aio
+
+from the0.server.interceptors.wrapping import WrappingInterceptor
+from the0.server.request_context import request_id_var
+from the0.server.structured_logging import AccessLog
+
+# Accept only sane ids from clients: they end up in every log line.
+_VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Health probes from Envoy and load balancers would drown the access log.
+_QUIET_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
+# Unique across replicas and restarts without a syscall per call.
+_ID_PREFIX = os.urandom(6).hex()
+_ID_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):010x}"
+
+
+class RequestLoggingInterceptor(WrappingInterceptor):
+    def __init__(self, access_log: AccessLog | None = None) -> None:
+        super().__init__()
+        self._access_log = access_log or AccessLog()
+
+    @asynccontextmanager
+    async def around(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        request_id = _incoming_request_id(context) or new_request_id()
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            context.set_trailing_metadata((("x-request-id", request_id),))
+            yield
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except BaseException:
+            status = context.code()
+            code = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
+            raise
+        finally:
+            if self._access_log.enabled and method not in _QUIET_METHODS:
+                self._access_log.write(
+                    method=method,
+                    code=code,
+                    duration_ms=(time.perf_counter() - started) * 1000,
+                    peer=context.peer(),
+                    request_id=request_id,
+                )
+            request_id_var.reset(token)
+
+
+def _incoming_request_id(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id" and isinstance(value, str) and _VALID_ID.match(value):
+            return value
+    return None

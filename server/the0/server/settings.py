@@ -1,0 +1,194 @@
+"""The server's settings: read from the environment once, validated, frozen.
+
+Nothing else in the server reads ``os.environ``. Every problem is reported at
+once, naming the variable, so a misconfigured deployment fails at start-up
+with a message a person can act on.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+class SettingsError(ValueError):
+    """The environment does not describe a valid configuration."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # Dependencies. None means "embedded default" in dev mode.
+    database_url: str | None = None
+    nats_url: str | None = None
+    minio_endpoint: str | None = None
+    minio_access_key: str | None = None
+    minio_secret_key: str | None = field(default=None, repr=False)
+    minio_use_ssl: bool = False
+    # Auth.
+    jwt_secret: str | None = field(default=None, repr=False)
+    jwt_expires_in: timedelta = timedelta(minutes=15)
+    # Network.
+    frontend_url: str = "http://localhost:3000"
+    grpc_host: str = "0.0.0.0"
+    grpc_port: int = 50051
+    http_port: int = 8080
+    # Local state: SQLite file, embedded NATS store, local object store, dev secrets.
+    data_dir: Path = Path(".the0")
+    # Dev mode allows embedded dependencies and a generated JWT secret.
+    dev_mode: bool = False
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    log_level: str = "INFO"
+    shutdown_grace_seconds: float = 5.0
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "the0.db"
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured database, or the SQLite file in the data dir."""
+        return self.database_url or f"sqlite:///{self.sqlite_path.resolve()}"
+
+    @property
+    def object_store_dir(self) -> Path:
+        return self.data_dir / "objects"
+
+    @property
+    def nats_store_dir(self) -> Path:
+        return self.data_dir / "nats"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, dev_mode: bool = False) -> Settings:
+        """Build settings from environment variables, reporting every problem at once."""
+        problems: list[str] = []
+        get = lambda name: (env.get(name) or "").strip() or None  # noqa: E731
+
+        def port(name: str, default: int) -> int:
+            raw = get(name)
+            if raw is None:
+                return default
+            if not raw.isdigit() or not 0 <= int(raw) <= 65535:
+                problems.append(f"{name} must be a port number 0-65535, got {raw!r}")
+                return default
+            return int(raw)
+
+        def flag(name: str) -> bool:
+            raw = (get(name) or "false").lower()
+            if raw not in {"true", "false", "1", "0", "yes", "no"}:
+                problems.append(f"{name} must be true or false, got {raw!r}")
+            return raw in {"true", "1", "yes"}
+
+        database_url = get("DATABASE_URL")
+        if database_url is not None:
+            database_url = normalise_database_url(database_url, problems)
+
+        nats_url = get("NATS_URL")
+        if nats_url is not None and urlsplit(nats_url).scheme not in {"nats", "tls", "ws", "wss"}:
+            problems.append(f"NATS_URL must look like nats://host:4222, got {nats_url!r}")
+
+        minio_endpoint = get("MINIO_ENDPOINT")
+        minio_access_key, minio_secret_key = get("MINIO_ACCESS_KEY"), get("MINIO_SECRET_KEY")
+        if minio_endpoint is not None:
+            if "://" in minio_endpoint or "/" in minio_endpoint:
+                problems.append(
+                    f"MINIO_ENDPOINT is host:port without scheme (set MINIO_USE_SSL for https), "
+                    f"got {minio_endpoint!r}"
+                )
+            if not (minio_access_key and minio_secret_key):
+                problems.append("MINIO_ENDPOINT is set: MINIO_ACCESS_KEY and MINIO_SECRET_KEY are required")
+
+        jwt_secret = get("JWT_SECRET")
+        if jwt_secret is not None and len(jwt_secret.encode()) < 32:
+            problems.append("JWT_SECRET must be at least 32 bytes (HS256 needs a 256-bit key)")
+        if jwt_secret is None and not dev_mode:
+            problems.append("JWT_SECRET is required outside dev mode (make run generates one)")
+
+        jwt_expires_in = timedelta(minutes=15)
+        if (raw := get("JWT_EXPIRES_IN")) is not None:
+            try:
+                jwt_expires_in = parse_duration(raw)
+            except ValueError:
+                problems.append(f"JWT_EXPIRES_IN must be a duration like 15m, 900s or 1h, got {raw!r}")
+            else:
+                if not timedelta(seconds=30) <= jwt_expires_in <= timedelta(days=1):
+                    problems.append("JWT_EXPIRES_IN must be between 30s and 1d")
+
+        frontend_url = get("FRONTEND_URL") or "http://localhost:3000"
+        parts = urlsplit(frontend_url)
+        if parts.scheme not in {"http", "https"} or not parts.netloc or parts.path not in {"", "/"}:
+            problems.append(f"FRONTEND_URL must be an origin like https://app.example.com, got {frontend_url!r}")
+        frontend_url = f"{parts.scheme}://{parts.netloc}"
+
+        max_upload = DEFAULT_MAX_UPLOAD_BYTES
+        if (raw := get("THE0_MAX_UPLOAD_BYTES")) is not None:
+            if not raw.isdigit() or not 1024 <= int(raw) <= 1024**3:
+                problems.append(f"THE0_MAX_UPLOAD_BYTES must be 1024 to 1073741824, got {raw!r}")
+            else:
+                max_upload = int(raw)
+
+        log_level = (get("THE0_LOG_LEVEL") or "INFO").upper()
+        if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            problems.append(f"THE0_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+
+        if not dev_mode:
+            missing = [n for n, v in (("DATABASE_URL", database_url), ("NATS_URL", nats_url)) if v is None]
+            if missing:
+                problems.append(
+                    f"{' and '.join(missing)} required outside dev mode (make run embeds them)"
+                )
+
+        settings = cls(
+            database_url=database_url,
+            nats_url=nats_url,
+            minio_endpoint=minio_endpoint,
+            minio_access_key=minio_access_key,
+            minio_secret_key=minio_secret_key,
+            minio_use_ssl=flag("MINIO_USE_SSL"),
+            jwt_secret=jwt_secret,
+            jwt_expires_in=jwt_expires_in,
+            frontend_url=frontend_url,
+            grpc_host=get("THE0_GRPC_HOST") or "0.0.0.0",
+            grpc_port=port("THE0_GRPC_PORT", 50051),
+            http_port=port("THE0_HTTP_PORT", 8080),
+            data_dir=Path(get("THE0_DATA_DIR") or ".the0"),
+            dev_mode=dev_mode,
+            max_upload_bytes=max_upload,
+            log_level=log_level,
+        )
+        if problems:
+            raise SettingsError(problems)
+        return settings
+
+
+def parse_duration(raw: str) -> timedelta:
+    """``15m``, ``900s``, ``900`` (seconds), ``1h``, ``1d``, ``500ms``."""
+    match = _DURATION.match(raw)
+    if not match:
+        raise ValueError(raw)
+    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def normalise_database_url(url: str, problems: list[str]) -> str:
+    """Accept the usual spellings and return a SQLAlchemy URL for psycopg 3 or SQLite."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        problems.append(f"DATABASE_URL must be a URL like postgresql://user@host/db, got {url!r}")
+        return url
+    if scheme in {"postgres", "postgresql", "postgresql+psycopg"}:
+        return f"postgresql+psycopg://{rest}"
+    if scheme in {"sqlite", "sqlite+aiosqlite"}:
+        return f"sqlite://{rest}"
+    problems.append(f"DATABASE_URL must use postgresql:// or sqlite://, got scheme {scheme!r}")
+    return url

@@ -1,0 +1,25 @@
+"""Run benchmarks: `python -m tests.bench` (all) or `python -m tests.bench NAME ...`."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from tests.bench import interceptors
+
+BENCHMARKS = {
+    "interceptors": interceptors.run,
+}
+
+
+def main(names: list[str]) -> None:
+    unknown = set(names) - BENCHMARKS.keys()
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s) {sorted(unknown)}; choose from {sorted(BENCHMARKS)}")
+    for name in names or list(BENCHMARKS):
+        ratio = asyncio.run(BENCHMARKS[name]())
+        print(f"{name}: ratio {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
