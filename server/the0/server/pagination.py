@@ -1,0 +1,83 @@
+"""Keyset pagination: page sizes and opaque, signed page tokens.
+
+A token holds the last row's ``(create_time, id)`` and the scope it was issued
+for (RPC + filter), signed with HMAC-SHA256 so clients cannot forge or reuse
+it for another query. Queries continue strictly after that key — never OFFSET,
+so page 50 costs what page 1 costs.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from the0.server.errors import FieldViolation, InvalidArgument
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+_MAC_BYTES = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """The sort key of the last row of a page (newest first)."""
+
+    create_time: datetime
+    id: str
+
+
+def page_size(requested: int) -> int:
+    """0 means the default; above the maximum is clamped (AIP-158); negative is an error."""
+    if requested < 0:
+        raise InvalidArgument(
+            "pageSize must not be negative",
+            violations=[FieldViolation("pageSize", f"must be 0 to {MAX_PAGE_SIZE}, got {requested}")],
+        )
+    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+class PageTokens:
+    def __init__(self, secret: bytes) -> None:
+        # A key of its own, derived from the server secret: a page token is never a JWT.
+        self._key = hmac.new(secret, b"the0 page tokens v1", hashlib.sha256).digest()
+
+    def encode(self, cursor: Cursor, *, scope: str) -> str:
+        payload = json.dumps(
+            [cursor.create_time.astimezone(UTC).isoformat(), cursor.id, scope], separators=(",", ":")
+        ).encode()
+        return _b64(payload) + "." + _b64(self._mac(payload))
+
+    def decode(self, token: str, *, scope: str) -> Cursor | None:
+        """None for an empty token (first page); InvalidArgument for anything not ours."""
+        if not token:
+            return None
+        try:
+            body, _, mac = token.partition(".")
+            payload = _unb64(body)
+            if not hmac.compare_digest(_unb64(mac), self._mac(payload)):
+                raise ValueError("bad signature")
+            create_time, row_id, token_scope = json.loads(payload)
+            if token_scope != scope:
+                raise ValueError("token of another query")
+            return Cursor(datetime.fromisoformat(create_time), str(row_id))
+        except (ValueError, TypeError) as error:
+            raise InvalidArgument(
+                "pageToken is invalid: use the nextPageToken of the previous page with the same filter",
+                reason="INVALID_PAGE_TOKEN",
+                violations=[FieldViolation("pageToken", "is not a token this server issued for this query")],
+            ) from error
+
+    def _mac(self, payload: bytes) -> bytes:
+        return hmac.new(self._key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

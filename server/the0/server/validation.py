@@ -1,0 +1,82 @@
+"""``google.api.field_behavior`` enforced from the descriptors.
+
+REQUIRED fields that are empty become one field violation each (JSON names,
+dotted paths); OUTPUT_ONLY fields sent by a client are cleared, i.e. ignored.
+The rules are read once per message type and cached.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from google.api import field_behavior_pb2
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from the0.server.errors import FieldViolation, InvalidArgument
+
+_REQUIRED = field_behavior_pb2.REQUIRED
+_OUTPUT_ONLY = field_behavior_pb2.OUTPUT_ONLY
+
+
+@cache
+def _rules(descriptor: Descriptor) -> tuple[tuple[FieldDescriptor, ...], tuple[FieldDescriptor, ...]]:
+    required, output_only = [], []
+    for field in descriptor.fields:
+        behaviours = field.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+        if _REQUIRED in behaviours:
+            required.append(field)
+        if _OUTPUT_ONLY in behaviours:
+            output_only.append(field)
+    return tuple(required), tuple(output_only)
+
+
+def _is_message(field: FieldDescriptor) -> bool:
+    return field.type == FieldDescriptor.TYPE_MESSAGE and not _is_repeated(field)
+
+
+def _is_repeated(field: FieldDescriptor) -> bool:
+    return field.is_repeated if hasattr(field, "is_repeated") else field.label == FieldDescriptor.LABEL_REPEATED
+
+
+def _is_empty(message: Message, field: FieldDescriptor) -> bool:
+    if _is_repeated(field):
+        return len(getattr(message, field.name)) == 0
+    if _is_message(field):
+        return not message.HasField(field.name)
+    # Scalars and enums: the zero value (empty string, 0, *_UNSPECIFIED) is "not set".
+    return not getattr(message, field.name)
+
+
+def missing_required(message: Message, *, nested: bool = True, prefix: str = "") -> list[FieldViolation]:
+    """Violations for empty REQUIRED fields; with ``nested``, inside REQUIRED messages too."""
+    required, _ = _rules(message.DESCRIPTOR)
+    violations = []
+    for field in required:
+        path = f"{prefix}{field.json_name}"
+        if _is_empty(message, field):
+            violations.append(FieldViolation(path, "is required"))
+        elif nested and _is_message(field) and not field.message_type.full_name.startswith("google.protobuf."):
+            violations.extend(missing_required(getattr(message, field.name), prefix=f"{path}."))
+    return violations
+
+
+def clear_output_only(message: Message) -> None:
+    """Drop what clients may not set (ids, states, times), recursively."""
+    _, output_only = _rules(message.DESCRIPTOR)
+    for field in output_only:
+        message.ClearField(field.name)
+    for field in message.DESCRIPTOR.fields:
+        if _is_message(field) and message.HasField(field.name):
+            if not field.message_type.full_name.startswith("google.protobuf."):
+                clear_output_only(getattr(message, field.name))
+
+
+def validate_request(message: Message, *, nested: bool = True) -> None:
+    """Ignore OUTPUT_ONLY input, then raise one InvalidArgument listing every missing field."""
+    clear_output_only(message)
+    violations = missing_required(message, nested=nested)
+    if violations:
+        names = ", ".join(v.field for v in violations)
+        raise InvalidArgument(f"missing required field{'s' if len(violations) > 1 else ''}: {names}",
+                              violations=violations)
