@@ -1,0 +1,105 @@
+"""The NATS connection: fail fast at start-up, then reconnect forever."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+logger = logging.getLogger("the0.nats")
+
+EVENTS_STREAM = "THE0_EVENTS"
+EVENTS_SUBJECTS = ("the0.>",)
+EVENTS_MAX_AGE = timedelta(days=7)
+
+
+class NatsUnavailable(ConnectionError):
+    """NATS could not be reached, or did not answer in time."""
+
+
+async def connect_nats(url: str, *, name: str = "the0-api", timeout: float = 5.0) -> Client:
+    """Connect to ``url``, raising NatsUnavailable if the first connect fails within ``timeout``.
+
+    nats-py retries the *first* connect forever when max_reconnect_attempts is
+    -1, so the first connect is bounded here; once connected, the client
+    reconnects forever and buffers publishes meanwhile.
+    """
+    nc = Client()
+
+    async def on_error(exc: Exception) -> None:
+        logger.warning("nats error: %s", exc or type(exc).__name__)
+
+    async def on_disconnected() -> None:
+        logger.warning("nats disconnected from %s", url)
+
+    async def on_reconnected() -> None:
+        logger.info("nats reconnected to %s", nc.connected_url.netloc if nc.connected_url else url)
+
+    async def on_closed() -> None:
+        logger.info("nats connection closed")
+
+    try:
+        async with asyncio.timeout(timeout):
+            await nc.connect(
+                servers=[url],
+                name=name,
+                connect_timeout=2,
+                reconnect_time_wait=1,
+                max_reconnect_attempts=-1,
+                allow_reconnect=True,
+                error_cb=on_error,
+                disconnected_cb=on_disconnected,
+                reconnected_cb=on_reconnected,
+                closed_cb=on_closed,
+            )
+    except (TimeoutError, OSError, nats.errors.Error) as exc:
+        last = nc.last_error or exc
+        await _close_quietly(nc)
+        raise NatsUnavailable(f"cannot connect to NATS at {url}: {last or 'timed out'}") from exc
+    logger.info("nats connected to %s", url)
+    return nc
+
+
+async def _close_quietly(nc: Client) -> None:
+    try:
+        await nc.close()
+    except Exception:  # noqa: BLE001 - best effort after a failed connect
+        logger.debug("closing a failed nats client", exc_info=True)
+
+
+async def ping_nats(nc: Client, timeout: float = 1.0) -> None:
+    """A PING/PONG round trip; raise NatsUnavailable when disconnected or slow."""
+    if not nc.is_connected:
+        raise NatsUnavailable("nats is not connected")
+    try:
+        await nc.flush(timeout=timeout)  # type: ignore[arg-type]  # accepts float seconds
+    except (TimeoutError, nats.errors.Error) as exc:
+        raise NatsUnavailable(f"nats did not answer a ping: {exc or type(exc).__name__}") from exc
+
+
+async def ensure_stream(
+    js: JetStreamContext,
+    name: str = EVENTS_STREAM,
+    subjects: Sequence[str] = EVENTS_SUBJECTS,
+) -> None:
+    """Create the stream or update its config; never delete it (it holds undelivered events)."""
+    config = StreamConfig(
+        name=name,
+        subjects=list(subjects),
+        storage=StorageType.FILE,
+        max_age=EVENTS_MAX_AGE.total_seconds(),
+    )
+    try:
+        await js.stream_info(name)
+    except NotFoundError:
+        await js.add_stream(config)
+        logger.info("created stream %s on %s", name, list(subjects))
+        return
+    await js.update_stream(config)

@@ -1,0 +1,171 @@
+"""The embedded NATS server, the connection helpers and the event stream."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.js.api import StorageType
+
+from the0.server.embedded.nats_server import EmbeddedNats, find_nats_server_binary
+from the0.server.embedded.processes import ChildProcess, free_port, wait_for_tcp
+from the0.server.events.nats_connection import (
+    EVENTS_STREAM,
+    NatsUnavailable,
+    connect_nats,
+    ensure_stream,
+    ping_nats,
+)
+
+
+def test_binary_comes_from_the_wheel() -> None:
+    binary = find_nats_server_binary()
+    assert binary.name == "nats-server" and not str(binary).startswith("/usr/")
+
+
+async def test_embedded_server_accepts_clients(nats_server: EmbeddedNats, nats_client: NatsClient) -> None:
+    assert nats_server.url == f"nats://127.0.0.1:{nats_server.port}"
+    assert nats_client.is_connected
+    await ping_nats(nats_client)
+
+
+async def test_connect_fails_fast_when_nothing_listens() -> None:
+    with pytest.raises(NatsUnavailable, match="cannot connect to NATS"):
+        await connect_nats(f"nats://127.0.0.1:{free_port()}", timeout=1.5)
+
+
+async def test_ping_fails_on_a_closed_connection(nats_server: EmbeddedNats) -> None:
+    nc = await connect_nats(nats_server.url)
+    await nc.close()
+    with pytest.raises(NatsUnavailable):
+        await ping_nats(nc)
+
+
+async def test_ensure_stream_creates_the_events_stream_and_is_idempotent(isolated_nats: EmbeddedNats) -> None:
+    nc = await connect_nats(isolated_nats.url)
+    try:
+        js = nc.jetstream()
+        await ensure_stream(js)
+        await ensure_stream(js)
+        info = await js.stream_info(EVENTS_STREAM)
+        assert info.config.subjects == ["the0.>"]
+        assert info.config.storage == StorageType.FILE
+        assert info.config.max_age == 7 * 24 * 3600
+        ack = await js.publish("the0.bot.created", b"{}")
+        assert ack.stream == EVENTS_STREAM
+    finally:
+        await nc.close()
+
+
+async def test_ensure_stream_updates_without_losing_messages(isolated_nats: EmbeddedNats) -> None:
+    nc = await connect_nats(isolated_nats.url)
+    try:
+        js = nc.jetstream()
+        await ensure_stream(js, "UPDATED", ["old.>"])
+        await js.publish("old.x", b"kept")
+        await ensure_stream(js, "UPDATED", ["old.>", "new.>"])
+        info = await js.stream_info("UPDATED")
+        assert sorted(info.config.subjects or []) == ["new.>", "old.>"]
+        assert info.state.messages == 1
+    finally:
+        await nc.close()
+
+
+async def test_duplicate_msg_id_is_dropped(nats_client: NatsClient) -> None:
+    js = nats_client.jetstream()
+    name = f"DEDUP_{uuid.uuid4().hex[:8]}"
+    await ensure_stream(js, name, [f"{name.lower()}.>"])
+    headers = {"Nats-Msg-Id": str(uuid.uuid4())}
+    first = await js.publish(f"{name.lower()}.x", b"one", headers=headers)
+    second = await js.publish(f"{name.lower()}.x", b"one", headers=headers)
+    assert first.duplicate is not True
+    assert second.duplicate is True
+    assert second.seq == first.seq
+    assert (await js.stream_info(name)).state.messages == 1
+
+
+async def test_restart_keeps_stream_messages(nats_server: EmbeddedNats) -> None:
+    name = f"RESTART_{uuid.uuid4().hex[:8]}"
+    subject = f"{name.lower()}.event"
+    nc = await connect_nats(nats_server.url)
+    try:
+        js = nc.jetstream()
+        await ensure_stream(js, name, [f"{name.lower()}.>"])
+        for i in range(3):
+            await js.publish(subject, f"event-{i}".encode())
+        await nats_server.stop()
+        assert not nats_server.running
+    finally:
+        await nc.close()
+        if not nats_server.running:
+            await nats_server.restart()
+
+    nc = await connect_nats(nats_server.url)
+    try:
+        js = nc.jetstream()
+        consumer = await js.pull_subscribe(subject, durable="reader", stream=name)
+        messages = await consumer.fetch(3, timeout=5)
+        assert [m.data for m in messages] == [b"event-0", b"event-1", b"event-2"]
+        for message in messages:
+            await message.ack()
+    finally:
+        await nc.close()
+
+
+async def test_client_reconnects_after_a_restart(isolated_nats: EmbeddedNats) -> None:
+    nc = await connect_nats(isolated_nats.url)
+    try:
+        await isolated_nats.restart()
+        async with asyncio.timeout(10):  # reconnecting is asynchronous: poll for it
+            while not nc.is_connected:
+                await asyncio.sleep(0.05)
+        await ping_nats(nc)
+        assert nc.stats["reconnects"] >= 1
+    finally:
+        await nc.close()
+
+
+# -- the generic child-process helpers (also used by the Envoy launcher) -----------------------
+
+_STUBBORN = """
+import signal, socket, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("ignoring SIGTERM", flush=True)
+listener = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+time.sleep(60)
+"""
+
+
+async def test_child_process_is_killed_when_it_ignores_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    child = ChildProcess([sys.executable, "-c", _STUBBORN, str(port)], log_path=tmp_path / "logs" / "child.log")
+    child.start()
+    try:
+        await wait_for_tcp("127.0.0.1", port, 10, process=child)  # SIGTERM is ignored from here on
+        assert child.running
+        assert await child.astop(timeout=0.3) == -9
+        assert not child.running
+        assert "ignoring SIGTERM" in child.log_tail()
+    finally:
+        child.stop(timeout=0)
+
+
+async def test_wait_for_tcp_reports_a_child_that_died(tmp_path: Path) -> None:
+    child = ChildProcess(
+        [sys.executable, "-c", "import sys; print('bad config'); sys.exit(3)"], log_path=tmp_path / "c.log"
+    )
+    child.start()
+    try:
+        with pytest.raises(RuntimeError, match=r"(?s)exited with status 3.*bad config"):
+            await wait_for_tcp("127.0.0.1", free_port(), 10, process=child)
+    finally:
+        child.stop()
+
+
+async def test_wait_for_tcp_times_out() -> None:
+    with pytest.raises(TimeoutError):
+        await wait_for_tcp("127.0.0.1", free_port(), timeout=0.2)
