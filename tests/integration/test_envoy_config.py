@@ -1,0 +1,376 @@
+"""Envoy's configuration, checked against a real Envoy.
+
+The upstream is a tiny grpc.aio server started here: the0.health.v1.HealthService
+(GetHealth only), CustomBotService.UploadCustomBot (only to count an upload's bytes),
+the standard grpc.health.v1.Health and server reflection. It
+is not the real the0 server; its GetHealth answers with what the test asks for
+through request headers (which reach it as gRPC metadata).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import httpx
+import pytest
+import yaml
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection_pb2 as reflection_v1alpha_pb2
+from grpc_status import rpc_status
+
+from the0.custom_bot.v1 import custom_bot_service_pb2_grpc
+from the0.health.v1 import health_service_pb2, health_service_pb2_grpc
+from the0.server import __version__, envoy_config, openapi_merge
+from the0.server.embedded.envoy import envoy_binary
+from tests.fixtures.envoy import EnvoyProxy, descriptor_set
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FRONTEND = "http://localhost:3000"
+HTTP_SERVICES = {
+    "the0.auth.v1.AuthService",
+    "the0.api_key.v1.ApiKeyService",
+    "the0.bot.v1.BotService",
+    "the0.custom_bot.v1.CustomBotService",
+    "the0.backtest.v1.BacktestService",
+    "the0.health.v1.HealthService",
+}
+
+
+def render(**overrides: Any) -> str:
+    args: dict[str, Any] = dict(
+        http_port=8080,
+        admin_port=9901,
+        grpc_host="127.0.0.1",
+        grpc_port=50051,
+        frontend_url=FRONTEND,
+        descriptor_path=str(descriptor_set()),
+    )
+    return envoy_config.render_envoy_config(**(args | overrides))
+
+
+def transcoder_of(config_yaml: str) -> dict[str, Any]:
+    hcm = yaml.safe_load(config_yaml)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    filters = hcm["typed_config"]["http_filters"]
+    return next(f for f in filters if f["name"] == "envoy.filters.http.grpc_json_transcoder")["typed_config"]
+
+
+# -- The rendered configuration ---------------------------------------------------------------------
+
+
+def test_default_config_passes_envoy_validate(tmp_path: Path) -> None:
+    # Exactly what `make gen` writes to envoy/envoy.yaml; its relative descriptor path
+    # resolves from the repository root, where production runs it from.
+    out = subprocess.run(
+        [str(REPO_ROOT / ".venv/bin/python"), "-m", "the0.server.envoy_config"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    ).stdout
+    (tmp_path / "envoy.yaml").write_text(out)
+    result = subprocess.run(
+        [str(envoy_binary()), "--mode", "validate", "-c", str(tmp_path / "envoy.yaml"), "-l", "warning"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK" in result.stdout
+    assert "proto_descriptor: gen/the0.binpb" in out
+
+
+def test_rendering_is_deterministic() -> None:
+    assert render() == render()
+    assert envoy_config.render_envoy_config(
+        http_port=1, admin_port=2, grpc_host="the0-api", grpc_port=3, frontend_url="https://app.example",
+        descriptor_path=str(descriptor_set()), services=["the0.health.v1.HealthService"],
+    ) == envoy_config.render_envoy_config(
+        http_port=1, admin_port=2, grpc_host="the0-api", grpc_port=3, frontend_url="https://app.example",
+        descriptor_path=str(descriptor_set()), services=["the0.health.v1.HealthService"],
+    )
+
+
+def test_every_service_with_http_rules_is_transcoded() -> None:
+    assert set(envoy_config.http_services(descriptor_set())) == HTTP_SERVICES
+    transcoder = transcoder_of(render())
+    assert set(transcoder["services"]) == HTTP_SERVICES
+    assert transcoder["convert_grpc_status"] is True
+    assert transcoder["max_request_body_size"] >= 10 * 1024 * 1024
+
+
+def test_streams_are_not_cut_by_timeouts() -> None:
+    config = yaml.safe_load(render())
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert hcm["request_timeout"] == "0s"
+    assert int(hcm["stream_idle_timeout"].rstrip("s")) >= 60  # heartbeats come every 30 s
+    route = hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
+    assert route["timeout"] == "0s"
+    cluster = config["static_resources"]["clusters"][0]
+    assert cluster["type"] == "STRICT_DNS"
+    assert cluster["health_checks"][0]["no_traffic_interval"]
+
+
+# -- Against a real Envoy ------------------------------------------------------------------------
+
+
+class HealthService(health_service_pb2_grpc.HealthServiceServicer):
+    """GetHealth echoes x-request-id in `version`; header x-test-code makes it fail with
+    that gRPC code and an ErrorInfo."""
+
+    async def GetHealth(
+        self, request: health_service_pb2.GetHealthRequest, context: grpc.aio.ServicerContext
+    ) -> health_service_pb2.GetHealthResponse:
+        metadata = dict(context.invocation_metadata() or ())
+        if code := metadata.get("x-test-code"):
+            info = error_details_pb2.ErrorInfo(
+                reason="DEPENDENCY_UNAVAILABLE", domain="the0.dev", metadata={"database": "down"}
+            )
+            detail = any_pb2.Any()
+            detail.Pack(info)
+            status = status_pb2.Status(code=int(code), message="the database is down", details=[detail])
+            await context.abort_with_status(rpc_status.to_status(status))
+        response = health_service_pb2.GetHealthResponse(
+            status="ok", version=str(metadata.get("x-request-id", ""))
+        )
+        response.checks.object_store = "ok"
+        response.uptime.seconds = 5
+        return response
+
+
+class UploadOnly(custom_bot_service_pb2_grpc.CustomBotServiceServicer):
+    """Drains an upload and reports its size as an error (INVALID_ARGUMENT): proof that
+    every byte got through Envoy."""
+
+    async def UploadCustomBot(
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> Any:
+        size = 0
+        async for request in request_iterator:
+            size += len(request.chunk.data)
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"received {size} bytes")
+
+
+@pytest.fixture(scope="module")
+async def upstream_port() -> AsyncIterator[int]:
+    # Uploads arrive as large messages: raise the 4 MiB default like the real server does.
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
+    health_service_pb2_grpc.add_HealthServiceServicer_to_server(HealthService(), server)
+    custom_bot_service_pb2_grpc.add_CustomBotServiceServicer_to_server(UploadOnly(), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [health_service_pb2.DESCRIPTOR.services_by_name["HealthService"].full_name, health.SERVICE_NAME,
+         reflection.SERVICE_NAME],
+        server,
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    yield port
+    await server.stop(None)
+
+
+@pytest.fixture(scope="module")
+async def proxy(envoy_factory: Any, upstream_port: int) -> AsyncIterator[EnvoyProxy]:
+    proxy = await envoy_factory(upstream_port, frontend_url=FRONTEND)
+    yield proxy
+    await proxy.astop()
+
+
+@pytest.fixture
+async def http(proxy: EnvoyProxy) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=proxy.http_url, timeout=10) as client:
+        yield client
+
+
+async def test_get_health_is_transcoded_to_camel_case_json(http: httpx.AsyncClient) -> None:
+    response = await http.get("/health")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["checks"] == {"database": "", "nats": "", "objectStore": "ok"}  # primitives always printed
+    assert body["uptime"] == "5s"
+
+
+async def test_request_id_is_forwarded_or_generated(http: httpx.AsyncClient, proxy: EnvoyProxy) -> None:
+    given = await http.get("/health", headers={"x-request-id": "req-123"})
+    assert given.json()["version"] == "req-123"
+    generated = (await http.get("/health")).json()["version"]
+    assert len(generated) >= 32  # a UUID from Envoy
+
+    # The access log line (JSON on stdout) carries the client's method, path and the id.
+    for _ in range(50):
+        lines = [json.loads(x) for x in proxy.log_tail(20000).splitlines() if x.startswith("{")]
+        logged = [x for x in lines if x.get("request_id") == "req-123"]
+        if logged:
+            break
+        await asyncio.sleep(0.1)
+    assert logged, proxy.log_tail()
+    assert logged[0]["method"] == "GET"
+    assert logged[0]["path"] == "/health"
+    assert logged[0]["status"] == 200
+    assert logged[0]["upstream"].startswith("127.0.0.1:")
+
+
+async def test_unknown_path_is_404(http: httpx.AsyncClient) -> None:
+    assert (await http.get("/nope")).status_code == 404
+    # A route of a service the upstream does not even implement: the transcoder rejects it.
+    assert (await http.get("/api/bots/x/nope")).status_code == 404
+
+
+async def test_unknown_query_parameter_is_400(http: httpx.AsyncClient) -> None:
+    assert (await http.get("/health?bogus=1")).status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("code", "http_status"),
+    [
+        (code_pb2.UNAVAILABLE, 503),
+        (code_pb2.NOT_FOUND, 404),
+        (code_pb2.INVALID_ARGUMENT, 400),
+        (code_pb2.UNAUTHENTICATED, 401),
+    ],
+)
+async def test_grpc_error_becomes_http_status_with_json_status(
+    http: httpx.AsyncClient, code: int, http_status: int
+) -> None:
+    response = await http.get("/health", headers={"x-test-code": str(code)})
+    assert response.status_code == http_status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert body["code"] == code
+    assert body["message"] == "the database is down"
+    assert body["details"] == [
+        {
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "DEPENDENCY_UNAVAILABLE",
+            "domain": "the0.dev",
+            "metadata": {"database": "down"},
+        }
+    ]
+
+
+async def test_cors_preflight_only_for_the_frontend(http: httpx.AsyncClient) -> None:
+    preflight = {"access-control-request-method": "POST", "access-control-request-headers": "authorization"}
+    allowed = await http.options("/api/bots", headers={"origin": FRONTEND, **preflight})
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == FRONTEND
+    assert allowed.headers["access-control-allow-credentials"] == "true"
+    assert "PATCH" in allowed.headers["access-control-allow-methods"]
+    assert "x-api-key" in allowed.headers["access-control-allow-headers"]
+    assert allowed.headers["access-control-max-age"] == "86400"
+
+    other = await http.options("/api/bots", headers={"origin": "https://evil.example", **preflight})
+    assert "access-control-allow-origin" not in other.headers
+
+
+async def test_cors_headers_on_actual_request(http: httpx.AsyncClient) -> None:
+    response = await http.get("/health", headers={"origin": FRONTEND})
+    assert response.headers["access-control-allow-origin"] == FRONTEND
+    assert "grpc-status" in response.headers["access-control-expose-headers"]
+    other = await http.get("/health", headers={"origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+
+
+async def test_large_upload_passes_envoy(http: httpx.AsyncClient) -> None:
+    # A 12 MB raw body (HttpBody upload): no 413 from Envoy, every byte reaches the server.
+    size = 12 * 1024 * 1024
+    response = await http.post(
+        "/api/custom-bots/upload", content=b"\0" * size, headers={"content-type": "application/zip"}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["message"] == f"received {size} bytes"
+
+
+async def test_native_grpc_passes_through_envoy(proxy: EnvoyProxy) -> None:
+    async with grpc.aio.insecure_channel(proxy.grpc_target) as channel:
+        check = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert check.status == health_pb2.HealthCheckResponse.SERVING
+
+        stub = health_service_pb2_grpc.HealthServiceStub(channel)
+        reply = await stub.GetHealth(health_service_pb2.GetHealthRequest(), timeout=5)
+        assert reply.status == "ok"
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await stub.GetHealth(
+                health_service_pb2.GetHealthRequest(), metadata=[("x-test-code", "5")], timeout=5
+            )
+        assert failed.value.code() == grpc.StatusCode.NOT_FOUND
+        status = rpc_status.from_call(failed.value)
+        assert status is not None and status.details[0].Is(error_details_pb2.ErrorInfo.DESCRIPTOR)
+
+        # A bidi stream of a service the transcoder does not know.
+        reflection_stub = _reflection_stub(channel)
+        request = reflection_v1alpha_pb2.ServerReflectionRequest(list_services="")
+        responses = [r async for r in reflection_stub.ServerReflectionInfo(iter([request]), timeout=5)]
+        names = {s.name for s in responses[0].list_services_response.service}
+        assert "the0.health.v1.HealthService" in names
+
+
+def _reflection_stub(channel: grpc.aio.Channel) -> Any:
+    from grpc_reflection.v1alpha import reflection_pb2_grpc
+
+    return reflection_pb2_grpc.ServerReflectionStub(channel)
+
+
+async def test_upstream_is_actively_health_checked(proxy: EnvoyProxy) -> None:
+    async with httpx.AsyncClient(base_url=proxy.admin_url, timeout=5) as admin:
+        clusters = (await admin.get("/clusters")).text
+        stats = (await admin.get("/stats", params={"filter": "the0_grpc.health_check"})).text
+    assert "the0_grpc::127.0.0.1:" in clusters and "health_flags::healthy" in clusters, clusters
+    assert "the0_grpc.health_check.attempt: 0" not in stats, stats
+
+
+# -- The merged OpenAPI (Swagger 2.0) document -------------------------------------------------------
+
+SWAGGER_PLUGIN = Path("/usr/bin/protoc-gen-swagger")
+
+
+@pytest.fixture(scope="module")
+def swagger_inputs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    if not SWAGGER_PLUGIN.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"{SWAGGER_PLUGIN} missing on CI (make system-deps)", pytrace=False)
+        pytest.skip(f"{SWAGGER_PLUGIN} missing (make system-deps)")
+    out = tmp_path_factory.mktemp("swagger")
+    protos = sorted((REPO_ROOT / "proto/the0").rglob("*_service.proto"))
+    for proto in protos:  # one call per file: the plugin cannot merge across packages
+        subprocess.run(
+            [sys.executable, "-m", "grpc_tools.protoc", "-Iproto",
+             f"--plugin=protoc-gen-swagger={SWAGGER_PLUGIN}",
+             f"--swagger_out=json_names_for_fields=true:{out}", str(proto.relative_to(REPO_ROOT / "proto"))],
+            cwd=REPO_ROOT, check=True,
+        )
+    return sorted(out.rglob("*.json"))
+
+
+def test_openapi_merge_is_one_deterministic_document(swagger_inputs: list[Path], tmp_path: Path) -> None:
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    assert openapi_merge.main([str(first), *map(str, swagger_inputs)]) == 0
+    assert openapi_merge.main([str(second), *map(str, reversed(swagger_inputs))]) == 0
+    assert first.read_bytes() == second.read_bytes()
+    assert first.read_text().endswith("}\n")
+    doc = json.loads(first.read_text())
+    assert doc["swagger"] == "2.0"
+    assert doc["info"]["title"] == "the0 API" and doc["info"]["version"] == __version__
+    routes = {"/health", "/api/auth/login", "/api/bots/{id}/watch", "/api/custom-bots/upload"}
+    assert routes <= set(doc["paths"])
+    assert {t["name"] for t in doc["tags"]} == {name.rsplit(".", 1)[1] for name in HTTP_SERVICES}
+    assert set(doc["securityDefinitions"]) == {"Bearer", "ApiKey"}
+    error = doc["paths"]["/health"]["get"]["responses"]["default"]
+    assert error["schema"]["$ref"] == "#/definitions/rpcStatus"
+
+
+def test_openapi_merge_names_a_conflicting_definition(swagger_inputs: list[Path], tmp_path: Path) -> None:
+    doc = json.loads(swagger_inputs[0].read_text())
+    name = next(iter(doc["definitions"]))
+    conflicting = {"swagger": "2.0", "paths": {}, "definitions": {name: {"type": "string"}}}
+    with pytest.raises(openapi_merge.MergeError, match=name):
+        openapi_merge.merge({str(swagger_inputs[0]): doc, "other.json": conflicting})
