@@ -59,8 +59,13 @@ gen: $(STAMP) system-deps
 	  --python_out=gen --grpc_python_out=gen --mypy_out=gen --mypy_grpc_out=gen $(PROTOS)
 	$(PY) -m grpc_tools.protoc -Iproto --include_imports --include_source_info \
 	  --descriptor_set_out=gen/the0.binpb $(PROTOS) google/rpc/status.proto google/rpc/error_details.proto
-	$(PY) -m grpc_tools.protoc -Iproto --plugin=protoc-gen-swagger=$(SWAGGER) \
-	  --swagger_out=json_names_for_fields=true,allow_merge=true,merge_file_name=the0:gen/openapi $(PROTOS)
+	@# protoc-gen-swagger 1.6 cannot merge across packages: one run per service file, then merge.
+	rm -rf build/swagger && mkdir -p build/swagger
+	for f in $(filter %_service.proto,$(PROTOS)); do \
+	  $(PY) -m grpc_tools.protoc -Iproto --plugin=protoc-gen-swagger=$(SWAGGER) \
+	    --swagger_out=json_names_for_fields=true:build/swagger $$f || exit 1; \
+	done
+	$(PY) -m the0.server.openapi_merge gen/openapi/the0.swagger.json $$(find build/swagger -name '*.json' | LC_ALL=C sort)
 	$(PY) -m the0.server.envoy_config > envoy/envoy.yaml
 
 gen-check: gen
