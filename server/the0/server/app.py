@@ -1,0 +1,150 @@
+"""Composition root: ``build(settings)`` wires every part and returns a startable App.
+
+Nothing here runs at import time. The server binds to ``settings.grpc_port``
+(0 picks a free port, as tests do) and reports the bound port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from the0.api_key.v1 import api_key_service_pb2
+from the0.auth.v1 import auth_service_pb2
+from the0.backtest.v1 import backtest_service_pb2
+from the0.bot.v1 import bot_service_pb2
+from the0.custom_bot.v1 import custom_bot_service_pb2
+from the0.health.v1 import health_service_pb2, health_service_pb2_grpc
+from the0.server import __version__
+from the0.server.db.engine import create_engine, ping
+from the0.server.health.checks import DependencyChecks
+from the0.server.health.servicer import HealthServicer
+from the0.server.interceptors.error_mapping import ErrorMappingInterceptor
+from the0.server.interceptors.request_logging import RequestLoggingInterceptor
+from the0.server.nats_link import NatsLink
+from the0.server.settings import Settings
+from the0.server.storage.object_store import ObjectStore, object_store_from_settings
+from the0.server.unimplemented import unimplemented_service
+
+log = logging.getLogger("the0.app")
+
+# Services whose logic later issues build; until then every RPC is UNIMPLEMENTED.
+_NOT_YET_BUILT = (
+    auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"],
+    api_key_service_pb2.DESCRIPTOR.services_by_name["ApiKeyService"],
+    bot_service_pb2.DESCRIPTOR.services_by_name["BotService"],
+    custom_bot_service_pb2.DESCRIPTOR.services_by_name["CustomBotService"],
+    backtest_service_pb2.DESCRIPTOR.services_by_name["BacktestService"],
+)
+_HEALTH_SERVICE = health_service_pb2.DESCRIPTOR.services_by_name["HealthService"]
+API_SERVICES = tuple(s.full_name for s in (*_NOT_YET_BUILT, _HEALTH_SERVICE))
+
+# 10 MB uploads arrive in chunks of about 1 MiB (Envoy) or up to 4 MiB (our
+# client); the headroom keeps a slightly larger chunk from being refused.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+HEALTH_POLL_SECONDS = 5.0
+
+
+def interceptor_chain() -> list[grpc.aio.ServerInterceptor]:
+    """Outermost first: request id + logging, then error mapping."""
+    return [RequestLoggingInterceptor(), ErrorMappingInterceptor()]
+
+
+@dataclass
+class App:
+    settings: Settings
+    server: grpc.aio.Server
+    port: int
+    engine: AsyncEngine
+    object_store: ObjectStore
+    grpc_health: health.aio.HealthServicer
+    nats: NatsLink
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        await self.server.start()
+        await self._set_serving(True)
+        self.nats.start()
+        self._tasks.append(asyncio.create_task(self._poll_database_health(), name="health-poll"))
+        log.info("gRPC server listening", extra={"port": self.port})
+
+    async def stop(self) -> None:
+        """Graceful: NOT_SERVING first, drain in-flight RPCs, then close dependencies."""
+        await self._set_serving(False)
+        await self.server.stop(self.settings.shutdown_grace_seconds)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.nats.close()
+        await self.engine.dispose()
+        log.info("gRPC server stopped")
+
+    async def _set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", *API_SERVICES):
+            await self.grpc_health.set(name, status)
+
+    async def _poll_database_health(self) -> None:
+        """grpc.health.v1 follows the database, so Envoy routes around a replica without one."""
+        serving = True
+        while True:
+            await asyncio.sleep(HEALTH_POLL_SECONDS)
+            try:
+                await ping(self.engine)
+                now_serving = True
+            except Exception:
+                now_serving = False
+            if now_serving != serving:
+                serving = now_serving
+                log.warning("database %s", "back" if serving else "unreachable")
+                await self._set_serving(serving)
+
+
+async def build(settings: Settings) -> App:
+    """Create every part from settings; the caller starts and stops the App."""
+    if settings.nats_url is None:
+        raise ValueError("settings.nats_url is required (dev mode starts an embedded NATS first)")
+    engine = create_engine(settings.effective_database_url)
+    object_store = object_store_from_settings(settings)
+    server = grpc.aio.server(
+        interceptors=interceptor_chain(),
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    nats = NatsLink(settings.nats_url)
+    grpc_health = health.aio.HealthServicer()
+    checks = DependencyChecks(database=lambda: ping(engine), nats=nats.ping, object_store=object_store.ping)
+    health_service_pb2_grpc.add_HealthServiceServicer_to_server(
+        HealthServicer(checks, version=__version__), server
+    )
+    for service in _NOT_YET_BUILT:
+        server.add_generic_rpc_handlers((unimplemented_service(service),))
+    health_pb2_grpc.add_HealthServicer_to_server(grpc_health, server)
+    reflection.enable_server_reflection(
+        (*API_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    if port == 0:
+        raise OSError(f"cannot listen on {settings.grpc_host}:{settings.grpc_port}")
+    return App(
+        settings=settings,
+        server=server,
+        port=port,
+        engine=engine,
+        object_store=object_store,
+        grpc_health=grpc_health,
+        nats=nats,
+    )
