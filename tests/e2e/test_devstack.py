@@ -1,0 +1,98 @@
+"""`make run` as a person uses it: one command, embedded defaults, clean Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from the0.server.app import API_SERVICES
+from the0.server.embedded.processes import free_port
+
+READY_LINE = "Ctrl-C stops everything."
+
+
+def children_of(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found.update(int(p) for p in text)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie has exited; it just has not been reaped yet.
+    return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+@pytest.fixture
+async def devstack(tmp_path):
+    http_port, grpc_port = free_port(), free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "NATS_URL", "MINIO_ENDPOINT", "JWT_SECRET"}
+    }
+    env |= {
+        "THE0_DATA_DIR": str(tmp_path / "data"),
+        "THE0_HTTP_PORT": str(http_port),
+        "THE0_GRPC_PORT": str(grpc_port),
+        "THE0_GRPC_HOST": "127.0.0.1",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "the0.server.devstack",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )
+    output = []
+    try:
+        async with asyncio.timeout(60):
+            while READY_LINE not in "".join(output):
+                line = await process.stdout.readline()
+                if not line:
+                    pytest.fail(f"dev stack exited early (code {await process.wait()}): {''.join(output)}")
+                output.append(line.decode())
+        yield process, http_port, grpc_port, tmp_path / "data", "".join(output)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_make_run_serves_rest_and_grpc_and_stops_cleanly(devstack):
+    process, http_port, grpc_port, data_dir, banner = devstack
+    assert f"http://localhost:{http_port}" in banner and f"localhost:{grpc_port}" in banner
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        health = (await client.get(f"http://127.0.0.1:{http_port}/health")).json()
+    assert health["status"] == "ok", health
+    assert health["checks"] == {"database": "ok", "nats": "ok", "objectStore": "ok"}
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        names = {s.name async for r in replies for s in r.list_services_response.service}
+    assert set(API_SERVICES) | {"grpc.health.v1.Health"} <= names
+
+    # Embedded defaults all live in the data dir; the dev JWT secret is private.
+    assert (data_dir / "the0.db").is_file()
+    assert (data_dir / "nats").is_dir()
+    assert (data_dir / "jwt-secret").stat().st_mode & 0o077 == 0
+
+    children = children_of(process.pid)
+    assert len(children) >= 2, "expected NATS and Envoy as child processes"
+    process.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(20):
+        assert await process.wait() == 0
+    await asyncio.sleep(0.2)
+    assert not [pid for pid in children if alive(pid)], "child processes survived the dev stack"
