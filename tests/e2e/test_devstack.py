@@ -36,8 +36,7 @@ def alive(pid: int) -> bool:
     return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
 
 
-@pytest.fixture
-async def devstack(tmp_path):
+async def start_devstack(tmp_path, extra_env: dict[str, str]):
     http_port, grpc_port = free_port(), free_port()
     env = {
         k: v
@@ -49,7 +48,7 @@ async def devstack(tmp_path):
         "THE0_HTTP_PORT": str(http_port),
         "THE0_GRPC_PORT": str(grpc_port),
         "THE0_GRPC_HOST": "127.0.0.1",
-    }
+    } | extra_env
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "the0.server.devstack",
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
@@ -62,11 +61,20 @@ async def devstack(tmp_path):
                 if not line:
                     pytest.fail(f"dev stack exited early (code {await process.wait()}): {''.join(output)}")
                 output.append(line.decode())
-        yield process, http_port, grpc_port, tmp_path / "data", "".join(output)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    except BaseException:
+        process.kill()
+        await process.wait()
+        raise
+    return process, http_port, grpc_port, tmp_path / "data", "".join(output)
+
+
+@pytest.fixture
+async def devstack(tmp_path):
+    started = await start_devstack(tmp_path, {})
+    yield started
+    if started[0].returncode is None:
+        started[0].kill()
+        await started[0].wait()
 
 
 async def test_make_run_serves_rest_and_grpc_and_stops_cleanly(devstack):
@@ -96,3 +104,27 @@ async def test_make_run_serves_rest_and_grpc_and_stops_cleanly(devstack):
         assert await process.wait() == 0
     await asyncio.sleep(0.2)
     assert not [pid for pid in children if alive(pid)], "child processes survived the dev stack"
+
+
+async def test_make_run_uses_external_services_when_configured(tmp_path, postgres_cluster, nats_server, s3_server):
+    await postgres_cluster.acreate_database("devstack_external")
+    external = {
+        "DATABASE_URL": postgres_cluster.url_for("devstack_external"),
+        "NATS_URL": nats_server.url,
+        "MINIO_ENDPOINT": s3_server.endpoint,
+        "MINIO_ACCESS_KEY": s3_server.access_key,
+        "MINIO_SECRET_KEY": s3_server.secret_key,
+    }
+    process, http_port, _, data_dir, banner = await start_devstack(tmp_path, external)
+    try:
+        assert nats_server.url in banner and "embedded" not in banner
+        assert f"MinIO {s3_server.endpoint}" in banner
+        async with httpx.AsyncClient(timeout=10) as client:
+            health = (await client.get(f"http://127.0.0.1:{http_port}/health")).json()
+        assert health["checks"] == {"database": "ok", "nats": "ok", "objectStore": "ok"}
+        assert not (data_dir / "the0.db").exists()  # PostgreSQL, not the SQLite default
+        assert len(children_of(process.pid)) == 1, "only Envoy: NATS is external"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            assert await process.wait() == 0
