@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -20,6 +21,17 @@ from types import TracebackType
 
 # Pause between readiness probes: short, because the binaries start in ~0.1 s.
 _PROBE_INTERVAL = 0.02
+_PR_SET_PDEATHSIG = 1
+# Resolved before any fork: the child only calls it (no loading after fork).
+_prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None) if os.name == "posix" else None
+
+
+def _die_with_parent() -> None:
+    """Runs in the child: SIGTERM it when its parent dies, even by SIGKILL or a CI
+    timeout, so no nats-server or Envoy outlives the dev stack or a test run.
+    (Linux ties this to the thread that forked: start children from the main thread.)"""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -77,6 +89,7 @@ class ChildProcess:
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 cwd=self.cwd,
+                preexec_fn=_die_with_parent,
             )
 
     def stop(self, timeout: float = 5.0) -> int | None:
