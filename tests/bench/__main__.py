@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from tests.bench import interceptors
+from tests.bench import auth, interceptors
+from tests.bench import custom_bots, outbox
+from tests.bench import bots
 
 BENCHMARKS = {
     "interceptors": interceptors.run,
+    "bots": bots.run,
+    "auth": auth.run,
+    "custom_bots": custom_bots.run, "outbox": outbox.run,
 }
 
 

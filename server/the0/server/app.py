@@ -17,16 +17,21 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from the0.api_key.v1 import api_key_service_pb2
-from the0.auth.v1 import auth_service_pb2
+from the0.api_key.v1 import api_key_service_pb2, api_key_service_pb2_grpc
+from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from the0.backtest.v1 import backtest_service_pb2
-from the0.bot.v1 import bot_service_pb2
-from the0.custom_bot.v1 import custom_bot_service_pb2
+from the0.bot.v1 import bot_service_pb2, bot_service_pb2_grpc
+from the0.custom_bot.v1 import custom_bot_service_pb2, custom_bot_service_pb2_grpc
 from the0.health.v1 import health_service_pb2, health_service_pb2_grpc
 from the0.server import __version__
-from the0.server.db.engine import create_engine, ping
+from the0.server.bots.component import Bots
+from the0.server.custom_bots.component import CustomBots
+from the0.server.db.engine import create_engine, ping, session_factory
+from the0.server.events.backbone import EventBackbone
 from the0.server.health.checks import DependencyChecks
 from the0.server.health.servicer import HealthServicer
+from the0.server.identity.component import Identity
+from the0.server.interceptors.auth import AuthInterceptor, policies_from_services
 from the0.server.interceptors.error_mapping import ErrorMappingInterceptor
 from the0.server.interceptors.request_logging import RequestLoggingInterceptor
 from the0.server.nats_link import NatsLink
@@ -36,16 +41,19 @@ from the0.server.unimplemented import unimplemented_service
 
 log = logging.getLogger("the0.app")
 
-# Services whose logic later issues build; until then every RPC is UNIMPLEMENTED.
-_NOT_YET_BUILT = (
+_IDENTITY_SERVICES = (
     auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"],
     api_key_service_pb2.DESCRIPTOR.services_by_name["ApiKeyService"],
-    bot_service_pb2.DESCRIPTOR.services_by_name["BotService"],
-    custom_bot_service_pb2.DESCRIPTOR.services_by_name["CustomBotService"],
+)
+# Services whose logic later issues build; until then every RPC is UNIMPLEMENTED.
+_NOT_YET_BUILT = (
     backtest_service_pb2.DESCRIPTOR.services_by_name["BacktestService"],
 )
+_CUSTOM_BOT_SERVICE = custom_bot_service_pb2.DESCRIPTOR.services_by_name["CustomBotService"]
+_BOT_SERVICE = bot_service_pb2.DESCRIPTOR.services_by_name["BotService"]
 _HEALTH_SERVICE = health_service_pb2.DESCRIPTOR.services_by_name["HealthService"]
-API_SERVICES = tuple(s.full_name for s in (*_NOT_YET_BUILT, _HEALTH_SERVICE))
+_ALL_API_SERVICES = (*_IDENTITY_SERVICES, _CUSTOM_BOT_SERVICE, _BOT_SERVICE, *_NOT_YET_BUILT, _HEALTH_SERVICE)
+API_SERVICES = tuple(s.full_name for s in _ALL_API_SERVICES)
 
 # 10 MB uploads arrive in chunks of about 1 MiB (Envoy) or up to 4 MiB (our
 # client); the headroom keeps a slightly larger chunk from being refused.
@@ -53,9 +61,16 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 HEALTH_POLL_SECONDS = 5.0
 
 
-def interceptor_chain() -> list[grpc.aio.ServerInterceptor]:
-    """Outermost first: request id + logging, then error mapping."""
-    return [RequestLoggingInterceptor(), ErrorMappingInterceptor()]
+def interceptor_chain(auth: AuthInterceptor | None = None) -> list[grpc.aio.ServerInterceptor]:
+    """Outermost first: request id + logging, error mapping, then auth.
+
+    ``build`` always passes ``auth``; without it (the interceptor benchmark's
+    echo server) the chain has no notion of the API's methods to authenticate.
+    """
+    chain: list[grpc.aio.ServerInterceptor] = [RequestLoggingInterceptor(), ErrorMappingInterceptor()]
+    if auth is not None:
+        chain.append(auth)
+    return chain
 
 
 @dataclass
@@ -67,12 +82,21 @@ class App:
     object_store: ObjectStore
     grpc_health: health.aio.HealthServicer
     nats: NatsLink
+    identity: Identity
+    auth: AuthInterceptor
+    events: EventBackbone
+    custom_bots: CustomBots
+    bots: Bots
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
+        # Identity first: the revoked sessions and keys are known before the first call.
+        await self.identity.start()
         await self.server.start()
         await self._set_serving(True)
         self.nats.start()
+        await self.custom_bots.start()
+        self.events.start()
         self._tasks.append(asyncio.create_task(self._poll_database_health(), name="health-poll"))
         log.info("gRPC server listening", extra={"port": self.port})
 
@@ -85,6 +109,8 @@ class App:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.identity.stop()
+        await self.events.stop()
         await self.nats.close()
         await self.engine.dispose()
         log.info("gRPC server stopped")
@@ -116,20 +142,29 @@ async def build(settings: Settings) -> App:
         raise ValueError("settings.nats_url is required (dev mode starts an embedded NATS first)")
     engine = create_engine(settings.effective_database_url)
     object_store = object_store_from_settings(settings)
+    nats = NatsLink(settings.nats_url)
+    identity = Identity(settings, engine, nats)
+    events = EventBackbone(session_factory(engine), nats, heartbeat_seconds=settings.watch_heartbeat_seconds)
+    custom_bots = CustomBots(settings, session_factory(engine), object_store, events)
+    bots = Bots(settings, session_factory(engine), events)
+    auth = AuthInterceptor(policies_from_services(_ALL_API_SERVICES), identity.authenticator)
     server = grpc.aio.server(
-        interceptors=interceptor_chain(),
+        interceptors=interceptor_chain(auth),
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
         ],
     )
-    nats = NatsLink(settings.nats_url)
     grpc_health = health.aio.HealthServicer()
     checks = DependencyChecks(database=lambda: ping(engine), nats=nats.ping, object_store=object_store.ping)
     health_service_pb2_grpc.add_HealthServiceServicer_to_server(
         HealthServicer(checks, version=__version__), server
     )
+    auth_service_pb2_grpc.add_AuthServiceServicer_to_server(identity.auth_servicer, server)
+    api_key_service_pb2_grpc.add_ApiKeyServiceServicer_to_server(identity.api_key_servicer, server)
+    custom_bot_service_pb2_grpc.add_CustomBotServiceServicer_to_server(custom_bots.servicer, server)
+    bot_service_pb2_grpc.add_BotServiceServicer_to_server(bots.servicer, server)
     for service in _NOT_YET_BUILT:
         server.add_generic_rpc_handlers((unimplemented_service(service),))
     health_pb2_grpc.add_HealthServicer_to_server(grpc_health, server)
@@ -147,4 +182,9 @@ async def build(settings: Settings) -> App:
         object_store=object_store,
         grpc_health=grpc_health,
         nats=nats,
+        identity=identity,
+        auth=auth,
+        events=events,
+        custom_bots=custom_bots,
+        bots=bots,
     )

@@ -39,6 +39,26 @@ class Settings:
     # Auth.
     jwt_secret: str | None = field(default=None, repr=False)
     jwt_expires_in: timedelta = timedelta(minutes=15)
+    refresh_token_ttl: timedelta = timedelta(days=30)
+    registration_enabled: bool = True
+    # Both or neither: an admin created or updated at start-up.
+    admin_email: str | None = None
+    admin_password: str | None = field(default=None, repr=False)
+    # Failed logins per minute, per replica (in memory): see identity/throttle.py.
+    login_max_failures_per_email: int = 5
+    login_max_failures_per_address: int = 20
+    # Argon2id cost. The defaults are OWASP's minimum (19 MiB, 2 passes, 1 lane) and
+    # from_env never lowers them; only tests construct Settings with cheaper values.
+    argon2_memory_kib: int = 19 * 1024
+    argon2_time_cost: int = 2
+    argon2_parallelism: int = 1
+    # Safety net behind the NATS fan-out of revocations: re-read them from the database.
+    revocation_sync_seconds: float = 5.0
+    # How long a verified API key is trusted without a database read (revocation is
+    # still checked on every request against the in-memory revoked set).
+    api_key_cache_seconds: float = 60.0
+    # How often pending API-key last-used times are written (one batched UPDATE).
+    api_key_last_used_flush_seconds: float = 30.0
     # Network.
     frontend_url: str = "http://localhost:3000"
     grpc_host: str = "0.0.0.0"
@@ -51,6 +71,8 @@ class Settings:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     log_level: str = "INFO"
     shutdown_grace_seconds: float = 5.0
+    # Watch streams send a heartbeat after this long without a change (Envoy drops idle streams).
+    watch_heartbeat_seconds: float = 25.0
 
     @property
     def sqlite_path(self) -> Path:
@@ -125,6 +147,25 @@ class Settings:
                 if not timedelta(seconds=30) <= jwt_expires_in <= timedelta(days=1):
                     problems.append("JWT_EXPIRES_IN must be between 30s and 1d")
 
+        admin_email, admin_password = get("THE0_ADMIN_EMAIL"), get("THE0_ADMIN_PASSWORD")
+        if (admin_email is None) != (admin_password is None):
+            problems.append("THE0_ADMIN_EMAIL and THE0_ADMIN_PASSWORD must be set together (or neither)")
+        if admin_email is not None:
+            admin_email = admin_email.lower()
+            if not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", admin_email) or len(admin_email) > 254:
+                problems.append(f"THE0_ADMIN_EMAIL must be an email address, got {admin_email!r}")
+        if admin_password is not None and not 8 <= len(admin_password) <= 1024:
+            problems.append("THE0_ADMIN_PASSWORD must be 8 to 1024 characters")
+
+        def positive_int(name: str, default: int) -> int:
+            raw = get(name)
+            if raw is None:
+                return default
+            if not raw.isdigit() or not 1 <= int(raw) <= 1_000_000:
+                problems.append(f"{name} must be a whole number 1-1000000, got {raw!r}")
+                return default
+            return int(raw)
+
         frontend_url = get("FRONTEND_URL") or "http://localhost:3000"
         parts = urlsplit(frontend_url)
         if parts.scheme not in {"http", "https"} or not parts.netloc or parts.path not in {"", "/"}:
@@ -158,6 +199,11 @@ class Settings:
             minio_use_ssl=flag("MINIO_USE_SSL"),
             jwt_secret=jwt_secret,
             jwt_expires_in=jwt_expires_in,
+            registration_enabled=(get("THE0_REGISTRATION_ENABLED") is None or flag("THE0_REGISTRATION_ENABLED")),
+            admin_email=admin_email,
+            admin_password=admin_password,
+            login_max_failures_per_email=positive_int("THE0_LOGIN_MAX_FAILURES_PER_EMAIL", 5),
+            login_max_failures_per_address=positive_int("THE0_LOGIN_MAX_FAILURES_PER_ADDRESS", 20),
             frontend_url=frontend_url,
             grpc_host=get("THE0_GRPC_HOST") or "0.0.0.0",
             grpc_port=port("THE0_GRPC_PORT", 50051),

@@ -1,0 +1,43 @@
+"""Wires the bots domain for the composition root."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from the0.server.bots.catalog import CustomBotCatalog, CustomBotTableCatalog
+from the0.server.bots.events import BotEventHandlers
+from the0.server.bots.service import BotService
+from the0.server.bots.servicer import BotServicer
+from the0.server.events.backbone import EventBackbone
+from the0.server.pagination import PageTokens
+from the0.server.settings import Settings
+
+
+class Bots:
+    """BotService and the inbound runtime events (registered on the backbone's consumers)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        events: EventBackbone,
+        *,
+        catalog: CustomBotCatalog | None = None,
+    ) -> None:
+        if not settings.jwt_secret:
+            raise ValueError("settings.jwt_secret is required (dev mode generates one)")
+        # A key of its own for page tokens, derived from the server secret.
+        page_key = hmac.new(settings.jwt_secret.encode(), b"the0 bots", hashlib.sha256).digest()
+        self.service = BotService(
+            sessions=sessions,
+            outbox=events.outbox,
+            watch_hub=events.watch_hub,
+            catalog=catalog or CustomBotTableCatalog(),
+            page_tokens=PageTokens(page_key),
+        )
+        self.servicer = BotServicer(self.service)
+        self.event_handlers = BotEventHandlers(events.watch_hub)
+        # bot.execution.started / completed / failed from the runtime; before the backbone starts.
+        self.event_handlers.register(events.consumers)

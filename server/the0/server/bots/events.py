@@ -1,0 +1,154 @@
+"""Inbound runtime events about bots (DESIGN.md §4), applied by durable consumers.
+
+Each handler runs inside the consumer's transaction, which also records the
+event id (a redelivery is a no-op). Unknown bots, malformed data and events
+that make no sense in the bot's state raise ``DropEvent``: logged, acked, dropped.
+
+The rules, given that each event type has its own consumer (so ``started`` and
+``completed`` of one execution may arrive in either order):
+
+- ``bot.execution.started`` {botId, executionId, startedAt}: DEPLOYING or
+  RUNNING -> RUNNING, the execution recorded as running. In STOPPING the
+  execution is recorded and the bot stays STOPPING. A ``started`` for an
+  execution already recorded as finished is stale and dropped.
+- ``bot.execution.completed`` {botId, executionId, completedAt, result?}: the
+  execution is stored as last_execution (start, end, result). STOPPING ->
+  STOPPED. A **scheduled** bot stays (or becomes) RUNNING between its runs; a
+  realtime or event bot whose execution completed has ended -> STOPPED.
+- ``bot.execution.failed`` {botId, executionId?, error}: DEPLOYING, RUNNING or
+  STOPPING -> FAILED with the error.
+- Anything for a DRAFT, STOPPED or FAILED bot is dropped: it was not asked to run.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
+from the0.server.bots.config_validation import normalise
+from the0.server.bots.models import BotRow
+from the0.server.bots.repository import get_any_for_update
+from the0.server.bots.service import WATCH_KIND
+from the0.server.events.consumer import DropEvent, EventConsumers
+from the0.server.events.envelope import Envelope
+from the0.server.events.watch_hub import WatchHub
+
+log = logging.getLogger("the0.bots.events")
+MAX_RESULT_BYTES = 64 * 1024
+MAX_ERROR_CHARS = 2000
+ACTIVE = ("DEPLOYING", "RUNNING", "STOPPING")
+EVENT_TYPES = ("bot.execution.started", "bot.execution.completed", "bot.execution.failed")
+
+
+def _string(data: dict[str, Any], key: str, *, required: bool = True) -> str | None:
+    value = data.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value or len(value) > 200:
+        raise DropEvent(f"data.{key} must be a non-empty string")
+    return value
+
+
+def _time(data: dict[str, Any], key: str, fallback: datetime) -> str:
+    value = data.get(key)
+    if value is None:
+        return fallback.astimezone(UTC).isoformat()
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError as error:
+        raise DropEvent(f"data.{key} is not an ISO 8601 time") from error
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).isoformat()
+
+
+def _bot_type(row: BotRow) -> str:
+    return str(row.config.get("type", "")).partition("/")[0]
+
+
+class BotEventHandlers:
+    def __init__(self, watch_hub: WatchHub) -> None:
+        self._hub = watch_hub
+
+    def register(self, consumers: EventConsumers) -> None:
+        consumers.register("bot.execution.started", self.execution_started)
+        consumers.register("bot.execution.completed", self.execution_completed)
+        consumers.register("bot.execution.failed", self.execution_failed)
+
+    async def _bot(self, session: AsyncSession, envelope: Envelope) -> BotRow:
+        bot_id = _string(envelope.data, "botId")
+        assert bot_id is not None
+        row = await get_any_for_update(session, bot_id)
+        if row is None:
+            raise DropEvent(f"unknown bot {bot_id}")
+        if row.state not in ACTIVE:
+            raise DropEvent(f"bot {bot_id} is {row.state}: it was not asked to run")
+        return row
+
+    def _changed(self, session: AsyncSession, row: BotRow) -> None:
+        row.update_time = datetime.now(UTC)
+        # The flush that follows gives the row a new etag; the hub only needs "look again".
+        self._hub.notify_after_commit(session, WATCH_KIND, row.id, "changed")
+
+    async def execution_started(self, session: AsyncSession, envelope: Envelope) -> None:
+        row = await self._bot(session, envelope)
+        execution_id = _string(envelope.data, "executionId")
+        started = _time(envelope.data, "startedAt", envelope.timestamp)
+        last = row.last_execution or {}
+        if last.get("id") == execution_id and last.get("state") in ("COMPLETED", "FAILED"):
+            raise DropEvent(f"execution {execution_id} already finished")
+        row.last_execution = {"id": execution_id, "state": "RUNNING", "startTime": started}
+        if row.state != "STOPPING":
+            row.state = "RUNNING"
+            row.error = None
+        self._changed(session, row)
+
+    async def execution_completed(self, session: AsyncSession, envelope: Envelope) -> None:
+        row = await self._bot(session, envelope)
+        execution_id = _string(envelope.data, "executionId")
+        completed = _time(envelope.data, "completedAt", envelope.timestamp)
+        result = envelope.data.get("result")
+        if result is not None and not isinstance(result, dict):
+            raise DropEvent("data.result must be an object")
+        if result is not None and len(orjson.dumps(result)) > MAX_RESULT_BYTES:
+            raise DropEvent("data.result is larger than 64 KiB")
+        last = row.last_execution or {}
+        execution: dict[str, Any] = {"id": execution_id, "state": "COMPLETED", "endTime": completed}
+        if last.get("id") == execution_id and last.get("startTime"):
+            execution["startTime"] = last["startTime"]
+        elif isinstance(envelope.data.get("startedAt"), str):
+            execution["startTime"] = _time(envelope.data, "startedAt", envelope.timestamp)
+        if result is not None:
+            execution["result"] = normalise(result)
+        row.last_execution = execution
+        if row.state == "STOPPING":
+            row.state = "STOPPED"
+        elif _bot_type(row) == "scheduled":
+            row.state = "RUNNING"  # waits for its next scheduled run
+        else:
+            row.state = "STOPPED"  # a realtime or event bot whose execution ended is no longer running
+        self._changed(session, row)
+
+    async def execution_failed(self, session: AsyncSession, envelope: Envelope) -> None:
+        row = await self._bot(session, envelope)
+        execution_id = _string(envelope.data, "executionId", required=False)
+        error = envelope.data.get("error")
+        if not isinstance(error, str) or not error:
+            raise DropEvent("data.error must be a non-empty string")
+        error = error[:MAX_ERROR_CHARS]
+        last = row.last_execution or {}
+        execution: dict[str, Any] = {
+            "id": execution_id or last.get("id") or "",
+            "state": "FAILED",
+            "endTime": envelope.timestamp.astimezone(UTC).isoformat(),
+            "error": error,
+        }
+        if last.get("startTime") and (execution_id is None or last.get("id") == execution_id):
+            execution["startTime"] = last["startTime"]
+        row.last_execution = execution
+        row.state = "FAILED"
+        row.error = error
+        self._changed(session, row)

@@ -1,0 +1,399 @@
+"""Bot rules: validation, the lifecycle, request ids, etags, events and watching.
+
+Never sees protobuf types. Every write is one transaction that also stages its
+events in the outbox and announces the change to watchers after commit.
+
+Lifecycle (DESIGN.md §3): DRAFT -> DEPLOYING (DeployBot) -> RUNNING (runtime
+reports a start) -> STOPPING (StopBot) -> STOPPED; FAILED from runtime
+reports. DRAFT, STOPPED and FAILED can be deployed (again); RUNNING and
+DEPLOYING can be stopped. A deploy always uses the bot's current config, so a
+redeploy after an update runs the new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
+from the0.server.bots.catalog import CustomBotCatalog, CustomBotVersion
+from the0.server.bots.config_validation import validate_config
+from the0.server.bots.models import BotRow
+from the0.server.bots.repository import BotRepository
+from the0.server.errors import (
+    Aborted,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+)
+from the0.server.events.outbox import Outbox
+from the0.server.events.watch_hub import Heartbeat, Snapshot, WatchHub
+from the0.server.pagination import Cursor, PageTokens, page_size
+
+log = logging.getLogger("the0.bots")
+
+WATCH_KIND = "bot"
+STATES = ("DRAFT", "DEPLOYING", "RUNNING", "STOPPING", "STOPPED", "FAILED")
+DEPLOYABLE = ("DRAFT", "STOPPED", "FAILED")
+STOPPABLE = ("RUNNING", "DEPLOYING")
+MAX_NAME = 100
+MAX_REQUEST_ID = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Bot:
+    id: str
+    owner_id: str
+    name: str
+    config: dict[str, Any]
+    state: str
+    custom_bot_id: str
+    etag: str
+    error: str | None
+    last_execution: dict[str, Any] | None
+    create_time: datetime
+    update_time: datetime
+
+    @classmethod
+    def from_row(cls, row: BotRow) -> Bot:
+        return cls(
+            id=row.id,
+            owner_id=row.owner_id,
+            name=row.name,
+            config=dict(row.config),
+            state=row.state,
+            custom_bot_id=row.custom_bot_id,
+            etag=row.etag,
+            error=row.error,
+            last_execution=dict(row.last_execution) if row.last_execution else None,
+            create_time=row.create_time,
+            update_time=row.update_time,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BotPage:
+    bots: list[Bot]
+    next_page_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class BotDeleted:
+    """The last thing a watcher of a deleted bot receives."""
+
+    id: str
+    delete_time: datetime
+
+
+def event_data(row: BotRow, custom_bot: CustomBotVersion | None) -> dict[str, Any]:
+    """Everything a runtime needs to act on a bot event without calling back."""
+    return {
+        "botId": row.id,
+        "ownerId": row.owner_id,
+        "name": row.name,
+        "state": row.state,
+        "config": dict(row.config),
+        "customBot": custom_bot.runtime_data() if custom_bot is not None else None,
+    }
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _check_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > MAX_NAME:
+        raise InvalidArgument(
+            f"name must be 1 to {MAX_NAME} characters",
+            violations=[FieldViolation("bot.name", f"must be 1 to {MAX_NAME} characters")],
+        )
+    return name
+
+
+def _check_request_id(request_id: str) -> str | None:
+    if len(request_id) > MAX_REQUEST_ID:
+        raise InvalidArgument(
+            f"requestId must be at most {MAX_REQUEST_ID} characters",
+            violations=[FieldViolation("requestId", f"at most {MAX_REQUEST_ID} characters")],
+        )
+    return request_id or None
+
+
+def _not_found(bot_id: str) -> NotFound:
+    return NotFound(f"bot {bot_id!r} not found", metadata={"id": bot_id})
+
+
+def _etag_mismatch(bot_id: str) -> Aborted:
+    return Aborted(
+        "the bot changed since it was read (etag mismatch): read it again and retry",
+        reason="ETAG_MISMATCH",
+        metadata={"id": bot_id},
+    )
+
+
+def invalid_state(row: BotRow, action: str, allowed: tuple[str, ...]) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"cannot {action} a bot in state {row.state}; allowed from {', '.join(allowed)}",
+        reason="INVALID_STATE",
+        metadata={"id": row.id, "state": row.state},
+    )
+
+
+class _SharedReads:
+    """Watchers of one bot woken by one change share one database read."""
+
+    def __init__(self) -> None:
+        self._inflight: dict[tuple[str, str], asyncio.Future[Bot | None]] = {}
+
+    async def read(self, key: tuple[str, str], load: Callable[[], Awaitable[Bot | None]]) -> Bot | None:
+        future = self._inflight.get(key)
+        if future is None:
+            future = asyncio.ensure_future(load())
+            self._inflight[key] = future
+            future.add_done_callback(lambda _f: self._inflight.pop(key, None))
+        return await asyncio.shield(future)
+
+
+class BotService:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        outbox: Outbox,
+        watch_hub: WatchHub,
+        catalog: CustomBotCatalog,
+        page_tokens: PageTokens,
+    ) -> None:
+        self._sessions = sessions
+        # Reads are one statement each: in autocommit they skip BEGIN and ROLLBACK round trips.
+        self._read_sessions = async_sessionmaker(
+            sessions.kw["bind"].execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        )
+        self._outbox = outbox
+        self._hub = watch_hub
+        self._catalog = catalog
+        self._page_tokens = page_tokens
+        self._shared_reads = _SharedReads()
+
+    # -- reads ---------------------------------------------------------------
+
+    async def get(self, owner_id: str, bot_id: str) -> Bot:
+        async with self._read_sessions() as session:
+            row = await BotRepository(session, owner_id).get(bot_id)
+            if row is None:
+                raise _not_found(bot_id)
+            return Bot.from_row(row)
+
+    async def list(
+        self, owner_id: str, *, state: str | None, requested_page_size: int, page_token: str
+    ) -> BotPage:
+        limit = page_size(requested_page_size)
+        scope = f"bots.list:{state or '*'}"
+        after = self._page_tokens.decode(page_token, scope=scope)
+        async with self._read_sessions() as session:
+            rows = list(
+                await BotRepository(session, owner_id).list_page(state=state, after=after, limit=limit + 1)
+            )
+        next_token = ""
+        if len(rows) > limit:
+            rows = rows[:limit]
+            next_token = self._page_tokens.encode(Cursor(rows[-1].create_time, rows[-1].id), scope=scope)
+        return BotPage([Bot.from_row(r) for r in rows], next_token)
+
+    # -- writes --------------------------------------------------------------
+
+    async def create(self, owner_id: str, *, name: str, config: dict[str, Any], request_id: str = "") -> Bot:
+        name = _check_name(name)
+        request = _check_request_id(request_id)
+        if request is not None and (done := await self._served(owner_id, "create", request)) is not None:
+            return done
+        try:
+            async with self._sessions() as session, session.begin():
+                bots = BotRepository(session, owner_id)
+                validated = await validate_config(session, self._catalog, owner_id, config, schema="bot")
+                now = _now()
+                row = BotRow(
+                    id=str(uuid.uuid4()),
+                    owner_id=owner_id,
+                    name=name,
+                    config=validated.config,
+                    state="DRAFT",
+                    custom_bot_id=validated.custom_bot.id,
+                    create_time=now,
+                    update_time=now,
+                )
+                bots.add(row)
+                if request is not None:
+                    bots.remember_request("create", request, row.id)
+                await session.flush()
+                self._outbox.add(session, "bot.created", event_data(row, validated.custom_bot))
+                self._hub.notify_after_commit(session, WATCH_KIND, row.id, row.etag)
+        except IntegrityError:
+            # The same request_id raced us and won: answer with its bot.
+            if request is not None and (done := await self._served(owner_id, "create", request)) is not None:
+                return done
+            raise
+        log.info("bot created", extra={"bot_id": row.id, "owner_id": owner_id})
+        return Bot.from_row(row)
+
+    async def update(
+        self, owner_id: str, bot_id: str, *, name: str | None, config: dict[str, Any] | None, etag: str = ""
+    ) -> Bot:
+        if name is not None:
+            name = _check_name(name)
+        try:
+            async with self._sessions() as session, session.begin():
+                row = await BotRepository(session, owner_id).get(bot_id, for_update=True)
+                if row is None:
+                    raise _not_found(bot_id)
+                if etag and etag != row.etag:
+                    raise _etag_mismatch(bot_id)
+                custom_bot = None
+                if config is not None:
+                    validated = await validate_config(session, self._catalog, owner_id, config, schema="bot")
+                    custom_bot = validated.custom_bot
+                    row.config = validated.config
+                    row.custom_bot_id = custom_bot.id
+                else:
+                    custom_bot = await self._catalog.get(session, owner_id, row.custom_bot_id)
+                if name is not None:
+                    row.name = name
+                row.update_time = _now()
+                await session.flush()
+                self._outbox.add(session, "bot.updated", event_data(row, custom_bot))
+                self._hub.notify_after_commit(session, WATCH_KIND, row.id, row.etag)
+        except StaleDataError as error:
+            raise _etag_mismatch(bot_id) from error
+        return Bot.from_row(row)
+
+    async def delete(self, owner_id: str, bot_id: str, *, etag: str = "") -> None:
+        try:
+            async with self._sessions() as session, session.begin():
+                bots = BotRepository(session, owner_id)
+                row = await bots.get(bot_id, for_update=True)
+                if row is None:
+                    raise _not_found(bot_id)
+                if etag and etag != row.etag:
+                    raise _etag_mismatch(bot_id)
+                custom_bot = await self._catalog.get(session, owner_id, row.custom_bot_id)
+                if row.state in STOPPABLE:
+                    # The runtime stops it first; the delete follows in the same order on the stream.
+                    self._outbox.add(
+                        session, "bot.stop-requested", event_data(row, custom_bot) | {"reason": "deleted"}
+                    )
+                self._outbox.add(session, "bot.deleted", event_data(row, custom_bot))
+                await bots.delete(row)
+                await session.flush()
+                self._hub.notify_after_commit(session, WATCH_KIND, bot_id, "deleted")
+        except StaleDataError as error:
+            raise _etag_mismatch(bot_id) from error
+        log.info("bot deleted", extra={"bot_id": bot_id, "owner_id": owner_id})
+
+    async def deploy(self, owner_id: str, bot_id: str, *, request_id: str = "") -> Bot:
+        request = _check_request_id(request_id)
+        if request is not None:
+            done = await self._served(owner_id, "deploy", request)
+            if done is not None:
+                if done.id != bot_id:
+                    raise InvalidArgument(
+                        "requestId was already used to deploy another bot",
+                        violations=[FieldViolation("requestId", "already used for another bot")],
+                    )
+                return done
+        try:
+            async with self._sessions() as session, session.begin():
+                bots = BotRepository(session, owner_id)
+                row = await bots.get(bot_id, for_update=True)
+                if row is None:
+                    raise _not_found(bot_id)
+                if row.state not in DEPLOYABLE:
+                    raise invalid_state(row, "deploy", DEPLOYABLE)
+                custom_bot = await self._catalog.get(session, owner_id, row.custom_bot_id)
+                if custom_bot is None or not custom_bot.approved:
+                    state = custom_bot.state if custom_bot is not None else "MISSING"
+                    raise FailedPrecondition(
+                        "the bot's custom-bot version is no longer APPROVED",
+                        reason="CUSTOM_BOT_NOT_APPROVED",
+                        metadata={"id": bot_id, "customBotId": row.custom_bot_id, "state": state},
+                    )
+                row.state = "DEPLOYING"
+                row.error = None
+                row.update_time = _now()
+                if request is not None:
+                    bots.remember_request("deploy", request, row.id)
+                await session.flush()
+                self._outbox.add(session, "bot.deploy-requested", event_data(row, custom_bot))
+                self._hub.notify_after_commit(session, WATCH_KIND, row.id, row.etag)
+        except StaleDataError as error:
+            raise _etag_mismatch(bot_id) from error
+        except IntegrityError:
+            if request is not None and (done := await self._served(owner_id, "deploy", request)) is not None:
+                return done
+            raise
+        log.info("bot deploy requested", extra={"bot_id": bot_id, "owner_id": owner_id})
+        return Bot.from_row(row)
+
+    async def stop(self, owner_id: str, bot_id: str) -> Bot:
+        try:
+            async with self._sessions() as session, session.begin():
+                row = await BotRepository(session, owner_id).get(bot_id, for_update=True)
+                if row is None:
+                    raise _not_found(bot_id)
+                if row.state not in STOPPABLE:
+                    raise invalid_state(row, "stop", STOPPABLE)
+                custom_bot = await self._catalog.get(session, owner_id, row.custom_bot_id)
+                row.state = "STOPPING"
+                row.update_time = _now()
+                await session.flush()
+                self._outbox.add(
+                    session, "bot.stop-requested", event_data(row, custom_bot) | {"reason": "stop"}
+                )
+                self._hub.notify_after_commit(session, WATCH_KIND, row.id, row.etag)
+        except StaleDataError as error:
+            raise _etag_mismatch(bot_id) from error
+        return Bot.from_row(row)
+
+    async def _served(self, owner_id: str, method: str, request_id: str) -> Bot | None:
+        """The bot of an already served request id, or None if this id is new."""
+        async with self._sessions() as session:
+            bots = BotRepository(session, owner_id)
+            served = await bots.served_request(method, request_id)
+            if served is None:
+                return None
+            row = await bots.get(served.bot_id)
+            if row is None:
+                raise _not_found(served.bot_id)
+            return Bot.from_row(row)
+
+    # -- watching ------------------------------------------------------------
+
+    async def watch(self, owner_id: str, bot_id: str) -> AsyncIterator[Bot | BotDeleted | Heartbeat]:
+        """Current bot, then each change, heartbeats; ends with BotDeleted. NotFound if not the caller's."""
+        first = True
+
+        async def read() -> Bot | None:
+            async with self._read_sessions() as session:
+                row = await BotRepository(session, owner_id).get(bot_id)
+                return None if row is None else Bot.from_row(row)
+
+        async def load() -> Snapshot[Bot | BotDeleted]:
+            nonlocal first
+            bot = await self._shared_reads.read((owner_id, bot_id), read)
+            if bot is None:
+                if first:
+                    raise _not_found(bot_id)
+                return Snapshot(BotDeleted(bot_id, _now()), etag="deleted", terminal=True)
+            first = False
+            return Snapshot(bot, etag=bot.etag, terminal=False)
+
+        async for item in self._hub.watch(WATCH_KIND, bot_id, load):
+            yield item

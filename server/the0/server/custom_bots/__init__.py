@@ -1,0 +1,1 @@
+"""Custom bots: the code users upload, its checks, storage and review (DESIGN.md §3)."""

@@ -1,0 +1,154 @@
+"""CustomBotService over gRPC: proto ↔ domain, the caller from the auth Principal, one service call."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+import grpc.aio
+from google.api import httpbody_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
+
+from the0.common.v1 import watch_pb2
+from the0.custom_bot.v1 import custom_bot_pb2, custom_bot_service_pb2, custom_bot_service_pb2_grpc
+from the0.server.custom_bots.models import CustomBotRow
+from the0.server.custom_bots.service import CustomBotService
+from the0.server.identity.principal import current_principal
+from the0.server.validation import validate_request
+
+_STATES = {
+    "PENDING_REVIEW": custom_bot_pb2.CUSTOM_BOT_STATE_PENDING_REVIEW,
+    "APPROVED": custom_bot_pb2.CUSTOM_BOT_STATE_APPROVED,
+    "DECLINED": custom_bot_pb2.CUSTOM_BOT_STATE_DECLINED,
+    "AWAITING_HUMAN_REVIEW": custom_bot_pb2.CUSTOM_BOT_STATE_AWAITING_HUMAN_REVIEW,
+}
+_TYPES = {
+    "scheduled": custom_bot_pb2.CUSTOM_BOT_TYPE_SCHEDULED,
+    "realtime": custom_bot_pb2.CUSTOM_BOT_TYPE_REALTIME,
+    "event": custom_bot_pb2.CUSTOM_BOT_TYPE_EVENT,
+}
+_RUNTIMES = {"python3.11": custom_bot_pb2.RUNTIME_PYTHON3_11, "nodejs20": custom_bot_pb2.RUNTIME_NODEJS20}
+_DECISIONS = {
+    custom_bot_service_pb2.REVIEW_DECISION_APPROVE: True,
+    custom_bot_service_pb2.REVIEW_DECISION_DECLINE: False,
+}
+
+
+def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _struct(value: dict | None) -> struct_pb2.Struct | None:  # type: ignore[type-arg]
+    if value is None:
+        return None
+    message = struct_pb2.Struct()
+    message.update(value)
+    return message
+
+
+def custom_bot_to_proto(row: CustomBotRow) -> custom_bot_pb2.CustomBot:
+    manifest = row.manifest
+    entrypoints = manifest.get("entrypoints", {})
+    schema = manifest.get("schema", {})
+    metadata = manifest.get("metadata", {})
+    message = custom_bot_pb2.CustomBot(
+        id=row.id,
+        name=row.name,
+        version=row.version,
+        state=_STATES[row.state],
+        manifest=custom_bot_pb2.Manifest(
+            name=manifest.get("name", row.name),
+            description=manifest.get("description", ""),
+            version=manifest.get("version", row.version),
+            author=manifest.get("author", ""),
+            type=_TYPES.get(manifest.get("type", ""), custom_bot_pb2.CUSTOM_BOT_TYPE_UNSPECIFIED),
+            runtime=_RUNTIMES.get(manifest.get("runtime", ""), custom_bot_pb2.RUNTIME_UNSPECIFIED),
+            entrypoints=custom_bot_pb2.Entrypoints(bot=entrypoints.get("bot", ""),
+                                                   backtest=entrypoints.get("backtest", "")),
+            schema=custom_bot_pb2.SchemaFiles(bot=schema.get("bot", ""), backtest=schema.get("backtest", "")),
+            readme=manifest.get("readme", ""),
+            metadata=custom_bot_pb2.Metadata(**{k: v for k, v in metadata.items()
+                                                if k in ("categories", "instruments", "exchanges", "tags")}),
+        ),
+        archive=custom_bot_pb2.Archive(size_bytes=row.size_bytes, sha256=row.sha256),
+        readme=row.readme,
+        etag=row.etag,
+        create_time=_timestamp(row.created_at),
+        update_time=_timestamp(row.updated_at),
+    )
+    if (bot_schema := _struct(row.bot_schema)) is not None:
+        message.bot_schema.CopyFrom(bot_schema)
+    if (backtest_schema := _struct(row.backtest_schema)) is not None:
+        message.backtest_schema.CopyFrom(backtest_schema)
+    if row.review_time is not None:
+        message.review.CopyFrom(
+            custom_bot_pb2.Review(
+                score=row.review_score or 0,
+                reasons=row.review_reasons or [],
+                reviewer=row.reviewer or "",
+                review_time=_timestamp(row.review_time),
+            )
+        )
+    return message
+
+
+async def _chunks(requests: AsyncIterator[custom_bot_service_pb2.UploadCustomBotRequest]) -> AsyncIterator[bytes]:
+    async for request in requests:
+        yield request.chunk.data
+
+
+class CustomBotServicer(custom_bot_service_pb2_grpc.CustomBotServiceServicer):
+    def __init__(self, service: CustomBotService) -> None:
+        self._service = service
+
+    async def UploadCustomBot(self, request_iterator, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        principal = current_principal()
+        row = await self._service.upload(principal.user_id, _chunks(request_iterator))
+        return custom_bot_to_proto(row)
+
+    async def ListCustomBots(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        principal = current_principal()
+        validate_request(request)
+        page = await self._service.list_versions(
+            principal.user_id, requested_page_size=request.page_size, page_token=request.page_token,
+            name=request.name,
+        )
+        return custom_bot_service_pb2.ListCustomBotsResponse(
+            custom_bots=[custom_bot_to_proto(row) for row in page.items], next_page_token=page.next_page_token
+        )
+
+    async def GetCustomBot(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        principal = current_principal()
+        validate_request(request)
+        return custom_bot_to_proto(await self._service.get(principal.user_id, request.id))
+
+    async def DownloadCustomBotArchive(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        principal = current_principal()
+        validate_request(request)
+        chunks = await self._service.open_archive(principal.user_id, request.id)
+        async with contextlib.aclosing(chunks):  # releases the store's stream if the client goes away
+            async for chunk in chunks:
+                yield httpbody_pb2.HttpBody(content_type="application/zip", data=chunk)
+
+    async def ReviewCustomBot(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        principal = current_principal()
+        # The service checks the role before the request, so non-admins learn nothing about ids.
+        row = await self._service.review(
+            actor_id=principal.user_id, is_admin=principal.is_admin, custom_bot_id=request.id,
+            approve=_DECISIONS.get(request.decision), reasons=list(request.reasons),
+        )
+        return custom_bot_to_proto(row)
+
+    async def WatchCustomBot(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        principal = current_principal()
+        validate_request(request)
+        async for item in self._service.watch(principal.user_id, request.id):
+            if isinstance(item, CustomBotRow):
+                yield custom_bot_service_pb2.WatchCustomBotResponse(custom_bot=custom_bot_to_proto(item))
+            else:
+                heartbeat = watch_pb2.Heartbeat()
+                heartbeat.time.GetCurrentTime()
+                yield custom_bot_service_pb2.WatchCustomBotResponse(heartbeat=heartbeat)

@@ -1,0 +1,97 @@
+"""Wires the identity domain: one object the composition root creates, starts and stops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from the0.server.db.engine import session_factory
+from the0.server.identity.admin_bootstrap import bootstrap_admin
+from the0.server.identity.api_key_secrets import ApiKeyHasher
+from the0.server.identity.authenticator import Authenticator
+from the0.server.identity.passwords import Passwords
+from the0.server.identity.revocations import Revocations
+from the0.server.identity.service import ApiKeyService, AuthService, CredentialHousekeeping
+from the0.server.identity.servicers import ApiKeyServicer, AuthServicer
+from the0.server.identity.throttle import LoginThrottle
+from the0.server.identity.tokens import AccessTokens
+from the0.server.nats_link import NatsLink
+from the0.server.pagination import PageTokens
+from the0.server.settings import Settings
+
+log = logging.getLogger("the0.identity")
+_ADMIN_RETRY_SECONDS = 2.0
+
+
+class Identity:
+    def __init__(self, settings: Settings, engine: AsyncEngine, nats: NatsLink) -> None:
+        if not settings.jwt_secret:
+            raise ValueError("settings.jwt_secret is required (dev mode generates one)")
+        self._settings = settings
+        sessions = session_factory(engine)
+        self.passwords = Passwords(memory_kib=settings.argon2_memory_kib, time_cost=settings.argon2_time_cost,
+                                   parallelism=settings.argon2_parallelism)
+        tokens = AccessTokens(settings.jwt_secret, settings.jwt_expires_in)
+        hasher = ApiKeyHasher(settings.jwt_secret)
+        self._sessions = sessions
+        self.revocations = Revocations(
+            nats=nats,
+            loader=CredentialHousekeeping(sessions).revoked_since,
+            remember=max(settings.jwt_expires_in, timedelta(seconds=settings.api_key_cache_seconds))
+            + timedelta(minutes=1),
+            sync_seconds=settings.revocation_sync_seconds,
+        )
+        self.authenticator = Authenticator(
+            tokens=tokens, hasher=hasher, revocations=self.revocations, sessions=sessions,
+            api_key_cache_seconds=settings.api_key_cache_seconds,
+            last_used_flush_seconds=settings.api_key_last_used_flush_seconds,
+        )
+        self.auth_service = AuthService(
+            sessions=sessions, passwords=self.passwords, tokens=tokens, revocations=self.revocations,
+            throttle=LoginThrottle(per_email=settings.login_max_failures_per_email,
+                                   per_address=settings.login_max_failures_per_address),
+            refresh_token_ttl=settings.refresh_token_ttl, registration_enabled=settings.registration_enabled,
+        )
+        self.api_key_service = ApiKeyService(
+            sessions=sessions, hasher=hasher, authenticator=self.authenticator, revocations=self.revocations,
+            page_tokens=PageTokens(settings.jwt_secret.encode()),
+        )
+        self.auth_servicer = AuthServicer(self.auth_service)
+        self.api_key_servicer = ApiKeyServicer(self.api_key_service)
+        self.admin_ready = asyncio.Event()
+        self._admin_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.passwords.prepare()
+        await self.revocations.start()
+        self.authenticator.start()
+        if self._settings.admin_email and self._settings.admin_password:
+            self._admin_task = asyncio.create_task(self._bootstrap_admin(), name="admin-bootstrap")
+        else:
+            self.admin_ready.set()
+
+    async def stop(self) -> None:
+        if self._admin_task is not None:
+            self._admin_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._admin_task
+        await self.authenticator.stop()
+        await self.revocations.stop()
+        self.passwords.close()
+
+    async def _bootstrap_admin(self) -> None:
+        assert self._settings.admin_email and self._settings.admin_password
+        while True:
+            try:
+                await bootstrap_admin(self._sessions, self.passwords, self._settings.admin_email,
+                                      self._settings.admin_password)
+            except Exception as error:  # noqa: BLE001 - database not reachable yet
+                log.warning("admin bootstrap failed; retrying", extra={"error": type(error).__name__})
+                await asyncio.sleep(_ADMIN_RETRY_SECONDS)
+            else:
+                self.admin_ready.set()
+                return

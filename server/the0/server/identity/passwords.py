@@ -1,0 +1,102 @@
+"""Password hashing: Argon2id, always in a worker thread (it is slow on purpose).
+
+Hashes imported from the original platform are bcrypt (``$2a$``/``$2b$``/``$2y$``);
+they verify with the ``bcrypt`` package and ``needs_rehash`` says to replace
+them with Argon2id on that login, as for Argon2 hashes with outdated parameters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+import bcrypt
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import InvalidHashError, VerificationError
+
+# OWASP Password Storage Cheat Sheet, Argon2id: m=19 MiB, t=2, p=1 (minimum).
+OWASP_MEMORY_KIB = 19 * 1024
+OWASP_TIME_COST = 2
+OWASP_PARALLELISM = 1
+_BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
+# At most this many hashes at once (each takes 19 MiB and a core for ~50 ms): half the
+# cores, so a login storm never takes the CPU the event loop needs...
+HASHING_THREADS = max(1, (os.cpu_count() or 2) // 2)
+# ...in threads the OS schedules after the event loop's: under CPU pressure a login
+# waits a little longer rather than every other request.
+HASHING_NICENESS = 10
+T = TypeVar("T")
+
+
+def _lower_thread_priority() -> None:
+    with contextlib.suppress(AttributeError, OSError):  # Linux: a thread id is a schedulable entity
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    ok: bool
+    needs_rehash: bool = False
+
+
+class Passwords:
+    def __init__(
+        self,
+        *,
+        memory_kib: int = OWASP_MEMORY_KIB,
+        time_cost: int = OWASP_TIME_COST,
+        parallelism: int = OWASP_PARALLELISM,
+    ) -> None:
+        self._hasher = PasswordHasher(
+            time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism, type=Type.ID
+        )
+        self._dummy_hash: str | None = None
+        self._executor = ThreadPoolExecutor(
+            max_workers=HASHING_THREADS, thread_name_prefix="password-hashing", initializer=_lower_thread_priority
+        )
+
+    async def _off_loop(self, work: Callable[..., T], *args: object) -> T:
+        # Never on the event loop: a dedicated, low-priority pool (asyncio.to_thread's
+        # shared default pool would let hashing crowd out other blocking work).
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def hash(self, password: str) -> str:
+        return await self._off_loop(self._hasher.hash, password)
+
+    async def verify(self, stored_hash: str, password: str) -> Verification:
+        return await self._off_loop(self._verify_sync, stored_hash, password)
+
+    async def verify_nobody(self, password: str) -> Verification:
+        """Spend the time of a real verification, for an unknown email (no timing oracle)."""
+        if self._dummy_hash is None:
+            self._dummy_hash = await self.hash(secrets.token_urlsafe(16))
+        await self.verify(self._dummy_hash, password)
+        return Verification(ok=False)
+
+    async def prepare(self) -> None:
+        """Compute the dummy hash once at start, not on the first unknown-email login."""
+        if self._dummy_hash is None:
+            self._dummy_hash = await self.hash(secrets.token_urlsafe(16))
+
+    def _verify_sync(self, stored_hash: str, password: str) -> Verification:
+        if stored_hash.startswith(_BCRYPT_PREFIXES):
+            try:
+                ok = bcrypt.checkpw(password.encode()[:72], stored_hash.encode())
+            except ValueError:
+                return Verification(ok=False)
+            return Verification(ok=ok, needs_rehash=ok)
+        try:
+            self._hasher.verify(stored_hash, password)
+        except (VerificationError, InvalidHashError):
+            return Verification(ok=False)
+        return Verification(ok=True, needs_rehash=self._hasher.check_needs_rehash(stored_hash))

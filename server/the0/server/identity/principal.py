@@ -1,0 +1,36 @@
+"""Who is calling: set by the auth interceptor, read by handlers through a ContextVar."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Literal
+
+from the0.server.errors import Unauthenticated
+
+AuthKind = Literal["jwt", "api_key"]
+Role = Literal["user", "admin"]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    user_id: str
+    role: Role
+    auth_kind: AuthKind
+    session_id: str | None = None  # set for JWTs
+    api_key_id: str | None = None  # set for API keys
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+principal_var: ContextVar[Principal | None] = ContextVar("principal", default=None)
+
+
+def current_principal() -> Principal:
+    """The caller of the current RPC; public RPCs have none (a bug to ask there)."""
+    principal = principal_var.get()
+    if principal is None:
+        raise Unauthenticated("this call needs credentials", reason="TOKEN_MISSING")
+    return principal

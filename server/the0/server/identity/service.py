@@ -1,0 +1,327 @@
+"""Identity rules: registration, login, refresh rotation, logout, API keys.
+
+Never sees protobuf types. Every method opens one database session, commits at
+most once, and raises typed ApiErrors carrying their ErrorReason.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from the0.server.db.models import UserRow
+from the0.server.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unauthenticated,
+)
+from the0.server.identity import api_key_secrets
+from the0.server.identity.api_key_secrets import ApiKeyHasher
+from the0.server.identity.authenticator import Authenticator
+from the0.server.identity.domain import ApiKey, ApiKeyPage, CreatedApiKey, IssuedTokens, User
+from the0.server.identity.passwords import Passwords
+from the0.server.identity.principal import Principal
+from the0.server.identity.repository import (
+    ApiKeyRepository,
+    CredentialRepository,
+    SessionRepository,
+    UserRepository,
+    new_id,
+)
+from the0.server.identity.revocations import Revocations
+from the0.server.identity.throttle import LoginThrottle
+from the0.server.identity.tokens import AccessTokens, hash_refresh_token, new_refresh_token
+from the0.server.pagination import Cursor, PageTokens, page_size
+
+log = logging.getLogger("the0.identity")
+
+EMAIL_MAX = 254
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,50}$")
+PASSWORD_MIN, PASSWORD_MAX = 8, 1024
+NAME_MAX = 100
+API_KEY_NAME_MIN, API_KEY_NAME_MAX = 3, 50
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    email: str
+    password: str
+    username: str
+    first_name: str = ""
+    last_name: str = ""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class AuthService:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        passwords: Passwords,
+        tokens: AccessTokens,
+        revocations: Revocations,
+        throttle: LoginThrottle,
+        refresh_token_ttl: timedelta,
+        registration_enabled: bool,
+    ) -> None:
+        self._sessions = sessions
+        self._passwords = passwords
+        self._tokens = tokens
+        self._revocations = revocations
+        self._throttle = throttle
+        self._refresh_ttl = refresh_token_ttl
+        self._registration_enabled = registration_enabled
+
+    async def register(self, form: Registration) -> IssuedTokens:
+        if not self._registration_enabled:
+            raise FailedPrecondition("registration is switched off on this server", reason="REGISTRATION_DISABLED")
+        email = normalise_email(form.email)
+        violations = validate_registration(form, email)
+        if violations:
+            raise InvalidArgument("the registration has invalid fields: " + ", ".join(v.field for v in violations),
+                                  violations=violations)
+        password_hash = await self._passwords.hash(form.password)
+        async with self._sessions() as db:
+            users = UserRepository(db)
+            await _refuse_taken(users, email, form.username)
+            now = _now()
+            user = UserRow(
+                id=new_id(), email=email, username=form.username, password_hash=password_hash,
+                first_name=form.first_name.strip(), last_name=form.last_name.strip(), role="user", active=True,
+                last_login_at=now, created_at=now, updated_at=now,
+            )
+            users.add(user)
+            try:
+                await db.flush()
+            except IntegrityError:  # a concurrent registration won the race
+                await db.rollback()
+                await _refuse_taken(UserRepository(db), email, form.username)
+                raise AlreadyExists("the email or username is already registered") from None
+            tokens = await self._start_session(db, user, now)
+            await db.commit()
+        log.info("user registered", extra={"userId": user.id})
+        return tokens
+
+    async def login(self, email: str, password: str, *, client_address: str) -> IssuedTokens:
+        email = normalise_email(email)
+        violations = [FieldViolation(f, "is required") for f, v in (("email", email), ("password", password)) if not v]
+        if len(password) > PASSWORD_MAX:
+            violations.append(FieldViolation("password", f"must be at most {PASSWORD_MAX} characters"))
+        if violations:
+            raise InvalidArgument("the login has invalid fields", violations=violations)
+        wait = self._throttle.retry_after(email, client_address)
+        if wait is not None:
+            raise ResourceExhausted(
+                f"too many failed logins; retry in {int(wait.total_seconds())} s",
+                reason="RATE_LIMITED", retry_after=wait,
+                metadata={"retryAfterSeconds": str(int(wait.total_seconds()))},
+            )
+        async with self._sessions() as db:
+            users = UserRepository(db)
+            user = await users.find_by_email(email)
+            if user is None:
+                await self._passwords.verify_nobody(password)
+                verified = None
+            else:
+                verified = await self._passwords.verify(user.password_hash, password)
+            if user is None or verified is None or not verified.ok or not user.active:
+                self._throttle.record_failure(email, client_address)
+                raise Unauthenticated("wrong email or password", reason="INVALID_CREDENTIALS")
+            now = _now()
+            if verified.needs_rehash:
+                user.password_hash = await self._passwords.hash(password)
+            user.last_login_at = now
+            tokens = await self._start_session(db, user, now)
+            await db.commit()
+        return tokens
+
+    async def refresh(self, refresh_token: str) -> IssuedTokens:
+        if not refresh_token:
+            raise InvalidArgument("refreshToken is required",
+                                  violations=[FieldViolation("refreshToken", "is required")])
+        async with self._sessions() as db:
+            repo = SessionRepository(db)
+            found = await repo.find_refresh_token(hash_refresh_token(refresh_token))
+            now = _now()
+            if found is None:
+                raise _refresh_invalid()
+            token, session = found
+            if session.revoked_at is not None or token.expires_at <= now:
+                raise _refresh_invalid()
+            if token.rotated_at is not None or not await repo.mark_rotated(token.id, now):
+                # Someone holds a token that was already exchanged: assume it was stolen.
+                await repo.revoke(session.id, now, "REFRESH_TOKEN_REUSED")
+                await db.commit()
+                await self._revocations.revoke_session(session.id)
+                log.warning("refresh token reused; session revoked", extra={"sessionId": session.id})
+                raise Unauthenticated("this refresh token was already used; the session is revoked",
+                                      reason="REFRESH_TOKEN_REUSED")
+            user = await UserRepository(db).get(session.user_id)
+            if user is None or not user.active:
+                raise _refresh_invalid()
+            tokens = self._issue(db, user, session.id, now)
+            await db.commit()
+        return tokens
+
+    async def logout(self, principal: Principal) -> None:
+        assert principal.session_id is not None  # USER_SESSION policy: JWT only
+        async with self._sessions() as db:
+            await SessionRepository(db).revoke(principal.session_id, _now(), "LOGOUT")
+            await db.commit()
+        await self._revocations.revoke_session(principal.session_id)
+
+    async def current_user(self, principal: Principal) -> User:
+        async with self._sessions() as db:
+            user = await UserRepository(db).get(principal.user_id)
+        if user is None:
+            raise NotFound("the account no longer exists", metadata={"id": principal.user_id})
+        return User.from_row(user)
+
+    async def _start_session(self, db: AsyncSession, user: UserRow, now: datetime) -> IssuedTokens:
+        session = await SessionRepository(db).start(user.id, now)
+        return self._issue(db, user, session.id, now)
+
+    def _issue(self, db: AsyncSession, user: UserRow, session_id: str, now: datetime) -> IssuedTokens:
+        access, access_expires = self._tokens.issue(user_id=user.id, session_id=session_id, role=user.role, now=now)
+        refresh = new_refresh_token()
+        refresh_expires = now + self._refresh_ttl
+        SessionRepository(db).add_refresh_token(session_id, hash_refresh_token(refresh), now, refresh_expires)
+        return IssuedTokens(User.from_row(user), access, access_expires, refresh, refresh_expires)
+
+
+def validate_registration(form: Registration, email: str) -> list[FieldViolation]:
+    violations = []
+    if not email:
+        violations.append(FieldViolation("email", "is required"))
+    elif len(email) > EMAIL_MAX or not _EMAIL.match(email):
+        violations.append(FieldViolation("email", "must be an email address of at most 254 characters"))
+    if not form.username:
+        violations.append(FieldViolation("username", "is required"))
+    elif not USERNAME.match(form.username):
+        violations.append(FieldViolation("username", "must be 3 to 50 letters, digits, '_', '.' or '-'"))
+    if not form.password:
+        violations.append(FieldViolation("password", "is required"))
+    elif not PASSWORD_MIN <= len(form.password) <= PASSWORD_MAX:
+        violations.append(FieldViolation("password", f"must be {PASSWORD_MIN} to {PASSWORD_MAX} characters"))
+    elif email and form.password.strip().lower() == email:
+        violations.append(FieldViolation("password", "must not be the email address"))
+    for field, value in (("firstName", form.first_name), ("lastName", form.last_name)):
+        if len(value) > NAME_MAX:
+            violations.append(FieldViolation(field, f"must be at most {NAME_MAX} characters"))
+    return violations
+
+
+async def _refuse_taken(users: UserRepository, email: str, username: str) -> None:
+    email_taken, username_taken = await users.taken(email=email, username=username)
+    if email_taken:
+        raise AlreadyExists("an account with this email already exists", metadata={"field": "email"})
+    if username_taken:
+        raise AlreadyExists("this username is taken", metadata={"field": "username", "username": username})
+
+
+def _refresh_invalid() -> Unauthenticated:
+    return Unauthenticated("the refresh token is unknown, expired or revoked", reason="REFRESH_TOKEN_INVALID")
+
+
+class ApiKeyService:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        hasher: ApiKeyHasher,
+        authenticator: Authenticator,
+        revocations: Revocations,
+        page_tokens: PageTokens,
+    ) -> None:
+        self._sessions = sessions
+        self._hasher = hasher
+        self._authenticator = authenticator
+        self._revocations = revocations
+        self._page_tokens = page_tokens
+
+    async def create(self, principal: Principal, *, name: str, expires_at: datetime | None) -> CreatedApiKey:
+        name = name.strip()
+        now = _now()
+        violations = []
+        if not name:
+            violations.append(FieldViolation("apiKey.name", "is required"))
+        elif not API_KEY_NAME_MIN <= len(name) <= API_KEY_NAME_MAX:
+            violations.append(FieldViolation("apiKey.name", "must be 3 to 50 characters"))
+        if expires_at is not None and expires_at <= now:
+            violations.append(FieldViolation("apiKey.expireTime", "must be in the future"))
+        if violations:
+            raise InvalidArgument("the API key has invalid fields: " + ", ".join(v.field for v in violations),
+                                  violations=violations)
+        secret = api_key_secrets.new_secret()
+        async with self._sessions() as db:
+            keys = ApiKeyRepository(db, principal.user_id)
+            if await keys.name_taken(name):
+                raise AlreadyExists("you already have an API key with this name", metadata={"name": name})
+            row = keys.add(name=name, prefix=api_key_secrets.display_prefix(secret),
+                           key_hash=self._hasher.hash(secret), now=now, expires=expires_at)
+            try:
+                await db.commit()
+            except IntegrityError:
+                raise AlreadyExists("you already have an API key with this name", metadata={"name": name}) from None
+        return CreatedApiKey(ApiKey.from_row(row, now), secret)
+
+    async def list(self, principal: Principal, *, requested_page_size: int, page_token: str) -> ApiKeyPage:
+        limit = page_size(requested_page_size)
+        scope = f"ListApiKeys:{principal.user_id}"
+        after = self._page_tokens.decode(page_token, scope=scope)
+        async with self._sessions() as db:
+            rows = await ApiKeyRepository(db, principal.user_id).list_page(after=after, limit=limit + 1)
+        now = _now()
+        next_token = ""
+        if len(rows) > limit:
+            rows = rows[:limit]
+            next_token = self._page_tokens.encode(Cursor(rows[-1].created_at, rows[-1].id), scope=scope)
+        return ApiKeyPage([ApiKey.from_row(r, now) for r in rows], next_token)
+
+    async def revoke(self, principal: Principal, api_key_id: str) -> ApiKey:
+        if not api_key_id:
+            raise InvalidArgument("id is required", violations=[FieldViolation("id", "is required")])
+        async with self._sessions() as db:
+            row = await ApiKeyRepository(db, principal.user_id).get(api_key_id)
+            if row is None:
+                raise NotFound("no such API key", metadata={"id": api_key_id})
+            now = _now()
+            newly = row.revoked_at is None
+            if newly:
+                row.revoked_at = now
+                await db.commit()
+        if newly:
+            self._authenticator.forget_api_key(row.id)
+            await self._revocations.revoke_api_key(row.id)
+        return ApiKey.from_row(row, now)
+
+
+class CredentialHousekeeping:
+    """Database reads behind the revocation sets."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def revoked_since(self, since: datetime) -> tuple[list[str], list[str]]:
+        async with self._sessions() as db:
+            return (
+                await SessionRepository(db).revoked_since(since),
+                await CredentialRepository(db).api_keys_revoked_since(since),
+            )

@@ -1,0 +1,137 @@
+"""gRPC servicers: proto ↔ domain conversion and one service call per RPC."""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import UTC, datetime
+
+import grpc.aio
+from google.protobuf import timestamp_pb2
+
+from the0.api_key.v1 import api_key_pb2, api_key_service_pb2, api_key_service_pb2_grpc
+from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc, user_pb2
+from the0.server.identity.domain import ApiKey, IssuedTokens, User
+from the0.server.identity.principal import current_principal
+from the0.server.identity.service import ApiKeyService, AuthService, Registration
+from the0.server.validation import clear_output_only, validate_request
+
+_ROLES = {"user": user_pb2.ROLE_USER, "admin": user_pb2.ROLE_ADMIN}
+_KEY_STATES = {
+    "active": api_key_pb2.API_KEY_STATE_ACTIVE,
+    "revoked": api_key_pb2.API_KEY_STATE_REVOKED,
+    "expired": api_key_pb2.API_KEY_STATE_EXPIRED,
+}
+
+
+def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def user_to_proto(user: User) -> user_pb2.User:
+    message = user_pb2.User(
+        id=user.id, email=user.email, username=user.username, first_name=user.first_name,
+        last_name=user.last_name, role=_ROLES[user.role], active=user.active,
+        create_time=_timestamp(user.created_at), update_time=_timestamp(user.updated_at),
+    )
+    if user.last_login_at is not None:
+        message.last_login_time.CopyFrom(_timestamp(user.last_login_at))
+    return message
+
+
+def tokens_to_proto(tokens: IssuedTokens) -> auth_service_pb2.AuthTokens:
+    return auth_service_pb2.AuthTokens(
+        user=user_to_proto(tokens.user),
+        access_token=tokens.access_token,
+        access_token_expire_time=_timestamp(tokens.access_token_expires_at),
+        refresh_token=tokens.refresh_token,
+        refresh_token_expire_time=_timestamp(tokens.refresh_token_expires_at),
+        token_type="Bearer",
+    )
+
+
+def api_key_to_proto(key: ApiKey) -> api_key_pb2.ApiKey:
+    message = api_key_pb2.ApiKey(
+        id=key.id, name=key.name, prefix=key.prefix, state=_KEY_STATES[key.state],
+        create_time=_timestamp(key.created_at),
+    )
+    for field, value in (("expire_time", key.expires_at), ("last_used_time", key.last_used_at),
+                         ("revoke_time", key.revoked_at)):
+        if value is not None:
+            getattr(message, field).CopyFrom(_timestamp(value))
+    return message
+
+
+def client_address(context: grpc.aio.ServicerContext) -> str:
+    """The caller's IP: the entry Envoy appended to x-forwarded-for (the last one —
+    earlier entries come from the client and can be forged), else the TCP peer."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-forwarded-for" and isinstance(value, str) and value.strip():
+            candidate = value.split(",")[-1].strip()
+            try:
+                return str(ipaddress.ip_address(candidate))
+            except ValueError:
+                break
+    peer = context.peer() or ""
+    # "ipv4:127.0.0.1:1234" or "ipv6:[::1]:1234"
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rsplit(":", 1)[0]
+    if kind == "ipv6":
+        return rest.rsplit(":", 1)[0].strip("[]")
+    return peer or "unknown"
+
+
+class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
+    def __init__(self, service: AuthService) -> None:
+        self._service = service
+
+    async def Register(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        clear_output_only(request)
+        tokens = await self._service.register(
+            Registration(email=request.email, password=request.password, username=request.username,
+                         first_name=request.first_name, last_name=request.last_name)
+        )
+        return tokens_to_proto(tokens)
+
+    async def Login(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        validate_request(request)
+        tokens = await self._service.login(request.email, request.password, client_address=client_address(context))
+        return tokens_to_proto(tokens)
+
+    async def RefreshToken(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        validate_request(request)
+        return tokens_to_proto(await self._service.refresh(request.refresh_token))
+
+    async def Logout(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        await self._service.logout(current_principal())
+        return auth_service_pb2.LogoutResponse()
+
+    async def GetCurrentUser(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        return user_to_proto(await self._service.current_user(current_principal()))
+
+
+class ApiKeyServicer(api_key_service_pb2_grpc.ApiKeyServiceServicer):
+    def __init__(self, service: ApiKeyService) -> None:
+        self._service = service
+
+    async def CreateApiKey(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        clear_output_only(request)  # the service reports every bad field at once, name included
+        expires = request.api_key.expire_time.ToDatetime(tzinfo=UTC) if request.api_key.HasField(
+            "expire_time") else None
+        created = await self._service.create(current_principal(), name=request.api_key.name, expires_at=expires)
+        return api_key_service_pb2.CreateApiKeyResponse(api_key=api_key_to_proto(created.api_key),
+                                                        secret=created.secret)
+
+    async def ListApiKeys(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        page = await self._service.list(current_principal(), requested_page_size=request.page_size,
+                                        page_token=request.page_token)
+        return api_key_service_pb2.ListApiKeysResponse(
+            api_keys=[api_key_to_proto(k) for k in page.api_keys], next_page_token=page.next_page_token
+        )
+
+    async def RevokeApiKey(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        validate_request(request)
+        return api_key_to_proto(await self._service.revoke(current_principal(), request.id))
+

@@ -1,0 +1,111 @@
+"""Innermost interceptor: authenticate every RPC that is not public.
+
+Which credentials an RPC accepts is declared in the proto with the method
+option ``(the0.common.v1.auth_policy)`` and read here from the descriptors of
+the registered services, once. A method missing from that map is denied.
+Accepted credentials: ``authorization: Bearer <jwt>``, ``authorization: ApiKey
+<key>`` or ``x-api-key: <key>``. The verified caller is set as a frozen
+Principal in a ContextVar for the handler, and reset after the call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import Protocol
+
+import grpc.aio
+from google.protobuf.descriptor import ServiceDescriptor
+
+from the0.common.v1 import auth_policy_pb2
+from the0.server.errors import PermissionDenied, Unauthenticated
+from the0.server.identity.principal import Principal, principal_var
+from the0.server.interceptors.wrapping import WrappingInterceptor
+
+PUBLIC = auth_policy_pb2.AUTH_POLICY_PUBLIC
+USER_SESSION = auth_policy_pb2.AUTH_POLICY_USER_SESSION
+ANY_CREDENTIAL = auth_policy_pb2.AUTH_POLICY_UNSPECIFIED
+
+# Services that are not ours, so carry no auth_policy option, and are public by
+# nature: load balancers and Envoy probe health; reflection only describes the API.
+PUBLIC_FOREIGN_SERVICES = (
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.reflection.v1.ServerReflection",
+)
+
+
+class Authenticates(Protocol):
+    def authenticate_jwt(self, token: str) -> Principal: ...
+
+    async def authenticate_api_key(self, secret: str) -> Principal: ...
+
+
+def policies_from_services(
+    services: Iterable[ServiceDescriptor], public_services: Iterable[str] = PUBLIC_FOREIGN_SERVICES
+) -> dict[str, int]:
+    """``{"/pkg.Service/Method": AuthPolicy}`` for every method of ``services``."""
+    policies: dict[str, int] = {}
+    for service in services:
+        for method in service.methods:
+            policies[f"/{service.full_name}/{method.name}"] = method.GetOptions().Extensions[
+                auth_policy_pb2.auth_policy
+            ]
+    return policies | {f"/{name}/": PUBLIC for name in public_services}
+
+
+class AuthInterceptor(WrappingInterceptor):
+    def __init__(self, policies: Mapping[str, int], authenticator: Authenticates) -> None:
+        super().__init__()
+        self._policies = dict(policies)
+        self._public_prefixes = tuple(m for m, p in self._policies.items() if m.endswith("/") and p == PUBLIC)
+        self._authenticator = authenticator
+
+    def declare(self, method: str, policy: int) -> None:
+        """Add a method no proto describes (a benchmark's echo). Before the server starts."""
+        self._policies[method] = policy
+
+    def policy(self, method: str) -> int | None:
+        policy = self._policies.get(method)
+        if policy is None and method.startswith(self._public_prefixes):
+            return PUBLIC
+        return policy
+
+    @asynccontextmanager
+    async def around(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        policy = self.policy(method)
+        if policy == PUBLIC:
+            yield
+            return
+        if policy is None:
+            raise PermissionDenied(f"{method} is not part of this API", metadata={"method": method})
+        principal = await self._authenticate(context)
+        if policy == USER_SESSION and principal.auth_kind != "jwt":
+            raise PermissionDenied("this call needs a user session (JWT); API keys are not accepted",
+                                   reason="API_KEY_NOT_ALLOWED", metadata={"method": method})
+        token = principal_var.set(principal)
+        try:
+            yield
+        finally:
+            principal_var.reset(token)
+
+    async def _authenticate(self, context: grpc.aio.ServicerContext) -> Principal:
+        authorization = api_key = None
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization" and isinstance(value, str):
+                authorization = value.strip()
+            elif key == "x-api-key" and isinstance(value, str):
+                api_key = value.strip()
+        if authorization:
+            scheme, _, credential = authorization.partition(" ")
+            scheme, credential = scheme.lower(), credential.strip()
+            if scheme == "bearer" and credential:
+                return self._authenticator.authenticate_jwt(credential)
+            if scheme == "apikey" and credential:
+                return await self._authenticator.authenticate_api_key(credential)
+            raise Unauthenticated("the authorization header must be 'Bearer <token>' or 'ApiKey <key>'",
+                                  reason="TOKEN_INVALID")
+        if api_key:
+            return await self._authenticator.authenticate_api_key(api_key)
+        raise Unauthenticated("this call needs credentials: authorization: Bearer <token> or an API key",
+                              reason="TOKEN_MISSING")
