@@ -612,3 +612,16 @@ async def test_api_keys_are_listed_newest_first_in_signed_pages(stack_factory):
     bob = bearer((await register(stack.channel, "bob")).access_token)
     await expect_error(stub.ListApiKeys(api_key_service_pb2.ListApiKeysRequest(page_token=first.next_page_token),
                                         metadata=bob), grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN")
+
+
+@SQLITE_ONLY
+async def test_current_user_cache_is_evicted_by_a_login_on_this_replica(stack_factory):
+    stack = await stack_factory()
+    registered = await register(stack.channel, "cacher")
+    first = await me(stack.channel, bearer(registered.access_token))  # now cached
+    await asyncio.sleep(0.01)
+    logged_in = await auth(stack.channel).Login(
+        auth_service_pb2.LoginRequest(email="cacher@example.com", password=PASSWORD)
+    )
+    second = await me(stack.channel, bearer(logged_in.access_token))
+    assert second.last_login_time.ToDatetime() > first.last_login_time.ToDatetime()

@@ -143,3 +143,20 @@ def test_settings_for_identity():
     with pytest.raises(SettingsError) as raised:
         Settings.from_env({k: v for k, v in ENV.items() if k != "JWT_SECRET"})
     assert any("JWT_SECRET is required" in p for p in raised.value.problems)
+
+
+def test_profile_cache_expires_and_stays_bounded():
+    from the0.server.identity.profile_cache import ProfileCache
+
+    now = [0.0]
+    cache: ProfileCache[str] = ProfileCache(ttl_seconds=5, max_entries=2, clock=lambda: now[0])
+    cache.put("a", "alice")
+    assert cache.get("a") == "alice"
+    now[0] = 5.0
+    assert cache.get("a") is None  # expired
+    cache.put("a", "alice")
+    cache.put("b", "bob")
+    cache.put("c", "carol")  # over the bound: starts afresh rather than growing
+    assert cache.get("a") is None and cache.get("c") == "carol"
+    cache.forget("c")
+    assert cache.get("c") is None

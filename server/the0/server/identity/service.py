@@ -30,6 +30,7 @@ from the0.server.identity.authenticator import Authenticator
 from the0.server.identity.domain import ApiKey, ApiKeyPage, CreatedApiKey, IssuedTokens, User
 from the0.server.identity.passwords import Passwords
 from the0.server.identity.principal import Principal
+from the0.server.identity.profile_cache import ProfileCache
 from the0.server.identity.repository import (
     ApiKeyRepository,
     CredentialRepository,
@@ -88,6 +89,7 @@ class AuthService:
         self._throttle = throttle
         self._refresh_ttl = refresh_token_ttl
         self._registration_enabled = registration_enabled
+        self._profiles: ProfileCache[User] = ProfileCache()
 
     async def register(self, form: Registration) -> IssuedTokens:
         if not self._registration_enabled:
@@ -150,6 +152,7 @@ class AuthService:
             user.last_login_at = now
             tokens = await self._start_session(db, user, now)
             await db.commit()
+        self._profiles.forget(user.id)
         return tokens
 
     async def refresh(self, refresh_token: str) -> IssuedTokens:
@@ -188,11 +191,15 @@ class AuthService:
         await self._revocations.revoke_session(principal.session_id)
 
     async def current_user(self, principal: Principal) -> User:
+        if (cached := self._profiles.get(principal.user_id)) is not None:
+            return cached
         async with self._sessions() as db:
-            user = await UserRepository(db).get(principal.user_id)
-        if user is None:
+            row = await UserRepository(db).get(principal.user_id)
+        if row is None:
             raise NotFound("the account no longer exists", metadata={"id": principal.user_id})
-        return User.from_row(user)
+        user = User.from_row(row)
+        self._profiles.put(principal.user_id, user)
+        return user
 
     async def _start_session(self, db: AsyncSession, user: UserRow, now: datetime) -> IssuedTokens:
         session = await SessionRepository(db).start(user.id, now)
