@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -128,3 +129,40 @@ async def test_make_run_uses_external_services_when_configured(tmp_path, postgre
         process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(20):
             assert await process.wait() == 0
+
+
+async def test_make_run_person_flow_upload_example_and_see_it_approved(devstack):
+    """Issue 4's walk-through: zip the example, upload it with a raw body, approve it with the dev tool."""
+    from the0.client.cli import zip_directory
+
+    process, http_port, _, data_dir, _ = devstack
+    assert (data_dir / "nats.url").read_text().startswith("nats://")
+    example = Path(__file__).resolve().parents[2] / "examples" / "sma-crossover"
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=20) as http:
+        registered = await http.post("/api/auth/register", json={
+            "email": "person@example.com", "password": "correct horse battery", "username": "person"})
+        assert registered.status_code == 200, registered.text
+        auth = {"authorization": f"Bearer {registered.json()['accessToken']}"}
+        uploaded = await http.post("/api/custom-bots/upload", content=zip_directory(example),
+                                   headers=auth | {"content-type": "application/zip"})
+        assert uploaded.status_code == 200, uploaded.text
+        custom_bot = uploaded.json()
+        assert custom_bot["state"] == "CUSTOM_BOT_STATE_PENDING_REVIEW"
+
+        tool = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "the0.server.publish_event", "custom-bot.approved",
+            json.dumps({"customBotId": custom_bot["id"], "score": 97, "reviewer": "analyzer"}),
+            env=os.environ | {"THE0_DATA_DIR": str(data_dir)}, stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await tool.communicate()
+        assert tool.returncode == 0 and b"published custom-bot.approved" in out
+
+        async with asyncio.timeout(10):
+            while (await http.get(f"/api/custom-bots/{custom_bot['id']}", headers=auth)).json()["state"] != (
+                "CUSTOM_BOT_STATE_APPROVED"
+            ):
+                await asyncio.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(20):
+        assert await process.wait() == 0
+    assert not (data_dir / "nats.url").exists()

@@ -22,6 +22,7 @@ from the0.server.embedded.envoy import start_envoy
 from the0.server.embedded.nats_server import EmbeddedNats
 from the0.server.embedded.processes import free_port
 from the0.server.envoy_config import render_envoy_config
+from the0.server.publish_event import NATS_URL_FILE
 from the0.server.settings import Settings
 from the0.server.structured_logging import configure_logging
 
@@ -72,9 +73,12 @@ async def run(settings: Settings) -> None:
             settings.data_dir / "envoy",
             admin_port,
         )
+        # Development tools (publish_event, fake runtime) find the embedded NATS here.
+        (settings.data_dir / NATS_URL_FILE).write_text(settings.nats_url or "")
         print_summary(settings, app.port, admin_port, embedded_nats=nats is not None)
         await wait_for_stop_signal()
     finally:
+        (settings.data_dir / NATS_URL_FILE).unlink(missing_ok=True)
         if envoy is not None:
             await envoy.astop()
         if app is not None:
