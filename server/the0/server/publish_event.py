@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 from pathlib import Path
 
 from the0.server.__main__ import load_settings
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("data", help="the event's data as a JSON object")
     parser.add_argument("--nats-url", help="default: NATS_URL, else the dev stack's (THE0_DATA_DIR)")
     args = parser.parse_args(argv)
+    logging.getLogger("the0.nats").setLevel(logging.ERROR)  # our own close is not news
     settings = load_settings(dev_mode=True)
     url = args.nats_url or settings.nats_url or dev_nats_url(settings.data_dir)
     if url is None:
