@@ -18,7 +18,7 @@ help:
 	@echo "make serve      the gRPC server alone, every dependency from the environment"
 	@echo "make test       the whole test suite (starts its own PostgreSQL, NATS, S3, Envoy)"
 	@echo "make gen        regenerate gen/ from proto/;  make gen-check: fail if gen/ is stale"
-	@echo "make lint       buf lint + buf format;        make bench: benchmarks"
+	@echo "make lint       buf lint + buf format;        make bench [BENCH=name]: benchmarks"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -82,8 +82,9 @@ lint: $(STAMP)
 breaking: $(STAMP)
 	$(BIN)/buf breaking --against '.git#branch=main'
 
+# make bench (all) or make bench BENCH="auth outbox"; results go in docs/benchmarks.md.
 bench: $(STAMP)
-	$(PY) -m tests.bench
+	$(PY) -m tests.bench $(BENCH)
 
 clean:
 	rm -rf $(VENV) .the0 .pytest_cache
