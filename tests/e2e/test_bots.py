@@ -211,6 +211,13 @@ async def fake_runtime(
 # -- the lifecycle --------------------------------------------------------------------------------
 
 
+async def next_state(watch, *, transient):
+    """The watch sends the latest state after each change; a transient state the runtime
+    leaves within one read (DEPLOYING -> RUNNING at once) may be merged into the next."""
+    bot = (await next_bot(watch)).bot
+    return (await next_bot(watch)).bot if bot.state == transient else bot
+
+
 async def test_the_whole_lifecycle_with_a_runtime_on_jetstream(stack, alice, nats_client):
     bot = await create(alice)
     assert bot.state == STATE.BOT_STATE_DRAFT and bot.etag and bot.custom_bot_id
@@ -222,8 +229,7 @@ async def test_the_whole_lifecycle_with_a_runtime_on_jetstream(stack, alice, nat
             bot_service_pb2.DeployBotRequest(id=bot.id), metadata=alice.metadata
         )
         assert deployed.state == STATE.BOT_STATE_DEPLOYING
-        assert (await next_bot(watch)).bot.state == STATE.BOT_STATE_DEPLOYING
-        running = (await next_bot(watch)).bot
+        running = await next_state(watch, transient=STATE.BOT_STATE_DEPLOYING)
         assert running.state == STATE.BOT_STATE_RUNNING
         assert running.last_execution.state == bot_pb2.BOT_EXECUTION_STATE_RUNNING
 
@@ -231,8 +237,7 @@ async def test_the_whole_lifecycle_with_a_runtime_on_jetstream(stack, alice, nat
             bot_service_pb2.StopBotRequest(id=bot.id), metadata=alice.metadata
         )
         assert stopping.state == STATE.BOT_STATE_STOPPING
-        assert (await next_bot(watch)).bot.state == STATE.BOT_STATE_STOPPING
-        stopped = (await next_bot(watch)).bot
+        stopped = await next_state(watch, transient=STATE.BOT_STATE_STOPPING)
         assert stopped.state == STATE.BOT_STATE_STOPPED
         assert stopped.last_execution.state == bot_pb2.BOT_EXECUTION_STATE_COMPLETED
         assert json_format.MessageToDict(stopped.last_execution.result) == {"pnl": 1.5}
@@ -566,3 +571,20 @@ async def test_every_bot_route_through_envoy(stack, alice):
         assert states[:2] == ["BOT_STATE_DEPLOYING", "BOT_STATE_STOPPING"]
         assert rest[-1]["deleted"]["id"] == bot_id
         assert rest_error(await http.get(f"/api/bots/{bot_id}")) == (404, "NOT_FOUND")
+
+
+async def test_rest_watchers_get_heartbeats_through_envoy(stack_factory, sessions):
+    stack = await stack_factory(envoy=True, watch_heartbeat_seconds=0.5)
+    user = await register(stack.channel)
+    await add_custom_bot(sessions, user.id)
+    bot = await create(user)
+    headers = {"authorization": f"Bearer {user.token}"}
+    async with (
+        httpx.AsyncClient(base_url=stack.http_url, timeout=15, headers=headers) as http,
+        http.stream("GET", f"/api/bots/{bot.id}/watch") as watch,
+    ):
+        lines = watch.aiter_lines()
+        assert json.loads(await anext(lines))["bot"]["id"] == bot.id
+        async with asyncio.timeout(5):
+            beat = json.loads(await anext(lines))
+    assert beat["heartbeat"]["time"].endswith("Z")

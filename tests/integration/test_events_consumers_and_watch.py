@@ -158,6 +158,7 @@ async def test_watch_notifications_are_core_nats_outside_the_event_stream(isolat
         received.append(message.subject)
 
     subscription = await nats.subscribe("the0-watch.>", cb=collect)
+    await nats.flush()  # the server has our SUB before the hub publishes
     try:
         hub.changed("thing", "r3", "etag-9")
         async with asyncio.timeout(3):

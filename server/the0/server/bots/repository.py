@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from the0.server.bots.models import BotRequestRow, BotRow
 from the0.server.pagination import Cursor
@@ -40,12 +40,9 @@ class BotRepository:
         if state is not None:
             query = query.where(BotRow.state == state)
         if after is not None:
-            query = query.where(
-                or_(
-                    BotRow.create_time < after.create_time,
-                    and_(BotRow.create_time == after.create_time, BotRow.id < after.id),
-                )
-            )
+            # A row-value comparison, so PostgreSQL seeks the (owner_id, create_time, id) index
+            # straight to the cursor instead of filtering every newer row: page 50 costs page 1.
+            query = query.where(tuple_(BotRow.create_time, BotRow.id) < tuple_(after.create_time, after.id))
         query = query.order_by(BotRow.create_time.desc(), BotRow.id.desc()).limit(limit)
         return (await self._session.scalars(query)).all()
 

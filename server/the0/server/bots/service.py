@@ -149,7 +149,12 @@ def invalid_state(row: BotRow, action: str, allowed: tuple[str, ...]) -> FailedP
 
 
 class _SharedReads:
-    """Watchers of one bot woken by one change share one database read."""
+    """Watchers of one bot woken by one change share one database read.
+
+    A watcher woken after a commit may join a read that started just before it and so
+    see the previous version; the etag is then unchanged, nothing is sent, and the
+    next heartbeat's re-read delivers the change. 1,000 watchers cost one query per change.
+    """
 
     def __init__(self) -> None:
         self._inflight: dict[tuple[str, str], asyncio.Future[Bot | None]] = {}
