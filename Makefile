@@ -11,11 +11,12 @@ SWAGGER := /usr/bin/protoc-gen-swagger
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROTOS := $(shell find proto/the0 -name '*.proto' | LC_ALL=C sort)
 
-.PHONY: help install system-deps run serve test test-unit gen gen-check lint breaking bench envoy-config clean
+.PHONY: help install system-deps run fake-runtime serve test test-unit gen gen-check lint breaking bench envoy-config clean
 
 help:
 	@echo "make run        dev stack on embedded defaults: gRPC :50051, REST (Envoy) :8080"
 	@echo "make serve      the gRPC server alone, every dependency from the environment"
+	@echo "make fake-runtime  development aid beside make run: fakes the platform runtime (backtests)"
 	@echo "make test       the whole test suite (starts its own PostgreSQL, NATS, S3, Envoy)"
 	@echo "make gen        regenerate gen/ from proto/;  make gen-check: fail if gen/ is stale"
 	@echo "make lint       buf lint + buf format;        make bench [BENCH=name]: benchmarks"
@@ -41,6 +42,10 @@ system-deps:
 
 run: $(STAMP)
 	$(BIN)/the0-dev
+
+# Development aid, not the platform runtime: answers backtest.created with made-up results.
+fake-runtime: $(STAMP)
+	$(BIN)/python -m the0.server.fake_runtime
 
 serve: $(STAMP)
 	$(BIN)/the0-server

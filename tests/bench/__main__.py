@@ -7,13 +7,14 @@ import sys
 
 from tests.bench import auth, interceptors
 from tests.bench import custom_bots, outbox
-from tests.bench import bots
+from tests.bench import backtests, bots
 
 BENCHMARKS = {
     "interceptors": interceptors.run,
     "bots": bots.run,
     "auth": auth.run,
     "custom_bots": custom_bots.run, "outbox": outbox.run,
+    "backtests": backtests.run,
 }
 
 

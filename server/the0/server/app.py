@@ -13,17 +13,19 @@ from dataclasses import dataclass, field
 
 import grpc
 import grpc.aio
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from the0.api_key.v1 import api_key_service_pb2, api_key_service_pb2_grpc
 from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
-from the0.backtest.v1 import backtest_service_pb2
+from the0.backtest.v1 import backtest_service_pb2, backtest_service_pb2_grpc
 from the0.bot.v1 import bot_service_pb2, bot_service_pb2_grpc
 from the0.custom_bot.v1 import custom_bot_service_pb2, custom_bot_service_pb2_grpc
 from the0.health.v1 import health_service_pb2, health_service_pb2_grpc
 from the0.server import __version__
+from the0.server.backtests.component import Backtests
 from the0.server.bots.component import Bots
 from the0.server.custom_bots.component import CustomBots
 from the0.server.db.engine import create_engine, ping, session_factory
@@ -46,13 +48,14 @@ _IDENTITY_SERVICES = (
     api_key_service_pb2.DESCRIPTOR.services_by_name["ApiKeyService"],
 )
 # Services whose logic later issues build; until then every RPC is UNIMPLEMENTED.
-_NOT_YET_BUILT = (
-    backtest_service_pb2.DESCRIPTOR.services_by_name["BacktestService"],
-)
+_NOT_YET_BUILT: tuple[ServiceDescriptor, ...] = ()
+_BACKTEST_SERVICE = backtest_service_pb2.DESCRIPTOR.services_by_name["BacktestService"]
 _CUSTOM_BOT_SERVICE = custom_bot_service_pb2.DESCRIPTOR.services_by_name["CustomBotService"]
 _BOT_SERVICE = bot_service_pb2.DESCRIPTOR.services_by_name["BotService"]
 _HEALTH_SERVICE = health_service_pb2.DESCRIPTOR.services_by_name["HealthService"]
-_ALL_API_SERVICES = (*_IDENTITY_SERVICES, _CUSTOM_BOT_SERVICE, _BOT_SERVICE, *_NOT_YET_BUILT, _HEALTH_SERVICE)
+_ALL_API_SERVICES = (
+    *_IDENTITY_SERVICES, _CUSTOM_BOT_SERVICE, _BOT_SERVICE, _BACKTEST_SERVICE, *_NOT_YET_BUILT, _HEALTH_SERVICE
+)
 API_SERVICES = tuple(s.full_name for s in _ALL_API_SERVICES)
 
 # 10 MB uploads arrive in chunks of about 1 MiB (Envoy) or up to 4 MiB (our
@@ -87,6 +90,7 @@ class App:
     events: EventBackbone
     custom_bots: CustomBots
     bots: Bots
+    backtests: Backtests
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -96,6 +100,7 @@ class App:
         await self._set_serving(True)
         self.nats.start()
         await self.custom_bots.start()
+        await self.backtests.start()
         self.events.start()
         self._tasks.append(asyncio.create_task(self._poll_database_health(), name="health-poll"))
         log.info("gRPC server listening", extra={"port": self.port})
@@ -147,6 +152,7 @@ async def build(settings: Settings) -> App:
     events = EventBackbone(session_factory(engine), nats, heartbeat_seconds=settings.watch_heartbeat_seconds)
     custom_bots = CustomBots(settings, session_factory(engine), object_store, events)
     bots = Bots(settings, session_factory(engine), events)
+    backtests = Backtests(settings, session_factory(engine), object_store, events)
     auth = AuthInterceptor(policies_from_services(_ALL_API_SERVICES), identity.authenticator)
     server = grpc.aio.server(
         interceptors=interceptor_chain(auth),
@@ -165,6 +171,7 @@ async def build(settings: Settings) -> App:
     api_key_service_pb2_grpc.add_ApiKeyServiceServicer_to_server(identity.api_key_servicer, server)
     custom_bot_service_pb2_grpc.add_CustomBotServiceServicer_to_server(custom_bots.servicer, server)
     bot_service_pb2_grpc.add_BotServiceServicer_to_server(bots.servicer, server)
+    backtest_service_pb2_grpc.add_BacktestServiceServicer_to_server(backtests.servicer, server)
     for service in _NOT_YET_BUILT:
         server.add_generic_rpc_handlers((unimplemented_service(service),))
     health_pb2_grpc.add_HealthServicer_to_server(grpc_health, server)
@@ -187,4 +194,5 @@ async def build(settings: Settings) -> App:
         events=events,
         custom_bots=custom_bots,
         bots=bots,
+        backtests=backtests,
     )

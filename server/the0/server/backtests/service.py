@@ -1,0 +1,409 @@
+"""Backtest rules: validation, the lifecycle, request ids, events, results and watching.
+
+Never sees protobuf types. Every write is one transaction that also stages its
+events in the outbox and announces the change to watchers after commit.
+
+Lifecycle (DESIGN.md §3): PENDING (created) -> RUNNING (runtime reports a
+start) -> COMPLETED | FAILED (runtime reports) | CANCELLED (CancelBacktest,
+from PENDING or RUNNING). COMPLETED, FAILED and CANCELLED are terminal. The
+runtime events are applied in events.py.
+
+Results: the runtime writes ``<id>/analysis.json`` and ``<id>/logs.txt`` to
+bucket ``backtests``; this service only reads them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+import zlib
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
+from the0.server.backtests.config import validate_backtest_config
+from the0.server.backtests.models import BacktestRow
+from the0.server.backtests.repository import BacktestRepository
+from the0.server.bots.catalog import CustomBotCatalog, CustomBotVersion
+from the0.server.errors import (
+    Aborted,
+    DataLoss,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+from the0.server.events.outbox import Outbox
+from the0.server.events.watch_hub import Heartbeat, Snapshot, WatchHub
+from the0.server.pagination import Cursor, PageTokens, page_size
+from the0.server.storage.object_store import (
+    DEFAULT_CHUNK_SIZE,
+    ObjectNotFound,
+    ObjectStore,
+    ObjectStoreError,
+    ObjectTooLarge,
+)
+
+log = logging.getLogger("the0.backtests")
+
+WATCH_KIND = "backtest"
+BUCKET = "backtests"
+ANALYSIS_FILE = "analysis.json"
+LOGS_FILE = "logs.txt"
+STATES = ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED")
+TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
+CANCELLABLE = ("PENDING", "RUNNING")
+MAX_NAME = 100
+MAX_REQUEST_ID = 100
+# analysis.json is read whole once to check it is JSON before a byte is sent.
+MAX_ANALYSIS_BYTES = 50 * 1024 * 1024
+# Analyses already found to be JSON, by (backtest id, size, CRC-32): parsing 5 MB of numbers
+# costs ~35 ms, checksumming it ~1 ms, and a completed backtest's results do not change.
+_VALID_ANALYSES_KEPT = 1024
+
+
+def results_prefix(backtest_id: str) -> str:
+    return f"{backtest_id}/"
+
+
+def analysis_key(backtest_id: str) -> str:
+    return results_prefix(backtest_id) + ANALYSIS_FILE
+
+
+def logs_key(backtest_id: str) -> str:
+    return results_prefix(backtest_id) + LOGS_FILE
+
+
+@dataclass(frozen=True, slots=True)
+class Backtest:
+    id: str
+    owner_id: str
+    name: str
+    config: dict[str, Any]
+    state: str
+    custom_bot_id: str
+    summary: dict[str, Any] | None
+    error: str | None
+    etag: str
+    create_time: datetime
+    update_time: datetime
+    start_time: datetime | None
+    end_time: datetime | None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    @classmethod
+    def from_row(cls, row: BacktestRow) -> Backtest:
+        return cls(
+            id=row.id,
+            owner_id=row.owner_id,
+            name=row.name,
+            config=dict(row.config),
+            state=row.state,
+            custom_bot_id=row.custom_bot_id,
+            summary=dict(row.summary) if row.summary is not None else None,
+            error=row.error,
+            etag=row.etag,
+            create_time=row.create_time,
+            update_time=row.update_time,
+            start_time=row.start_time,
+            end_time=row.end_time,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BacktestPage:
+    backtests: list[Backtest]
+    next_page_token: str
+
+
+def created_event_data(row: BacktestRow, custom_bot: CustomBotVersion) -> dict[str, Any]:
+    """Everything the runtime needs to run the backtest without calling back."""
+    return {
+        "backtestId": row.id,
+        "ownerId": row.owner_id,
+        "name": row.name,
+        "config": dict(row.config),
+        "customBot": custom_bot.runtime_data(),
+        "runtime": custom_bot.runtime,
+        "entrypoint": custom_bot.entrypoints.get("backtest", ""),
+        "archive": {"bucket": custom_bot.bucket, "objectKey": custom_bot.object_key},
+        "results": {
+            "bucket": BUCKET,
+            "prefix": results_prefix(row.id),
+            "analysisKey": analysis_key(row.id),
+            "logsKey": logs_key(row.id),
+        },
+    }
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _check_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > MAX_NAME:
+        raise InvalidArgument(
+            f"name must be 1 to {MAX_NAME} characters",
+            violations=[FieldViolation("backtest.name", f"must be 1 to {MAX_NAME} characters")],
+        )
+    return name
+
+
+def _check_request_id(request_id: str) -> str | None:
+    if len(request_id) > MAX_REQUEST_ID:
+        raise InvalidArgument(
+            f"requestId must be at most {MAX_REQUEST_ID} characters",
+            violations=[FieldViolation("requestId", f"at most {MAX_REQUEST_ID} characters")],
+        )
+    return request_id or None
+
+
+def not_found(backtest_id: str) -> NotFound:
+    return NotFound(f"backtest {backtest_id!r} not found", metadata={"id": backtest_id})
+
+
+def invalid_state(backtest_id: str, state: str, action: str, allowed: tuple[str, ...]) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"cannot {action} a backtest in state {state}; allowed in {', '.join(allowed)}",
+        reason="INVALID_STATE",
+        metadata={"id": backtest_id, "state": state},
+    )
+
+
+def _results_missing(backtest_id: str, what: str) -> NotFound:
+    return NotFound(
+        f"the backtest's {what} is not available",
+        reason="RESULTS_UNAVAILABLE",
+        metadata={"id": backtest_id, "object": what},
+    )
+
+
+def _store_unavailable(error: ObjectStoreError) -> Unavailable:
+    return Unavailable("the object store is unavailable, try again later", metadata={"store": type(error).__name__})
+
+
+async def _memory_chunks(data: bytes, chunk_size: int) -> AsyncIterator[bytes]:
+    view = memoryview(data)
+    for start in range(0, len(view), chunk_size):
+        yield bytes(view[start : start + chunk_size])
+
+
+class BacktestService:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        outbox: Outbox,
+        watch_hub: WatchHub,
+        catalog: CustomBotCatalog,
+        page_tokens: PageTokens,
+        object_store: ObjectStore,
+    ) -> None:
+        self._sessions = sessions
+        # Reads are one statement each: in autocommit they skip BEGIN and ROLLBACK round trips.
+        self._read_sessions = async_sessionmaker(
+            sessions.kw["bind"].execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        )
+        self._outbox = outbox
+        self._hub = watch_hub
+        self._catalog = catalog
+        self._page_tokens = page_tokens
+        self._store = object_store
+        self._valid_analyses: OrderedDict[tuple[str, int, int], None] = OrderedDict()
+
+    async def prepare(self) -> None:
+        """At start-up: the results bucket exists (best effort: the runtime writes there, we only read)."""
+        try:
+            await self._store.ensure_bucket(BUCKET)
+        except ObjectStoreError as error:
+            log.warning("cannot create the backtests bucket yet", extra={"error": str(error)})
+
+    # -- reads ---------------------------------------------------------------
+
+    async def get(self, owner_id: str, backtest_id: str) -> Backtest:
+        async with self._read_sessions() as session:
+            row = await BacktestRepository(session, owner_id).get(backtest_id)
+            if row is None:
+                raise not_found(backtest_id)
+            return Backtest.from_row(row)
+
+    async def list(
+        self, owner_id: str, *, state: str | None, requested_page_size: int, page_token: str
+    ) -> BacktestPage:
+        limit = page_size(requested_page_size)
+        scope = f"backtests.list:{state or '*'}"
+        after = self._page_tokens.decode(page_token, scope=scope)
+        async with self._read_sessions() as session:
+            rows = list(
+                await BacktestRepository(session, owner_id).list_page(state=state, after=after, limit=limit + 1)
+            )
+        next_token = ""
+        if len(rows) > limit:
+            rows = rows[:limit]
+            next_token = self._page_tokens.encode(Cursor(rows[-1].create_time, rows[-1].id), scope=scope)
+        return BacktestPage([Backtest.from_row(r) for r in rows], next_token)
+
+    # -- writes --------------------------------------------------------------
+
+    async def create(
+        self, owner_id: str, *, name: str, config: dict[str, Any], request_id: str = ""
+    ) -> Backtest:
+        name = _check_name(name)
+        request = _check_request_id(request_id)
+        if request is not None and (done := await self._served(owner_id, request)) is not None:
+            return done
+        try:
+            async with self._sessions() as session, session.begin():
+                backtests = BacktestRepository(session, owner_id)
+                validated = await validate_backtest_config(session, self._catalog, owner_id, config)
+                now = _now()
+                row = BacktestRow(
+                    id=str(uuid.uuid4()),
+                    owner_id=owner_id,
+                    name=name,
+                    config=validated.config,
+                    state="PENDING",
+                    custom_bot_id=validated.custom_bot.id,
+                    create_time=now,
+                    update_time=now,
+                )
+                backtests.add(row)
+                if request is not None:
+                    backtests.remember_request(request, row.id)
+                await session.flush()
+                self._outbox.add(session, "backtest.created", created_event_data(row, validated.custom_bot))
+                self._hub.notify_after_commit(session, WATCH_KIND, row.id, row.etag)
+        except IntegrityError:
+            # The same request_id raced us and won: answer with its backtest.
+            if request is not None and (done := await self._served(owner_id, request)) is not None:
+                return done
+            raise
+        log.info("backtest created", extra={"backtest_id": row.id, "owner_id": owner_id})
+        return Backtest.from_row(row)
+
+    async def cancel(self, owner_id: str, backtest_id: str) -> Backtest:
+        try:
+            async with self._sessions() as session, session.begin():
+                row = await BacktestRepository(session, owner_id).get(backtest_id, for_update=True)
+                if row is None:
+                    raise not_found(backtest_id)
+                if row.state not in CANCELLABLE:
+                    raise invalid_state(row.id, row.state, "cancel", CANCELLABLE)
+                now = _now()
+                row.state = "CANCELLED"
+                row.update_time = now
+                row.end_time = now
+                await session.flush()
+                self._outbox.add(
+                    session,
+                    "backtest.cancel-requested",
+                    {"backtestId": row.id, "ownerId": row.owner_id, "reason": "cancelled by owner"},
+                )
+                self._hub.notify_after_commit(session, WATCH_KIND, row.id, row.etag)
+        except StaleDataError as error:
+            # A runtime event changed it between our read and write: the caller can look and retry.
+            raise Aborted(
+                "the backtest changed while cancelling it: read it again and retry",
+                reason="ETAG_MISMATCH",
+                metadata={"id": backtest_id},
+            ) from error
+        log.info("backtest cancelled", extra={"backtest_id": backtest_id, "owner_id": owner_id})
+        return Backtest.from_row(row)
+
+    async def _served(self, owner_id: str, request_id: str) -> Backtest | None:
+        """The backtest of an already served request id, or None if this id is new."""
+        async with self._read_sessions() as session:
+            backtests = BacktestRepository(session, owner_id)
+            served = await backtests.served_request(request_id)
+            if served is None:
+                return None
+            row = await backtests.get(served.backtest_id)
+            if row is None:
+                raise not_found(served.backtest_id)
+            return Backtest.from_row(row)
+
+    # -- results -------------------------------------------------------------
+
+    async def open_results(
+        self, owner_id: str, backtest_id: str, chunk_size: int = DEFAULT_CHUNK_SIZE
+    ) -> AsyncIterator[bytes]:
+        """The completed backtest's analysis.json, checked to be JSON before any byte is returned."""
+        backtest = await self.get(owner_id, backtest_id)
+        if backtest.state != "COMPLETED":
+            raise invalid_state(backtest_id, backtest.state, "read the results of", ("COMPLETED",))
+        key = analysis_key(backtest_id)
+        try:
+            data = await self._store.get_bytes(BUCKET, key, MAX_ANALYSIS_BYTES)
+        except ObjectNotFound as error:
+            raise _results_missing(backtest_id, ANALYSIS_FILE) from error
+        except ObjectTooLarge as error:
+            raise DataLoss(
+                f"the backtest's {ANALYSIS_FILE} is larger than {MAX_ANALYSIS_BYTES // (1024 * 1024)} MB",
+                reason="RESULTS_UNAVAILABLE",
+                metadata={"id": backtest_id, "object": ANALYSIS_FILE, "maxBytes": str(MAX_ANALYSIS_BYTES)},
+            ) from error
+        except ObjectStoreError as error:
+            raise _store_unavailable(error) from error
+        if not await self._is_valid_analysis(backtest_id, data):
+            raise DataLoss(
+                f"the backtest's {ANALYSIS_FILE} is not valid JSON",
+                reason="RESULTS_UNAVAILABLE",
+                metadata={"id": backtest_id, "object": ANALYSIS_FILE},
+            )
+        return _memory_chunks(data, chunk_size)
+
+    async def open_logs(
+        self, owner_id: str, backtest_id: str, chunk_size: int = DEFAULT_CHUNK_SIZE
+    ) -> AsyncIterator[bytes]:
+        """The run's logs.txt as far as the runtime wrote it, in any state, streamed from the store."""
+        await self.get(owner_id, backtest_id)
+        try:
+            return await self._store.open_stream(BUCKET, logs_key(backtest_id), chunk_size)
+        except ObjectNotFound as error:
+            raise _results_missing(backtest_id, LOGS_FILE) from error
+        except ObjectStoreError as error:
+            raise _store_unavailable(error) from error
+
+    async def _is_valid_analysis(self, backtest_id: str, data: bytes) -> bool:
+        key = (backtest_id, len(data), await asyncio.to_thread(zlib.crc32, data))
+        if key in self._valid_analyses:
+            self._valid_analyses.move_to_end(key)
+            return True
+        if not await asyncio.to_thread(_is_json, data):
+            return False
+        self._valid_analyses[key] = None
+        while len(self._valid_analyses) > _VALID_ANALYSES_KEPT:
+            self._valid_analyses.popitem(last=False)
+        return True
+
+    # -- watching ------------------------------------------------------------
+
+    async def watch(self, owner_id: str, backtest_id: str) -> AsyncIterator[Backtest | Heartbeat]:
+        """Current backtest, then each change, heartbeats; ends at a terminal state. NotFound if not the caller's."""
+
+        async def load() -> Snapshot[Backtest]:
+            backtest = await self.get(owner_id, backtest_id)
+            return Snapshot(backtest, etag=backtest.etag, terminal=backtest.terminal)
+
+        async for item in self._hub.watch(WATCH_KIND, backtest_id, load):
+            yield item
+
+
+def _is_json(data: bytes) -> bool:
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return True

@@ -1,0 +1,228 @@
+"""FAKE RUNTIME — a development aid, NOT the0's platform runtime.
+
+It stands in for the platform runtime so that ``make run`` can be tried end to
+end on one machine: it runs nothing a user uploaded. It durably consumes
+
+- ``backtest.created``: publishes ``backtest.started``, writes a made-up but
+  plausible ``analysis.json`` and ``logs.txt`` where the event says (bucket
+  ``backtests``, ``<id>/``) in the object store the server's settings point at
+  (the local folder in the data dir by default), then publishes
+  ``backtest.completed`` with summary metrics (or ``backtest.failed`` with
+  ``--fail``); a ``backtest.cancel-requested`` in the meantime skips it;
+- with ``--bots``, ``bot.deploy-requested`` / ``bot.stop-requested``:
+  publishes ``bot.execution.started`` / ``bot.execution.completed``.
+
+    make fake-runtime            # or: python -m the0.server.fake_runtime [--nats-url URL]
+
+The NATS URL is ``--nats-url``, else NATS_URL, else the one ``make run``
+recorded in the data dir (``<THE0_DATA_DIR>/nats.url``; ``make run`` also prints it).
+Run it with the same environment as the server so both use the same object store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import logging
+import math
+import random
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from nats.aio.client import Client as Nats
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from the0.server.__main__ import load_settings
+from the0.server.events.envelope import Envelope, subject_for
+from the0.server.events.nats_connection import EVENTS_STREAM, connect_nats, ensure_stream
+from the0.server.publish_event import NATS_URL_FILE, dev_nats_url
+from the0.server.storage.object_store import ObjectStore, object_store_from_settings
+
+BANNER = "the0 FAKE RUNTIME (development aid; runs no user code, invents results)"
+DURABLE_PREFIX = "the0-fake-runtime"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def fake_analysis(backtest_id: str, config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(analysis.json, summary, logs.txt) made up from the backtest id, the same every time for one id."""
+    rng = random.Random(hashlib.sha256(backtest_id.encode()).digest())
+    cash = float(config.get("initial_cash", 10_000) or 10_000)
+    equity, peak, drawdown = [cash], cash, 0.0
+    trades, wins = rng.randint(8, 40), 0
+    for day in range(60):
+        change = rng.gauss(0.0008, 0.012) + 0.002 * math.sin(day / 6)
+        equity.append(equity[-1] * (1 + change))
+        peak = max(peak, equity[-1])
+        drawdown = min(drawdown, equity[-1] / peak - 1)
+    for _ in range(trades):
+        wins += rng.random() < 0.55
+    returns = [equity[i + 1] / equity[i] - 1 for i in range(len(equity) - 1)]
+    mean = sum(returns) / len(returns)
+    spread = math.sqrt(sum((r - mean) ** 2 for r in returns) / len(returns)) or 1e-9
+    summary = {
+        "totalReturn": round(equity[-1] / cash - 1, 4),
+        "sharpeRatio": round(mean / spread * math.sqrt(252), 2),
+        "maxDrawdown": round(drawdown, 4),
+        "winRate": round(wins / trades, 4),
+        "totalTrades": trades,
+    }
+    analysis = {
+        "generatedBy": "the0 fake runtime (development aid)",
+        "metrics": summary,
+        "plots": [{"name": "equity", "type": "line", "x": list(range(len(equity))),
+                   "y": [round(v, 2) for v in equity]}],
+        "tables": [{"name": "config", "rows": [[k, str(v)] for k, v in sorted(config.items())]}],
+    }
+    logs = "".join(
+        f"{_now()} [fake-runtime] {line}\n"
+        for line in (
+            f"backtest {backtest_id}: FAKE run, no user code executed",
+            f"config: {orjson.dumps(config).decode()}",
+            f"simulated {len(equity) - 1} days, {trades} trades",
+            f"total return {summary['totalReturn']:+.2%}, max drawdown {summary['maxDrawdown']:.2%}",
+        )
+    )
+    return analysis, summary, logs
+
+
+class FakeRuntime:
+    def __init__(
+        self,
+        nc: Nats,
+        store: ObjectStore,
+        *,
+        delay: float,
+        fail: bool,
+        bots: bool,
+        durable_prefix: str = DURABLE_PREFIX,
+        only_new: bool = False,
+    ) -> None:
+        self._durable_prefix = durable_prefix
+        # A new durable starts at the stream's first event unless told otherwise (tests).
+        self._deliver_policy = DeliverPolicy.NEW if only_new else DeliverPolicy.ALL
+        self._nc = nc
+        self._js = nc.jetstream()
+        self._store = store
+        self._delay = delay
+        self._fail = fail
+        self._bots = bots
+        self._cancelled: set[str] = set()
+
+    def durable(self, event_type: str) -> str:
+        return f"{self._durable_prefix}_{event_type}".replace(".", "_")
+
+    async def publish(self, event_type: str, data: dict[str, Any]) -> None:
+        envelope = Envelope(type=event_type, data=data)
+        await self._js.publish(envelope.subject, envelope.to_json(), headers={"Nats-Msg-Id": envelope.id})
+        print(f"  -> {event_type} {orjson.dumps(data).decode()[:160]}")
+
+    async def run(self) -> None:
+        await ensure_stream(self._js)
+        handlers = {
+            "backtest.created": self.backtest_created,
+            "backtest.cancel-requested": self.backtest_cancelled,
+        }
+        if self._bots:
+            handlers |= {"bot.deploy-requested": self.bot_deploy, "bot.stop-requested": self.bot_stop}
+        await asyncio.gather(*(self._consume(t, h) for t, h in handlers.items()))
+
+    async def _consume(self, event_type: str, handler: Any) -> None:
+        subscription = await self._js.pull_subscribe(
+            subject_for(event_type),
+            durable=self.durable(event_type),
+            stream=EVENTS_STREAM,
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=60, deliver_policy=self._deliver_policy),
+        )
+        print(f"consuming {event_type}")
+        while True:
+            try:
+                messages = await subscription.fetch(10, timeout=5)
+            except TimeoutError:
+                continue
+            for message in messages:
+                try:
+                    event = orjson.loads(message.data)
+                    print(f"<- {event_type} {event['id']}")
+                    await handler(event["data"])
+                except Exception as error:  # noqa: BLE001 - a dev aid logs and goes on
+                    print(f"  !! {event_type} not handled: {error!r}")
+                await message.ack()
+
+    async def backtest_cancelled(self, data: dict[str, Any]) -> None:
+        self._cancelled.add(str(data.get("backtestId")))
+
+    async def backtest_created(self, data: dict[str, Any]) -> None:
+        backtest_id, results = data["backtestId"], data["results"]
+        await self.publish("backtest.started", {"backtestId": backtest_id, "startedAt": _now()})
+        await asyncio.sleep(self._delay)
+        analysis, summary, logs = fake_analysis(backtest_id, data.get("config") or {})
+        await self._store.ensure_bucket(results["bucket"])
+        await self._store.put_bytes(results["bucket"], results["logsKey"], logs.encode(), "text/plain")
+        if backtest_id in self._cancelled:
+            print(f"  backtest {backtest_id} was cancelled: not completing it")
+            return
+        if self._fail:
+            await self.publish("backtest.failed", {"backtestId": backtest_id, "error": "fake runtime: --fail given"})
+            return
+        await self._store.put_bytes(
+            results["bucket"], results["analysisKey"], orjson.dumps(analysis), "application/json"
+        )
+        print(f"  wrote {results['bucket']}/{results['analysisKey']} and {results['logsKey']}")
+        await self.publish(
+            "backtest.completed", {"backtestId": backtest_id, "completedAt": _now(), "summary": summary}
+        )
+
+    async def bot_deploy(self, data: dict[str, Any]) -> None:
+        await self.publish(
+            "bot.execution.started",
+            {"botId": data["botId"], "executionId": f"fake-{uuid.uuid4().hex[:8]}", "startedAt": _now()},
+        )
+
+    async def bot_stop(self, data: dict[str, Any]) -> None:
+        await self.publish(
+            "bot.execution.completed",
+            {"botId": data["botId"], "executionId": f"fake-{uuid.uuid4().hex[:8]}", "completedAt": _now(),
+             "result": {"note": "fake runtime"}},
+        )
+
+
+async def serve(nats_url: str, store: ObjectStore, *, delay: float, fail: bool, bots: bool) -> None:
+    nc = await connect_nats(nats_url, name="the0-fake-runtime")
+    try:
+        await FakeRuntime(nc, store, delay=delay, fail=fail, bots=bots).run()
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m the0.server.fake_runtime", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nats-url", help="default: NATS_URL, else the dev stack's (THE0_DATA_DIR/nats.url)")
+    parser.add_argument("--delay", type=float, default=2.0, help="seconds a backtest 'runs' (default 2)")
+    parser.add_argument("--fail", action="store_true", help="fail every backtest instead of completing it")
+    parser.add_argument("--bots", action="store_true", help="also answer bot deploy and stop requests")
+    args = parser.parse_args(argv)
+    logging.getLogger("the0.nats").setLevel(logging.ERROR)
+    settings = load_settings(dev_mode=True)
+    url = args.nats_url or settings.nats_url or dev_nats_url(settings.data_dir)
+    if url is None:
+        raise SystemExit(
+            f"no NATS URL: start `make run` first (it records {settings.data_dir / NATS_URL_FILE} and prints "
+            "the URL) or pass --nats-url"
+        )
+    store = object_store_from_settings(settings)
+    where = settings.minio_endpoint or settings.object_store_dir.resolve()
+    print(f"{BANNER}\n  NATS {url}\n  object store {where}\n  Ctrl-C stops it")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(url, store, delay=args.delay, fail=args.fail, bots=args.bots))
+
+
+if __name__ == "__main__":
+    main()
