@@ -80,3 +80,26 @@ def validate_request(message: Message, *, nested: bool = True) -> None:
         names = ", ".join(v.field for v in violations)
         raise InvalidArgument(f"missing required field{'s' if len(violations) > 1 else ''}: {names}",
                               violations=violations)
+
+
+MAX_DISPLAY_NAME = 100
+MAX_REQUEST_ID = 100
+
+
+def check_display_name(name: str, *, field: str) -> str:
+    """A resource's display name: trimmed, 1 to MAX_DISPLAY_NAME characters."""
+    name = name.strip()
+    if not name or len(name) > MAX_DISPLAY_NAME:
+        message = f"must be 1 to {MAX_DISPLAY_NAME} characters"
+        raise InvalidArgument(f"name {message}", violations=[FieldViolation(field, message)])
+    return name
+
+
+def check_request_id(request_id: str) -> str | None:
+    """An optional client-chosen idempotency key (AIP-155); empty means none."""
+    if len(request_id) > MAX_REQUEST_ID:
+        raise InvalidArgument(
+            f"requestId must be at most {MAX_REQUEST_ID} characters",
+            violations=[FieldViolation("requestId", f"at most {MAX_REQUEST_ID} characters")],
+        )
+    return request_id or None

@@ -32,6 +32,7 @@ from the0.server.backtests.config import validate_backtest_config
 from the0.server.backtests.models import BacktestRow
 from the0.server.backtests.repository import BacktestRepository
 from the0.server.bots.catalog import CustomBotCatalog, CustomBotVersion
+from the0.server.validation import check_display_name, check_request_id
 from the0.server.errors import (
     Aborted,
     DataLoss,
@@ -61,8 +62,6 @@ LOGS_FILE = "logs.txt"
 STATES = ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED")
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
 CANCELLABLE = ("PENDING", "RUNNING")
-MAX_NAME = 100
-MAX_REQUEST_ID = 100
 # analysis.json is read whole once to check it is JSON before a byte is sent.
 MAX_ANALYSIS_BYTES = 50 * 1024 * 1024
 # Analyses already found to be JSON, by (backtest id, size, CRC-32): parsing 5 MB of numbers
@@ -149,25 +148,6 @@ def created_event_data(row: BacktestRow, custom_bot: CustomBotVersion) -> dict[s
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _check_name(name: str) -> str:
-    name = name.strip()
-    if not name or len(name) > MAX_NAME:
-        raise InvalidArgument(
-            f"name must be 1 to {MAX_NAME} characters",
-            violations=[FieldViolation("backtest.name", f"must be 1 to {MAX_NAME} characters")],
-        )
-    return name
-
-
-def _check_request_id(request_id: str) -> str | None:
-    if len(request_id) > MAX_REQUEST_ID:
-        raise InvalidArgument(
-            f"requestId must be at most {MAX_REQUEST_ID} characters",
-            violations=[FieldViolation("requestId", f"at most {MAX_REQUEST_ID} characters")],
-        )
-    return request_id or None
 
 
 def not_found(backtest_id: str) -> NotFound:
@@ -260,8 +240,8 @@ class BacktestService:
     async def create(
         self, owner_id: str, *, name: str, config: dict[str, Any], request_id: str = ""
     ) -> Backtest:
-        name = _check_name(name)
-        request = _check_request_id(request_id)
+        name = check_display_name(name, field="backtest.name")
+        request = check_request_id(request_id)
         if request is not None and (done := await self._served(owner_id, request)) is not None:
             return done
         try:

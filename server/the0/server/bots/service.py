@@ -27,6 +27,7 @@ from the0.server.bots.catalog import CustomBotCatalog, CustomBotVersion
 from the0.server.bots.config_validation import validate_config
 from the0.server.bots.models import BotRow
 from the0.server.bots.repository import BotRepository
+from the0.server.validation import check_display_name, check_request_id
 from the0.server.errors import (
     Aborted,
     FailedPrecondition,
@@ -44,8 +45,6 @@ WATCH_KIND = "bot"
 STATES = ("DRAFT", "DEPLOYING", "RUNNING", "STOPPING", "STOPPED", "FAILED")
 DEPLOYABLE = ("DRAFT", "STOPPED", "FAILED")
 STOPPABLE = ("RUNNING", "DEPLOYING")
-MAX_NAME = 100
-MAX_REQUEST_ID = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,25 +106,6 @@ def event_data(row: BotRow, custom_bot: CustomBotVersion | None) -> dict[str, An
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _check_name(name: str) -> str:
-    name = name.strip()
-    if not name or len(name) > MAX_NAME:
-        raise InvalidArgument(
-            f"name must be 1 to {MAX_NAME} characters",
-            violations=[FieldViolation("bot.name", f"must be 1 to {MAX_NAME} characters")],
-        )
-    return name
-
-
-def _check_request_id(request_id: str) -> str | None:
-    if len(request_id) > MAX_REQUEST_ID:
-        raise InvalidArgument(
-            f"requestId must be at most {MAX_REQUEST_ID} characters",
-            violations=[FieldViolation("requestId", f"at most {MAX_REQUEST_ID} characters")],
-        )
-    return request_id or None
 
 
 def _not_found(bot_id: str) -> NotFound:
@@ -217,8 +197,8 @@ class BotService:
     # -- writes --------------------------------------------------------------
 
     async def create(self, owner_id: str, *, name: str, config: dict[str, Any], request_id: str = "") -> Bot:
-        name = _check_name(name)
-        request = _check_request_id(request_id)
+        name = check_display_name(name, field="bot.name")
+        request = check_request_id(request_id)
         if request is not None and (done := await self._served(owner_id, "create", request)) is not None:
             return done
         try:
@@ -254,7 +234,7 @@ class BotService:
         self, owner_id: str, bot_id: str, *, name: str | None, config: dict[str, Any] | None, etag: str = ""
     ) -> Bot:
         if name is not None:
-            name = _check_name(name)
+            name = check_display_name(name, field="bot.name")
         try:
             async with self._sessions() as session, session.begin():
                 row = await BotRepository(session, owner_id).get(bot_id, for_update=True)
@@ -304,7 +284,7 @@ class BotService:
         log.info("bot deleted", extra={"bot_id": bot_id, "owner_id": owner_id})
 
     async def deploy(self, owner_id: str, bot_id: str, *, request_id: str = "") -> Bot:
-        request = _check_request_id(request_id)
+        request = check_request_id(request_id)
         if request is not None:
             done = await self._served(owner_id, "deploy", request)
             if done is not None:
