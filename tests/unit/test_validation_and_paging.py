@@ -65,3 +65,12 @@ def test_page_tokens_round_trip_and_reject_forgery_and_other_scopes():
         tokens.decode(token, scope="bots:RUNNING")
     with pytest.raises(InvalidArgument):
         PageTokens(b"other" * 8).decode(token, scope="bots:all")
+
+
+def test_page_trims_the_extra_row_and_signs_the_next_token():
+    tokens = PageTokens(b"k" * 32)
+    rows = [Cursor(datetime(2026, 1, 1, tzinfo=UTC), f"id-{i}") for i in range(3)]
+    page, token = tokens.page(rows, 2, scope="s", cursor=lambda row: row)
+    assert page == rows[:2]
+    assert tokens.decode(token, scope="s") == rows[1]
+    assert tokens.page(rows[:2], 2, scope="s", cursor=lambda row: row) == (rows[:2], "")

@@ -12,14 +12,17 @@ import base64
 import hashlib
 import hmac
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from the0.server.errors import FieldViolation, InvalidArgument
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 _MAC_BYTES = 16
+Row = TypeVar("Row")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,15 @@ class PageTokens:
                 reason="INVALID_PAGE_TOKEN",
                 violations=[FieldViolation("pageToken", "is not a token this server issued for this query")],
             ) from error
+
+    def page(
+        self, rows: Sequence[Row], limit: int, *, scope: str, cursor: Callable[[Row], Cursor]
+    ) -> tuple[list[Row], str]:
+        """Rows fetched with ``limit + 1``: this page, and the next page's token ("" on the last page)."""
+        if len(rows) <= limit:
+            return list(rows), ""
+        page = list(rows[:limit])
+        return page, self.encode(cursor(page[-1]), scope=scope)
 
     def _mac(self, payload: bytes) -> bytes:
         return hmac.new(self._key, payload, hashlib.sha256).digest()[:_MAC_BYTES]

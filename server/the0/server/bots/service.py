@@ -188,10 +188,9 @@ class BotService:
             rows = list(
                 await BotRepository(session, owner_id).list_page(state=state, after=after, limit=limit + 1)
             )
-        next_token = ""
-        if len(rows) > limit:
-            rows = rows[:limit]
-            next_token = self._page_tokens.encode(Cursor(rows[-1].create_time, rows[-1].id), scope=scope)
+        rows, next_token = self._page_tokens.page(
+            rows, limit, scope=scope, cursor=lambda row: Cursor(row.create_time, row.id)
+        )
         return BotPage([Bot.from_row(r) for r in rows], next_token)
 
     # -- writes --------------------------------------------------------------

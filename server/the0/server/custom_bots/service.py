@@ -267,11 +267,9 @@ class CustomBotService:
         async with self._sessions() as session:
             rows = await CustomBotRepository(session, owner_id).list_page(name=name or None, after=cursor,
                                                                           limit=size + 1)
-        next_token = ""
-        if len(rows) > size:
-            rows = rows[:size]
-            last = rows[-1]
-            next_token = self._page_tokens.encode(Cursor(last.created_at, last.id), scope=scope)
+        rows, next_token = self._page_tokens.page(
+            rows, size, scope=scope, cursor=lambda row: Cursor(row.created_at, row.id)
+        )
         return Page(items=rows, next_page_token=next_token)
 
     async def open_archive(self, owner_id: str, custom_bot_id: str) -> AsyncIterator[bytes]:

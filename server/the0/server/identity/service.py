@@ -296,10 +296,9 @@ class ApiKeyService:
         async with self._sessions() as db:
             rows = await ApiKeyRepository(db, principal.user_id).list_page(after=after, limit=limit + 1)
         now = _now()
-        next_token = ""
-        if len(rows) > limit:
-            rows = rows[:limit]
-            next_token = self._page_tokens.encode(Cursor(rows[-1].created_at, rows[-1].id), scope=scope)
+        rows, next_token = self._page_tokens.page(
+            rows, limit, scope=scope, cursor=lambda row: Cursor(row.created_at, row.id)
+        )
         return ApiKeyPage([ApiKey.from_row(r, now) for r in rows], next_token)
 
     async def revoke(self, principal: Principal, api_key_id: str) -> ApiKey:
