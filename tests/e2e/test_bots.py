@@ -21,12 +21,12 @@ from google.protobuf import field_mask_pb2, json_format, struct_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from the0.bot.v1 import bot_pb2, bot_service_pb2, bot_service_pb2_grpc
 from the0.server.db.engine import create_engine, session_factory
 from the0.server.events.envelope import Envelope
 
 from tests.integration.test_bots_support import add_custom_bot, bot_config
+from tests.fixtures.accounts import new_account
 
 BOT_SERVICE = bot_service_pb2.DESCRIPTOR.services_by_name["BotService"]
 STATE = bot_pb2.BotState
@@ -61,13 +61,7 @@ class User:
 
 
 async def register(channel: grpc.aio.Channel) -> User:
-    name = f"u{uuid.uuid4().hex[:12]}"
-    tokens = await auth_service_pb2_grpc.AuthServiceStub(channel).Register(
-        auth_service_pb2.RegisterRequest(
-            email=f"{name}@example.com", password="correct horse battery", username=name
-        )
-    )
-    return User(tokens.user.id, tokens.access_token, channel)
+    return User(*await new_account(channel), channel)
 
 
 @pytest.fixture
