@@ -50,9 +50,6 @@ REST_ROUTES = [
     ("GET", "/api/api-keys", "ApiKeyService.ListApiKeys"),
     ("DELETE", "/api/api-keys/k1", "ApiKeyService.RevokeApiKey"),
 ]
-# Services whose logic later issues build: they must answer 501 with an ErrorInfo (behind auth).
-# Every service of the contract is built now; the check stays for the next one added.
-NOT_YET_BUILT: tuple[str, ...] = ()
 # Identity RPCs that need no credentials (AUTH_POLICY_PUBLIC in the proto).
 PUBLIC_RPCS = ("AuthService.Register", "AuthService.Login", "AuthService.RefreshToken")
 
@@ -88,7 +85,6 @@ async def test_rest_health_reports_every_check_ok(http):
 
 @pytest.mark.parametrize(("method", "path", "rpc"), REST_ROUTES, ids=[f"{m} {p}" for m, p, _ in REST_ROUTES])
 async def test_every_rest_route_reaches_its_rpc(http, method, path, rpc):
-    service, name = rpc.split(".")
     content = b"PK\x05\x06" + b"\0" * 18 if path.endswith("/upload") else b"{}"
     headers = {"content-type": "application/zip" if path.endswith("/upload") else "application/json"}
     body = content if method in {"POST", "PUT", "PATCH"} else None
@@ -106,32 +102,13 @@ async def test_every_rest_route_reaches_its_rpc(http, method, path, rpc):
     assert registered.status_code == 200, registered.text
     headers["authorization"] = f"Bearer {registered.json()['accessToken']}"
     response = await http.request(method, path, content=body, headers=headers)
-    if service not in NOT_YET_BUILT:
-        # Built, and routed to its RPC: success, or the RPC's own answer to the empty body
-        # or made-up id (an ErrorInfo, so not Envoy's 404).
-        # (403: a plain user may not ReviewCustomBot; the upload's empty zip is ARCHIVE_INVALID.)
-        assert response.status_code in {200, 400, 403, 404}, response.text
-        if response.status_code != 200:
-            assert error_info(response.json())["reason"] in {"VALIDATION_FAILED", "NOT_FOUND", "ARCHIVE_INVALID",
-                                                             "PERMISSION_DENIED"}
-        return
-    assert response.status_code == 501, response.text
-    body_json = response.json()
-    assert body_json["code"] == grpc.StatusCode.UNIMPLEMENTED.value[0]
-    info = error_info(body_json)
-    assert info["reason"] == "NOT_IMPLEMENTED"
-    assert info["domain"] == "api.the0.dev"
-    assert info["metadata"]["method"] == f"/the0.{_package(service)}.v1.{service}/{name}"
-
-
-def _package(service: str) -> str:
-    return {
-        "AuthService": "auth",
-        "ApiKeyService": "api_key",
-        "BotService": "bot",
-        "CustomBotService": "custom_bot",
-        "BacktestService": "backtest",
-    }[service]
+    # Every service is built, and the route reached its RPC: success, or the RPC's own answer to the
+    # empty body or made-up id (an ErrorInfo, so not Envoy's 404 and never UNIMPLEMENTED).
+    # (403: a plain user may not ReviewCustomBot; the upload's empty zip is ARCHIVE_INVALID.)
+    assert response.status_code in {200, 400, 403, 404}, response.text
+    if response.status_code != 200:
+        assert error_info(response.json())["reason"] in {"VALIDATION_FAILED", "NOT_FOUND", "ARCHIVE_INVALID",
+                                                         "PERMISSION_DENIED"}
 
 
 async def test_route_table_covers_every_http_rule_in_the_contract(descriptor_path):
@@ -201,12 +178,18 @@ async def test_cors_preflight_allows_only_the_frontend_origin(http):
     assert "access-control-allow-origin" not in denied.headers
 
 
-async def test_reflection_lists_all_services(stack):
+async def test_reflection_lists_every_service_of_the_contract(stack, descriptor_path):
+    from google.protobuf import descriptor_pb2
+
+    fds = descriptor_pb2.FileDescriptorSet.FromString(descriptor_path.read_bytes())
+    contract = {f"{file.package}.{service.name}" for file in fds.file if file.package.startswith("the0.")
+                for service in file.service}
+    assert set(API_SERVICES) == contract
+    assert len(API_SERVICES) == 6
     stub = reflection_pb2_grpc.ServerReflectionStub(stack.channel)
     responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
     names = {s.name async for r in responses for s in r.list_services_response.service}
-    assert set(API_SERVICES) <= names
-    assert len(API_SERVICES) == 6
+    assert contract <= names
     assert "grpc.health.v1.Health" in names
 
 

@@ -39,7 +39,6 @@ from the0.server.interceptors.request_logging import RequestLoggingInterceptor
 from the0.server.nats_link import NatsLink
 from the0.server.settings import Settings
 from the0.server.storage.object_store import ObjectStore, object_store_from_settings
-from the0.server.unimplemented import unimplemented_service
 
 log = logging.getLogger("the0.app")
 
@@ -47,14 +46,12 @@ _IDENTITY_SERVICES = (
     auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"],
     api_key_service_pb2.DESCRIPTOR.services_by_name["ApiKeyService"],
 )
-# Services whose logic later issues build; until then every RPC is UNIMPLEMENTED.
-_NOT_YET_BUILT: tuple[ServiceDescriptor, ...] = ()
 _BACKTEST_SERVICE = backtest_service_pb2.DESCRIPTOR.services_by_name["BacktestService"]
 _CUSTOM_BOT_SERVICE = custom_bot_service_pb2.DESCRIPTOR.services_by_name["CustomBotService"]
 _BOT_SERVICE = bot_service_pb2.DESCRIPTOR.services_by_name["BotService"]
 _HEALTH_SERVICE = health_service_pb2.DESCRIPTOR.services_by_name["HealthService"]
-_ALL_API_SERVICES = (
-    *_IDENTITY_SERVICES, _CUSTOM_BOT_SERVICE, _BOT_SERVICE, _BACKTEST_SERVICE, *_NOT_YET_BUILT, _HEALTH_SERVICE
+_ALL_API_SERVICES: tuple[ServiceDescriptor, ...] = (
+    *_IDENTITY_SERVICES, _CUSTOM_BOT_SERVICE, _BOT_SERVICE, _BACKTEST_SERVICE, _HEALTH_SERVICE
 )
 API_SERVICES = tuple(s.full_name for s in _ALL_API_SERVICES)
 
@@ -172,8 +169,6 @@ async def build(settings: Settings) -> App:
     custom_bot_service_pb2_grpc.add_CustomBotServiceServicer_to_server(custom_bots.servicer, server)
     bot_service_pb2_grpc.add_BotServiceServicer_to_server(bots.servicer, server)
     backtest_service_pb2_grpc.add_BacktestServiceServicer_to_server(backtests.servicer, server)
-    for service in _NOT_YET_BUILT:
-        server.add_generic_rpc_handlers((unimplemented_service(service),))
     health_pb2_grpc.add_HealthServicer_to_server(grpc_health, server)
     reflection.enable_server_reflection(
         (*API_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
