@@ -13,6 +13,7 @@ import pytest
 
 from the0.server.embedded.processes import free_port
 from the0.server.settings import Settings
+from the0.server.storage.factory import object_store_from_settings
 from the0.server.storage.local import LocalObjectStore
 from the0.server.storage.minio_store import MinioObjectStore
 from the0.server.storage.object_store import (
@@ -20,7 +21,6 @@ from the0.server.storage.object_store import (
     ObjectStore,
     ObjectStoreError,
     ObjectTooLarge,
-    object_store_from_settings,
 )
 
 

@@ -38,7 +38,8 @@ from the0.server.interceptors.error_mapping import ErrorMappingInterceptor
 from the0.server.interceptors.request_logging import RequestLoggingInterceptor
 from the0.server.nats_link import NatsLink
 from the0.server.settings import Settings
-from the0.server.storage.object_store import ObjectStore, object_store_from_settings
+from the0.server.storage.factory import object_store_from_settings
+from the0.server.storage.object_store import ObjectStore
 
 log = logging.getLogger("the0.app")
 

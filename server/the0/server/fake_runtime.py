@@ -39,7 +39,8 @@ from the0.server.__main__ import load_settings
 from the0.server.events.envelope import Envelope, subject_for
 from the0.server.events.nats_connection import EVENTS_STREAM, connect_nats, ensure_stream
 from the0.server.publish_event import NATS_URL_FILE, dev_nats_url
-from the0.server.storage.object_store import ObjectStore, object_store_from_settings
+from the0.server.storage.factory import object_store_from_settings
+from the0.server.storage.object_store import ObjectStore
 
 BANNER = "the0 FAKE RUNTIME (development aid; runs no user code, invents results)"
 DURABLE_PREFIX = "the0-fake-runtime"

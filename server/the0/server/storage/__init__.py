@@ -1,4 +1,8 @@
-"""Object storage: one protocol, a local-folder and an S3/MinIO implementation."""
+"""Object storage: one protocol, a local-folder and an S3/MinIO implementation.
+
+The factory (``storage.factory.object_store_from_settings``) is not re-exported here, so
+importing the protocol never imports an implementation.
+"""
 
 from the0.server.storage.object_store import (
     ObjectInfo,
@@ -6,7 +10,6 @@ from the0.server.storage.object_store import (
     ObjectStore,
     ObjectStoreError,
     ObjectTooLarge,
-    object_store_from_settings,
 )
 
 __all__ = [
@@ -15,5 +18,4 @@ __all__ = [
     "ObjectStore",
     "ObjectStoreError",
     "ObjectTooLarge",
-    "object_store_from_settings",
 ]

@@ -1,14 +1,14 @@
-"""The object-store contract the services use, whatever holds the bytes."""
+"""The object-store contract the services use, whatever holds the bytes.
+
+It imports no implementation: ``storage/factory.py`` picks one from the settings.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
-
-if TYPE_CHECKING:
-    from the0.server.settings import Settings
+from typing import Protocol, runtime_checkable
 
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 
@@ -67,18 +67,3 @@ class ObjectStore(Protocol):
 
     async def ping(self) -> None: ...
 
-
-def object_store_from_settings(settings: Settings) -> ObjectStore:
-    """MinIO/S3 when MINIO_ENDPOINT is set, else the local folder in the data dir."""
-    if settings.minio_endpoint:
-        from the0.server.storage.minio_store import MinioObjectStore
-
-        return MinioObjectStore(
-            settings.minio_endpoint,
-            settings.minio_access_key or "",
-            settings.minio_secret_key or "",
-            secure=settings.minio_use_ssl,
-        )
-    from the0.server.storage.local import LocalObjectStore
-
-    return LocalObjectStore(settings.object_store_dir)
