@@ -10,6 +10,9 @@ PG_BIN := /usr/lib/postgresql/15/bin
 SWAGGER := /usr/bin/protoc-gen-swagger
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROTOS := $(shell find proto/the0 -name '*.proto' | LC_ALL=C sort)
+# Vendored protovalidate rules (buf.validate): no PyPI package ships their
+# google.protobuf Python code, so gen/ has it beside ours.
+VENDORED_PROTOS := proto/buf/validate/validate.proto
 
 .PHONY: help install system-deps run fake-runtime serve test test-unit gen gen-check lint breaking bench envoy-config clean
 
@@ -45,7 +48,7 @@ run: $(STAMP)
 
 # Development aid, not the platform runtime: answers backtest.created with made-up results.
 fake-runtime: $(STAMP)
-	$(BIN)/python -m the0.server.fake_runtime
+	$(BIN)/python -m the0.devtools.fake_runtime
 
 serve: $(STAMP)
 	$(BIN)/the0-server
@@ -62,6 +65,7 @@ gen: $(STAMP) system-deps
 	rm -rf gen && mkdir -p gen/openapi
 	PATH=$(BIN):$$PATH $(PY) -m grpc_tools.protoc -Iproto \
 	  --python_out=gen --grpc_python_out=gen --mypy_out=gen --mypy_grpc_out=gen $(PROTOS)
+	PATH=$(BIN):$$PATH $(PY) -m grpc_tools.protoc -Iproto --python_out=gen --mypy_out=gen $(VENDORED_PROTOS)
 	$(PY) -m grpc_tools.protoc -Iproto --include_imports --include_source_info \
 	  --descriptor_set_out=gen/the0.binpb $(PROTOS) google/rpc/status.proto google/rpc/error_details.proto
 	@# protoc-gen-swagger 1.6 cannot merge across packages: one run per service file, then merge.

@@ -22,12 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fthe0/backtest/v1/backtest.proto\x12\x10the0.backtest.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe3\x03\n\x08\x42\x61\x63ktest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12-\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x02\x12\x34\n\x05state\x18\x04 \x01(\x0e\x32\x1f.the0.backtest.v1.BacktestStateB\x04\xe2\x41\x01\x03\x12\x1b\n\rcustom_bot_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12.\n\x07summary\x18\x06 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x65rror\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nstart_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03*\xbe\x01\n\rBacktestState\x12\x1e\n\x1a\x42\x41\x43KTEST_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x42\x41\x43KTEST_STATE_PENDING\x10\x01\x12\x1a\n\x16\x42\x41\x43KTEST_STATE_RUNNING\x10\x02\x12\x1c\n\x18\x42\x41\x43KTEST_STATE_COMPLETED\x10\x03\x12\x19\n\x15\x42\x41\x43KTEST_STATE_FAILED\x10\x04\x12\x1c\n\x18\x42\x41\x43KTEST_STATE_CANCELLED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fthe0/backtest/v1/backtest.proto\x12\x10the0.backtest.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x04\n\x08\x42\x61\x63ktest\x12\x17\n\x02id\x18\x01 \x01(\tB\x0b\xe2\x41\x01\x03\xbaH\x04r\x02\x18$\x12\x19\n\x04name\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x02\xbaH\x04r\x02\x18\x64\x12-\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x02\x12\x34\n\x05state\x18\x04 \x01(\x0e\x32\x1f.the0.backtest.v1.BacktestStateB\x04\xe2\x41\x01\x03\x12\"\n\rcustom_bot_id\x18\x05 \x01(\tB\x0b\xe2\x41\x01\x03\xbaH\x04r\x02\x18$\x12.\n\x07summary\x18\x06 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\x12\x1b\n\x05\x65rror\x18\x07 \x01(\tB\x0c\xe2\x41\x01\x03\xbaH\x05r\x03\x18\xd0\x0f\x12\x19\n\x04\x65tag\x18\x08 \x01(\tB\x0b\xe2\x41\x01\x03\xbaH\x04r\x02\x18@\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nstart_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03*\xbe\x01\n\rBacktestState\x12\x1e\n\x1a\x42\x41\x43KTEST_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x42\x41\x43KTEST_STATE_PENDING\x10\x01\x12\x1a\n\x16\x42\x41\x43KTEST_STATE_RUNNING\x10\x02\x12\x1c\n\x18\x42\x41\x43KTEST_STATE_COMPLETED\x10\x03\x12\x19\n\x15\x42\x41\x43KTEST_STATE_FAILED\x10\x04\x12\x1c\n\x18\x42\x41\x43KTEST_STATE_CANCELLED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,21 +36,21 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'the0.backtest.v1.backtest_p
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_BACKTEST'].fields_by_name['id']._loaded_options = None
-  _globals['_BACKTEST'].fields_by_name['id']._serialized_options = b'\342A\001\003'
+  _globals['_BACKTEST'].fields_by_name['id']._serialized_options = b'\342A\001\003\272H\004r\002\030$'
   _globals['_BACKTEST'].fields_by_name['name']._loaded_options = None
-  _globals['_BACKTEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_BACKTEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\272H\004r\002\030d'
   _globals['_BACKTEST'].fields_by_name['config']._loaded_options = None
   _globals['_BACKTEST'].fields_by_name['config']._serialized_options = b'\342A\001\002'
   _globals['_BACKTEST'].fields_by_name['state']._loaded_options = None
   _globals['_BACKTEST'].fields_by_name['state']._serialized_options = b'\342A\001\003'
   _globals['_BACKTEST'].fields_by_name['custom_bot_id']._loaded_options = None
-  _globals['_BACKTEST'].fields_by_name['custom_bot_id']._serialized_options = b'\342A\001\003'
+  _globals['_BACKTEST'].fields_by_name['custom_bot_id']._serialized_options = b'\342A\001\003\272H\004r\002\030$'
   _globals['_BACKTEST'].fields_by_name['summary']._loaded_options = None
   _globals['_BACKTEST'].fields_by_name['summary']._serialized_options = b'\342A\001\003'
   _globals['_BACKTEST'].fields_by_name['error']._loaded_options = None
-  _globals['_BACKTEST'].fields_by_name['error']._serialized_options = b'\342A\001\003'
+  _globals['_BACKTEST'].fields_by_name['error']._serialized_options = b'\342A\001\003\272H\005r\003\030\320\017'
   _globals['_BACKTEST'].fields_by_name['etag']._loaded_options = None
-  _globals['_BACKTEST'].fields_by_name['etag']._serialized_options = b'\342A\001\003'
+  _globals['_BACKTEST'].fields_by_name['etag']._serialized_options = b'\342A\001\003\272H\004r\002\030@'
   _globals['_BACKTEST'].fields_by_name['create_time']._loaded_options = None
   _globals['_BACKTEST'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
   _globals['_BACKTEST'].fields_by_name['update_time']._loaded_options = None
@@ -58,8 +59,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BACKTEST'].fields_by_name['start_time']._serialized_options = b'\342A\001\003'
   _globals['_BACKTEST'].fields_by_name['end_time']._loaded_options = None
   _globals['_BACKTEST'].fields_by_name['end_time']._serialized_options = b'\342A\001\003'
-  _globals['_BACKTESTSTATE']._serialized_start=636
-  _globals['_BACKTESTSTATE']._serialized_end=826
-  _globals['_BACKTEST']._serialized_start=150
-  _globals['_BACKTEST']._serialized_end=633
+  _globals['_BACKTESTSTATE']._serialized_start=701
+  _globals['_BACKTESTSTATE']._serialized_end=891
+  _globals['_BACKTEST']._serialized_start=179
+  _globals['_BACKTEST']._serialized_end=698
 # @@protoc_insertion_point(module_scope)

@@ -22,12 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15the0/bot/v1/bot.proto\x12\x0bthe0.bot.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf3\x02\n\x03\x42ot\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12-\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x02\x12*\n\x05state\x18\x04 \x01(\x0e\x32\x15.the0.bot.v1.BotStateB\x04\xe2\x41\x01\x03\x12\x1b\n\rcustom_bot_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x37\n\x0elast_execution\x18\x06 \x01(\x0b\x32\x19.the0.bot.v1.BotExecutionB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x65rror\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x08 \x01(\tB\x04\xe2\x41\x01\x01\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\x83\x02\n\x0c\x42otExecution\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x33\n\x05state\x18\x02 \x01(\x0e\x32\x1e.the0.bot.v1.BotExecutionStateB\x04\xe2\x41\x01\x03\x12\x34\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12-\n\x06result\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x65rror\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03*\xaf\x01\n\x08\x42otState\x12\x19\n\x15\x42OT_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x42OT_STATE_DRAFT\x10\x01\x12\x17\n\x13\x42OT_STATE_DEPLOYING\x10\x02\x12\x15\n\x11\x42OT_STATE_RUNNING\x10\x03\x12\x16\n\x12\x42OT_STATE_STOPPING\x10\x04\x12\x15\n\x11\x42OT_STATE_STOPPED\x10\x05\x12\x14\n\x10\x42OT_STATE_FAILED\x10\x06*\x9c\x01\n\x11\x42otExecutionState\x12#\n\x1f\x42OT_EXECUTION_STATE_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x42OT_EXECUTION_STATE_RUNNING\x10\x01\x12!\n\x1d\x42OT_EXECUTION_STATE_COMPLETED\x10\x02\x12\x1e\n\x1a\x42OT_EXECUTION_STATE_FAILED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15the0/bot/v1/bot.proto\x12\x0bthe0.bot.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x97\x03\n\x03\x42ot\x12\x17\n\x02id\x18\x01 \x01(\tB\x0b\xe2\x41\x01\x03\xbaH\x04r\x02\x18$\x12\x19\n\x04name\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x02\xbaH\x04r\x02\x18\x64\x12-\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x02\x12*\n\x05state\x18\x04 \x01(\x0e\x32\x15.the0.bot.v1.BotStateB\x04\xe2\x41\x01\x03\x12\"\n\rcustom_bot_id\x18\x05 \x01(\tB\x0b\xe2\x41\x01\x03\xbaH\x04r\x02\x18$\x12\x37\n\x0elast_execution\x18\x06 \x01(\x0b\x32\x19.the0.bot.v1.BotExecutionB\x04\xe2\x41\x01\x03\x12\x1b\n\x05\x65rror\x18\x07 \x01(\tB\x0c\xe2\x41\x01\x03\xbaH\x05r\x03\x18\xd0\x0f\x12\x19\n\x04\x65tag\x18\x08 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18@\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\x93\x02\n\x0c\x42otExecution\x12\x18\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x03\xbaH\x05r\x03\x18\xc8\x01\x12\x33\n\x05state\x18\x02 \x01(\x0e\x32\x1e.the0.bot.v1.BotExecutionStateB\x04\xe2\x41\x01\x03\x12\x34\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12-\n\x06result\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\x12\x1b\n\x05\x65rror\x18\x06 \x01(\tB\x0c\xe2\x41\x01\x03\xbaH\x05r\x03\x18\xd0\x0f*\xaf\x01\n\x08\x42otState\x12\x19\n\x15\x42OT_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x42OT_STATE_DRAFT\x10\x01\x12\x17\n\x13\x42OT_STATE_DEPLOYING\x10\x02\x12\x15\n\x11\x42OT_STATE_RUNNING\x10\x03\x12\x16\n\x12\x42OT_STATE_STOPPING\x10\x04\x12\x15\n\x11\x42OT_STATE_STOPPED\x10\x05\x12\x14\n\x10\x42OT_STATE_FAILED\x10\x06*\x9c\x01\n\x11\x42otExecutionState\x12#\n\x1f\x42OT_EXECUTION_STATE_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x42OT_EXECUTION_STATE_RUNNING\x10\x01\x12!\n\x1d\x42OT_EXECUTION_STATE_COMPLETED\x10\x02\x12\x1e\n\x1a\x42OT_EXECUTION_STATE_FAILED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,27 +36,27 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'the0.bot.v1.bot_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_BOT'].fields_by_name['id']._loaded_options = None
-  _globals['_BOT'].fields_by_name['id']._serialized_options = b'\342A\001\003'
+  _globals['_BOT'].fields_by_name['id']._serialized_options = b'\342A\001\003\272H\004r\002\030$'
   _globals['_BOT'].fields_by_name['name']._loaded_options = None
-  _globals['_BOT'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_BOT'].fields_by_name['name']._serialized_options = b'\342A\001\002\272H\004r\002\030d'
   _globals['_BOT'].fields_by_name['config']._loaded_options = None
   _globals['_BOT'].fields_by_name['config']._serialized_options = b'\342A\001\002'
   _globals['_BOT'].fields_by_name['state']._loaded_options = None
   _globals['_BOT'].fields_by_name['state']._serialized_options = b'\342A\001\003'
   _globals['_BOT'].fields_by_name['custom_bot_id']._loaded_options = None
-  _globals['_BOT'].fields_by_name['custom_bot_id']._serialized_options = b'\342A\001\003'
+  _globals['_BOT'].fields_by_name['custom_bot_id']._serialized_options = b'\342A\001\003\272H\004r\002\030$'
   _globals['_BOT'].fields_by_name['last_execution']._loaded_options = None
   _globals['_BOT'].fields_by_name['last_execution']._serialized_options = b'\342A\001\003'
   _globals['_BOT'].fields_by_name['error']._loaded_options = None
-  _globals['_BOT'].fields_by_name['error']._serialized_options = b'\342A\001\003'
+  _globals['_BOT'].fields_by_name['error']._serialized_options = b'\342A\001\003\272H\005r\003\030\320\017'
   _globals['_BOT'].fields_by_name['etag']._loaded_options = None
-  _globals['_BOT'].fields_by_name['etag']._serialized_options = b'\342A\001\001'
+  _globals['_BOT'].fields_by_name['etag']._serialized_options = b'\342A\001\001\272H\004r\002\030@'
   _globals['_BOT'].fields_by_name['create_time']._loaded_options = None
   _globals['_BOT'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
   _globals['_BOT'].fields_by_name['update_time']._loaded_options = None
   _globals['_BOT'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
   _globals['_BOTEXECUTION'].fields_by_name['id']._loaded_options = None
-  _globals['_BOTEXECUTION'].fields_by_name['id']._serialized_options = b'\342A\001\003'
+  _globals['_BOTEXECUTION'].fields_by_name['id']._serialized_options = b'\342A\001\003\272H\005r\003\030\310\001'
   _globals['_BOTEXECUTION'].fields_by_name['state']._loaded_options = None
   _globals['_BOTEXECUTION'].fields_by_name['state']._serialized_options = b'\342A\001\003'
   _globals['_BOTEXECUTION'].fields_by_name['start_time']._loaded_options = None
@@ -65,13 +66,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BOTEXECUTION'].fields_by_name['result']._loaded_options = None
   _globals['_BOTEXECUTION'].fields_by_name['result']._serialized_options = b'\342A\001\003'
   _globals['_BOTEXECUTION'].fields_by_name['error']._loaded_options = None
-  _globals['_BOTEXECUTION'].fields_by_name['error']._serialized_options = b'\342A\001\003'
-  _globals['_BOTSTATE']._serialized_start=771
-  _globals['_BOTSTATE']._serialized_end=946
-  _globals['_BOTEXECUTIONSTATE']._serialized_start=949
-  _globals['_BOTEXECUTIONSTATE']._serialized_end=1105
-  _globals['_BOT']._serialized_start=135
-  _globals['_BOT']._serialized_end=506
-  _globals['_BOTEXECUTION']._serialized_start=509
-  _globals['_BOTEXECUTION']._serialized_end=768
+  _globals['_BOTEXECUTION'].fields_by_name['error']._serialized_options = b'\342A\001\003\272H\005r\003\030\320\017'
+  _globals['_BOTSTATE']._serialized_start=852
+  _globals['_BOTSTATE']._serialized_end=1027
+  _globals['_BOTEXECUTIONSTATE']._serialized_start=1030
+  _globals['_BOTEXECUTIONSTATE']._serialized_end=1186
+  _globals['_BOT']._serialized_start=164
+  _globals['_BOT']._serialized_end=571
+  _globals['_BOTEXECUTION']._serialized_start=574
+  _globals['_BOTEXECUTION']._serialized_end=849
 # @@protoc_insertion_point(module_scope)
