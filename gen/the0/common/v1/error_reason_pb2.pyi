@@ -64,6 +64,28 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     ERROR_REASON_INTERNAL: _ErrorReason.ValueType  # 13
     """A bug on the server; the details are only in the server log. Code: INTERNAL."""
+    ERROR_REASON_DEADLINE_EXCEEDED: _ErrorReason.ValueType  # 14
+    """The server gave up waiting for a dependency within its own bound or the
+    caller's deadline. Code: DEADLINE_EXCEEDED.
+    """
+    ERROR_REASON_MALFORMED_JSON: _ErrorReason.ValueType  # 50
+    """Replies of the REST edge (Envoy) itself, in the same JSON shape.
+
+    The JSON body is not valid JSON, or a field has the wrong type.
+    Code: INVALID_ARGUMENT, HTTP 400.
+    """
+    ERROR_REASON_UNKNOWN_QUERY_PARAMETER: _ErrorReason.ValueType  # 51
+    """A query parameter is not a field of the request. Code: INVALID_ARGUMENT, HTTP 400."""
+    ERROR_REASON_BODY_TOO_LARGE: _ErrorReason.ValueType  # 52
+    """The request body is over its limit. Code: RESOURCE_EXHAUSTED, HTTP 413."""
+    ERROR_REASON_HEADERS_TOO_LARGE: _ErrorReason.ValueType  # 53
+    """The request line or headers are over their limit. Code: RESOURCE_EXHAUSTED, HTTP 431."""
+    ERROR_REASON_METHOD_NOT_ALLOWED: _ErrorReason.ValueType  # 54
+    """The path exists but not with this method; the `Allow` header lists those it has.
+    Code: UNIMPLEMENTED, HTTP 405.
+    """
+    ERROR_REASON_UNKNOWN_PATH: _ErrorReason.ValueType  # 55
+    """No REST route has this path. Code: NOT_FOUND, HTTP 404."""
     ERROR_REASON_TOKEN_MISSING: _ErrorReason.ValueType  # 20
     """Authentication (UNAUTHENTICATED unless stated).
 
@@ -166,6 +188,28 @@ Code: UNIMPLEMENTED.
 """
 ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 13
 """A bug on the server; the details are only in the server log. Code: INTERNAL."""
+ERROR_REASON_DEADLINE_EXCEEDED: ErrorReason.ValueType  # 14
+"""The server gave up waiting for a dependency within its own bound or the
+caller's deadline. Code: DEADLINE_EXCEEDED.
+"""
+ERROR_REASON_MALFORMED_JSON: ErrorReason.ValueType  # 50
+"""Replies of the REST edge (Envoy) itself, in the same JSON shape.
+
+The JSON body is not valid JSON, or a field has the wrong type.
+Code: INVALID_ARGUMENT, HTTP 400.
+"""
+ERROR_REASON_UNKNOWN_QUERY_PARAMETER: ErrorReason.ValueType  # 51
+"""A query parameter is not a field of the request. Code: INVALID_ARGUMENT, HTTP 400."""
+ERROR_REASON_BODY_TOO_LARGE: ErrorReason.ValueType  # 52
+"""The request body is over its limit. Code: RESOURCE_EXHAUSTED, HTTP 413."""
+ERROR_REASON_HEADERS_TOO_LARGE: ErrorReason.ValueType  # 53
+"""The request line or headers are over their limit. Code: RESOURCE_EXHAUSTED, HTTP 431."""
+ERROR_REASON_METHOD_NOT_ALLOWED: ErrorReason.ValueType  # 54
+"""The path exists but not with this method; the `Allow` header lists those it has.
+Code: UNIMPLEMENTED, HTTP 405.
+"""
+ERROR_REASON_UNKNOWN_PATH: ErrorReason.ValueType  # 55
+"""No REST route has this path. Code: NOT_FOUND, HTTP 404."""
 ERROR_REASON_TOKEN_MISSING: ErrorReason.ValueType  # 20
 """Authentication (UNAUTHENTICATED unless stated).
 
