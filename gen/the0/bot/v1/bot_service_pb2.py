@@ -31,7 +31,7 @@ from the0.bot.v1 import bot_pb2 as the0_dot_bot_dot_v1_dot_bot__pb2
 from the0.common.v1 import watch_pb2 as the0_dot_common_dot_v1_dot_watch__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dthe0/bot/v1/bot_service.proto\x12\x0bthe0.bot.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x15the0/bot/v1/bot.proto\x1a\x1athe0/common/v1/watch.proto\"x\n\x0fListBotsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x15.the0.bot.v1.BotStateB\x04\xe2\x41\x01\x01\"K\n\x10ListBotsResponse\x12\x1e\n\x04\x62ots\x18\x01 \x03(\x0b\x32\x10.the0.bot.v1.Bot\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"X\n\x10\x43reateBotRequest\x12#\n\x03\x62ot\x18\x01 \x01(\x0b\x32\x10.the0.bot.v1.BotB\x04\xe2\x41\x01\x02\x12\x1f\n\nrequest_id\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18\x64\")\n\rGetBotRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\xb0\x01\x01\"n\n\x10UpdateBotRequest\x12#\n\x03\x62ot\x18\x01 \x01(\x0b\x32\x10.the0.bot.v1.BotB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x01\"G\n\x10\x44\x65leteBotRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\xb0\x01\x01\x12\x19\n\x04\x65tag\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18@\"M\n\x10\x44\x65ployBotRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\xb0\x01\x01\x12\x1f\n\nrequest_id\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18\x64\"*\n\x0eStopBotRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\xb0\x01\x01\"+\n\x0fWatchBotRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\xb0\x01\x01\"\x98\x01\n\x10WatchBotResponse\x12\x1f\n\x03\x62ot\x18\x01 \x01(\x0b\x32\x10.the0.bot.v1.BotH\x00\x12.\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.the0.common.v1.HeartbeatH\x00\x12*\n\x07\x64\x65leted\x18\x03 \x01(\x0b\x32\x17.the0.common.v1.DeletedH\x00\x42\x07\n\x05\x65vent2\x87\x06\n\nBotService\x12Z\n\x08ListBots\x12\x1c.the0.bot.v1.ListBotsRequest\x1a\x1d.the0.bot.v1.ListBotsResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/api/bots\x12T\n\tCreateBot\x12\x1d.the0.bot.v1.CreateBotRequest\x1a\x10.the0.bot.v1.Bot\"\x16\x82\xd3\xe4\x93\x02\x10\"\t/api/bots:\x03\x62ot\x12N\n\x06GetBot\x12\x1a.the0.bot.v1.GetBotRequest\x1a\x10.the0.bot.v1.Bot\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/bots/{id}\x12x\n\tUpdateBot\x12\x1d.the0.bot.v1.UpdateBotRequest\x1a\x10.the0.bot.v1.Bot\":\x82\xd3\xe4\x93\x02\x34\x32\x12/api/bots/{bot.id}:\x03\x62otZ\x19\x1a\x12/api/bots/{bot.id}:\x03\x62ot\x12Z\n\tDeleteBot\x12\x1d.the0.bot.v1.DeleteBotRequest\x1a\x16.google.protobuf.Empty\"\x16\x82\xd3\xe4\x93\x02\x10*\x0e/api/bots/{id}\x12^\n\tDeployBot\x12\x1d.the0.bot.v1.DeployBotRequest\x1a\x10.the0.bot.v1.Bot\" \x82\xd3\xe4\x93\x02\x1a\"\x15/api/bots/{id}/deploy:\x01*\x12X\n\x07StopBot\x12\x1b.the0.bot.v1.StopBotRequest\x1a\x10.the0.bot.v1.Bot\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/api/bots/{id}/stop:\x01*\x12g\n\x08WatchBot\x12\x1c.the0.bot.v1.WatchBotRequest\x1a\x1d.the0.bot.v1.WatchBotResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/api/bots/{id}/watch0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dthe0/bot/v1/bot_service.proto\x12\x0bthe0.bot.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x15the0/bot/v1/bot.proto\x1a\x1athe0/common/v1/watch.proto\"x\n\x0fListBotsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x15.the0.bot.v1.BotStateB\x04\xe2\x41\x01\x01\"K\n\x10ListBotsResponse\x12\x1e\n\x04\x62ots\x18\x01 \x03(\x0b\x32\x10.the0.bot.v1.Bot\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"X\n\x10\x43reateBotRequest\x12#\n\x03\x62ot\x18\x01 \x01(\x0b\x32\x10.the0.bot.v1.BotB\x04\xe2\x41\x01\x02\x12\x1f\n\nrequest_id\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18\x64\",\n\rGetBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"n\n\x10UpdateBotRequest\x12#\n\x03\x62ot\x18\x01 \x01(\x0b\x32\x10.the0.bot.v1.BotB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x01\"J\n\x10\x44\x65leteBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x19\n\x04\x65tag\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18@\"P\n\x10\x44\x65ployBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x1f\n\nrequest_id\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18\x64\"-\n\x0eStopBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\".\n\x0fWatchBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"\x98\x01\n\x10WatchBotResponse\x12\x1f\n\x03\x62ot\x18\x01 \x01(\x0b\x32\x10.the0.bot.v1.BotH\x00\x12.\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.the0.common.v1.HeartbeatH\x00\x12*\n\x07\x64\x65leted\x18\x03 \x01(\x0b\x32\x17.the0.common.v1.DeletedH\x00\x42\x07\n\x05\x65vent2\x87\x06\n\nBotService\x12Z\n\x08ListBots\x12\x1c.the0.bot.v1.ListBotsRequest\x1a\x1d.the0.bot.v1.ListBotsResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/api/bots\x12T\n\tCreateBot\x12\x1d.the0.bot.v1.CreateBotRequest\x1a\x10.the0.bot.v1.Bot\"\x16\x82\xd3\xe4\x93\x02\x10\"\t/api/bots:\x03\x62ot\x12N\n\x06GetBot\x12\x1a.the0.bot.v1.GetBotRequest\x1a\x10.the0.bot.v1.Bot\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/bots/{id}\x12x\n\tUpdateBot\x12\x1d.the0.bot.v1.UpdateBotRequest\x1a\x10.the0.bot.v1.Bot\":\x82\xd3\xe4\x93\x02\x34\x32\x12/api/bots/{bot.id}:\x03\x62otZ\x19\x1a\x12/api/bots/{bot.id}:\x03\x62ot\x12Z\n\tDeleteBot\x12\x1d.the0.bot.v1.DeleteBotRequest\x1a\x16.google.protobuf.Empty\"\x16\x82\xd3\xe4\x93\x02\x10*\x0e/api/bots/{id}\x12^\n\tDeployBot\x12\x1d.the0.bot.v1.DeployBotRequest\x1a\x10.the0.bot.v1.Bot\" \x82\xd3\xe4\x93\x02\x1a\"\x15/api/bots/{id}/deploy:\x01*\x12X\n\x07StopBot\x12\x1b.the0.bot.v1.StopBotRequest\x1a\x10.the0.bot.v1.Bot\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/api/bots/{id}/stop:\x01*\x12g\n\x08WatchBot\x12\x1c.the0.bot.v1.WatchBotRequest\x1a\x1d.the0.bot.v1.WatchBotResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/api/bots/{id}/watch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,23 +49,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEBOTREQUEST'].fields_by_name['request_id']._loaded_options = None
   _globals['_CREATEBOTREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\001\272H\004r\002\030d'
   _globals['_GETBOTREQUEST'].fields_by_name['id']._loaded_options = None
-  _globals['_GETBOTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\272H\005r\003\260\001\001'
+  _globals['_GETBOTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\330\001\001'
   _globals['_UPDATEBOTREQUEST'].fields_by_name['bot']._loaded_options = None
   _globals['_UPDATEBOTREQUEST'].fields_by_name['bot']._serialized_options = b'\342A\001\002'
   _globals['_UPDATEBOTREQUEST'].fields_by_name['update_mask']._loaded_options = None
   _globals['_UPDATEBOTREQUEST'].fields_by_name['update_mask']._serialized_options = b'\342A\001\001'
   _globals['_DELETEBOTREQUEST'].fields_by_name['id']._loaded_options = None
-  _globals['_DELETEBOTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\272H\005r\003\260\001\001'
+  _globals['_DELETEBOTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\330\001\001'
   _globals['_DELETEBOTREQUEST'].fields_by_name['etag']._loaded_options = None
   _globals['_DELETEBOTREQUEST'].fields_by_name['etag']._serialized_options = b'\342A\001\001\272H\004r\002\030@'
   _globals['_DEPLOYBOTREQUEST'].fields_by_name['id']._loaded_options = None
-  _globals['_DEPLOYBOTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\272H\005r\003\260\001\001'
+  _globals['_DEPLOYBOTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\330\001\001'
   _globals['_DEPLOYBOTREQUEST'].fields_by_name['request_id']._loaded_options = None
   _globals['_DEPLOYBOTREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\001\272H\004r\002\030d'
   _globals['_STOPBOTREQUEST'].fields_by_name['id']._loaded_options = None
-  _globals['_STOPBOTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\272H\005r\003\260\001\001'
+  _globals['_STOPBOTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\330\001\001'
   _globals['_WATCHBOTREQUEST'].fields_by_name['id']._loaded_options = None
-  _globals['_WATCHBOTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\272H\005r\003\260\001\001'
+  _globals['_WATCHBOTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\330\001\001'
   _globals['_BOTSERVICE'].methods_by_name['ListBots']._loaded_options = None
   _globals['_BOTSERVICE'].methods_by_name['ListBots']._serialized_options = b'\202\323\344\223\002\013\022\t/api/bots'
   _globals['_BOTSERVICE'].methods_by_name['CreateBot']._loaded_options = None
@@ -89,19 +89,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEBOTREQUEST']._serialized_start=451
   _globals['_CREATEBOTREQUEST']._serialized_end=539
   _globals['_GETBOTREQUEST']._serialized_start=541
-  _globals['_GETBOTREQUEST']._serialized_end=582
-  _globals['_UPDATEBOTREQUEST']._serialized_start=584
-  _globals['_UPDATEBOTREQUEST']._serialized_end=694
-  _globals['_DELETEBOTREQUEST']._serialized_start=696
-  _globals['_DELETEBOTREQUEST']._serialized_end=767
-  _globals['_DEPLOYBOTREQUEST']._serialized_start=769
-  _globals['_DEPLOYBOTREQUEST']._serialized_end=846
-  _globals['_STOPBOTREQUEST']._serialized_start=848
-  _globals['_STOPBOTREQUEST']._serialized_end=890
-  _globals['_WATCHBOTREQUEST']._serialized_start=892
-  _globals['_WATCHBOTREQUEST']._serialized_end=935
-  _globals['_WATCHBOTRESPONSE']._serialized_start=938
-  _globals['_WATCHBOTRESPONSE']._serialized_end=1090
-  _globals['_BOTSERVICE']._serialized_start=1093
-  _globals['_BOTSERVICE']._serialized_end=1868
+  _globals['_GETBOTREQUEST']._serialized_end=585
+  _globals['_UPDATEBOTREQUEST']._serialized_start=587
+  _globals['_UPDATEBOTREQUEST']._serialized_end=697
+  _globals['_DELETEBOTREQUEST']._serialized_start=699
+  _globals['_DELETEBOTREQUEST']._serialized_end=773
+  _globals['_DEPLOYBOTREQUEST']._serialized_start=775
+  _globals['_DEPLOYBOTREQUEST']._serialized_end=855
+  _globals['_STOPBOTREQUEST']._serialized_start=857
+  _globals['_STOPBOTREQUEST']._serialized_end=902
+  _globals['_WATCHBOTREQUEST']._serialized_start=904
+  _globals['_WATCHBOTREQUEST']._serialized_end=950
+  _globals['_WATCHBOTRESPONSE']._serialized_start=953
+  _globals['_WATCHBOTRESPONSE']._serialized_end=1105
+  _globals['_BOTSERVICE']._serialized_start=1108
+  _globals['_BOTSERVICE']._serialized_end=1883
 # @@protoc_insertion_point(module_scope)
