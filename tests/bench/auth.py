@@ -27,7 +27,7 @@ from pathlib import Path
 import grpc
 import grpc.aio
 
-from the0.server.embedded.processes import free_port
+from the0.devtools.embedded.processes import free_port
 from tests.bench.harness import LoadResult, median_result, run_load, start_in_child
 
 PUBLIC_ECHO = "/bench.Echo/Public"
@@ -43,7 +43,7 @@ def serve_identity(port_queue: mp.Queue, data_dir: str, database_url: str | None
     async def main() -> None:
         from the0.server.app import build
         from the0.server.db.migrate import upgrade_to_head
-        from the0.server.embedded.nats_server import EmbeddedNats
+        from the0.devtools.embedded.nats_server import EmbeddedNats
         from the0.server.interceptors.auth import ANY_CREDENTIAL, PUBLIC
         from the0.server.settings import Settings
         from the0.server.structured_logging import configure_logging

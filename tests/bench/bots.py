@@ -43,7 +43,7 @@ WATCHERS = 1000
 def throwaway_postgres() -> Iterator[str]:
     import os
 
-    from the0.server.embedded.processes import free_port
+    from the0.devtools.embedded.processes import free_port
 
     from tests.fixtures.services import PG_BIN, _pg_run
 
@@ -311,7 +311,7 @@ async def watchers(api_port: int, api_pid: int, caller: Caller, bot_id: str, *, 
 
 async def run(*, seconds: float = 3.0, rounds: int = 3, concurrency: int = 32) -> float:
     from the0.server.db.migrate import upgrade_to_head
-    from the0.server.embedded.nats_server import EmbeddedNats
+    from the0.devtools.embedded.nats_server import EmbeddedNats
 
     with throwaway_postgres() as database_url, tempfile.TemporaryDirectory() as data_dir:
         await asyncio.to_thread(upgrade_to_head, database_url)

@@ -110,7 +110,7 @@ async def run() -> float:
 async def measure(store: str) -> float:
     from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
     from the0.custom_bot.v1 import custom_bot_service_pb2, custom_bot_service_pb2_grpc
-    from the0.server.embedded.nats_server import EmbeddedNats
+    from the0.devtools.embedded.nats_server import EmbeddedNats
     from the0.server.storage.local import LocalObjectStore
 
     work = Path(tempfile.mkdtemp(prefix="the0-bench-upload-"))

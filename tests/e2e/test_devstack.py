@@ -15,7 +15,7 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from the0.server.app import API_SERVICES
-from the0.server.embedded.processes import free_port
+from the0.devtools.embedded.processes import free_port
 
 READY_LINE = "Ctrl-C stops everything."
 
@@ -51,7 +51,7 @@ async def start_devstack(tmp_path, extra_env: dict[str, str]):
         "THE0_GRPC_HOST": "127.0.0.1",
     } | extra_env
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "the0.server.devstack",
+        sys.executable, "-m", "the0.devtools.devstack",
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )
     output = []
@@ -150,7 +150,7 @@ async def test_make_run_person_flow_upload_example_and_see_it_approved(devstack)
         assert custom_bot["state"] == "CUSTOM_BOT_STATE_PENDING_REVIEW"
 
         tool = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "the0.server.publish_event", "custom-bot.approved",
+            sys.executable, "-m", "the0.devtools.publish_event", "custom-bot.approved",
             json.dumps({"customBotId": custom_bot["id"], "score": 97, "reviewer": "analyzer"}),
             env=os.environ | {"THE0_DATA_DIR": str(data_dir)}, stdout=asyncio.subprocess.PIPE,
         )

@@ -230,7 +230,7 @@ async def test_request_id_from_envoy_is_echoed(http):
 
 
 async def test_health_is_degraded_when_nats_is_unreachable(stack_factory):
-    from the0.server.embedded.processes import free_port
+    from the0.devtools.embedded.processes import free_port
 
     stack = await stack_factory(nats_url=f"nats://127.0.0.1:{free_port()}", wait_for_nats=False)
     reply = await health_service_pb2_grpc.HealthServiceStub(stack.channel).GetHealth(
@@ -241,7 +241,7 @@ async def test_health_is_degraded_when_nats_is_unreachable(stack_factory):
 
 
 async def test_health_answers_503_when_the_database_is_unreachable(stack_factory):
-    from the0.server.embedded.processes import free_port
+    from the0.devtools.embedded.processes import free_port
 
     dead = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nothing"
     stack = await stack_factory(envoy=True, database_url=dead)

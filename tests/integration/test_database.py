@@ -18,7 +18,7 @@ from sqlalchemy.pool import NullPool
 from the0.server.db.engine import create_engine, ping, session_factory, sync_url
 from the0.server.db.migrate import current_revision
 from the0.server.db.models import Base, UserRow
-from the0.server.embedded.processes import free_port
+from the0.devtools.embedded.processes import free_port
 
 
 @pytest.fixture

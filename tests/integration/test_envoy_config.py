@@ -33,7 +33,7 @@ from grpc_status import rpc_status
 from the0.custom_bot.v1 import custom_bot_service_pb2_grpc
 from the0.health.v1 import health_service_pb2, health_service_pb2_grpc
 from the0.server import __version__, envoy_config, openapi_merge
-from the0.server.embedded.envoy import envoy_binary
+from the0.devtools.embedded.envoy import envoy_binary
 from tests.fixtures.envoy import EnvoyProxy, descriptor_set
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

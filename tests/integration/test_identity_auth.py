@@ -33,7 +33,7 @@ from the0.api_key.v1 import api_key_pb2, api_key_service_pb2, api_key_service_pb
 from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc, user_pb2
 from the0.bot.v1 import bot_service_pb2, bot_service_pb2_grpc
 from the0.server.db.engine import sync_url
-from the0.server.embedded.processes import free_port
+from the0.devtools.embedded.processes import free_port
 from the0.server.identity.passwords import OWASP_MEMORY_KIB, OWASP_PARALLELISM, OWASP_TIME_COST
 from tests.fixtures.server import TEST_JWT_SECRET
 

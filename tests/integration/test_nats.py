@@ -11,8 +11,8 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js.api import StorageType
 
-from the0.server.embedded.nats_server import EmbeddedNats, find_nats_server_binary
-from the0.server.embedded.processes import ChildProcess, free_port, wait_for_tcp
+from the0.devtools.embedded.nats_server import EmbeddedNats, find_nats_server_binary
+from the0.devtools.embedded.processes import ChildProcess, free_port, wait_for_tcp
 from the0.server.events.nats_connection import (
     EVENTS_STREAM,
     NatsUnavailable,

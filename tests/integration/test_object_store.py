@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from the0.server.embedded.processes import free_port
+from the0.devtools.embedded.processes import free_port
 from the0.server.settings import Settings
 from the0.server.storage.factory import object_store_from_settings
 from the0.server.storage.local import LocalObjectStore

@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from the0.server.embedded.processes import ChildProcess
+from the0.devtools.embedded.processes import ChildProcess
 
 READY_TIMEOUT = 15.0
 

@@ -12,7 +12,7 @@ end on one machine: it runs nothing a user uploaded. It durably consumes
 - with ``--bots``, ``bot.deploy-requested`` / ``bot.stop-requested``:
   publishes ``bot.execution.started`` / ``bot.execution.completed``.
 
-    make fake-runtime            # or: python -m the0.server.fake_runtime [--nats-url URL]
+    make fake-runtime            # or: python -m the0.devtools.fake_runtime [--nats-url URL]
 
 The NATS URL is ``--nats-url``, else NATS_URL, else the one ``make run``
 recorded in the data dir (``<THE0_DATA_DIR>/nats.url``; ``make run`` also prints it).
@@ -38,7 +38,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from the0.server.__main__ import load_settings
 from the0.server.events.envelope import Envelope, subject_for
 from the0.server.events.nats_connection import EVENTS_STREAM, connect_nats, ensure_stream
-from the0.server.publish_event import NATS_URL_FILE, dev_nats_url
+from the0.devtools.publish_event import NATS_URL_FILE, dev_nats_url
 from the0.server.storage.factory import object_store_from_settings
 from the0.server.storage.object_store import ObjectStore
 
@@ -203,7 +203,7 @@ async def serve(nats_url: str, store: ObjectStore, *, delay: float, fail: bool, 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m the0.server.fake_runtime", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m the0.devtools.fake_runtime", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nats-url", help="default: NATS_URL, else the dev stack's (THE0_DATA_DIR/nats.url)")
     parser.add_argument("--delay", type=float, default=2.0, help="seconds a backtest 'runs' (default 2)")

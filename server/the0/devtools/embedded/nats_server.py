@@ -11,7 +11,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from the0.server.embedded.processes import ChildProcess, free_port, wait_for_tcp
+from the0.devtools.embedded.processes import ChildProcess, free_port, wait_for_tcp
 
 
 def find_nats_server_binary() -> Path:

@@ -1,7 +1,7 @@
 """Development aid: publish one platform event to JetStream, as the runtime or
 the security analyzer would. For trying the dev stack by hand:
 
-    python -m the0.server.publish_event custom-bot.approved '{"customBotId": "<id>"}'
+    python -m the0.devtools.publish_event custom-bot.approved '{"customBotId": "<id>"}'
 
 The NATS URL is NATS_URL, else the one `make run` recorded in the data dir.
 """
@@ -40,7 +40,7 @@ async def publish(nats_url: str, event_type: str, data: dict) -> Envelope:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m the0.server.publish_event", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m the0.devtools.publish_event", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("type", help="event type, e.g. custom-bot.approved, bot.execution.started")
     parser.add_argument("data", help="the event's data as a JSON object")
