@@ -78,7 +78,7 @@ def parse_config(text: str) -> dict[str, Any]:
     return value
 
 
-def run(args: argparse.Namespace, client: The0Client, config: dict[str, str]) -> None:  # noqa: C901
+def run(args: argparse.Namespace, client: The0Client, config: dict[str, str]) -> None:
     command = (args.command, getattr(args, "action", None))
     if command == ("health", None):
         emit(client.health())
@@ -113,8 +113,7 @@ def run(args: argparse.Namespace, client: The0Client, config: dict[str, str]) ->
         emit(client.get_custom_bot(args.id))
     elif command == ("custom-bots", "download"):
         with open(args.output, "wb") as file:
-            for chunk in client.download_custom_bot_archive(args.id):
-                file.write(chunk)
+            file.writelines(client.download_custom_bot_archive(args.id))
     elif command == ("custom-bots", "watch"):
         emit(client.watch_custom_bot(args.id))
     elif command == ("bots", "create"):
@@ -161,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("logout", help="end the saved session")
     commands.add_parser("whoami", help="the current user")
 
-    def group(name: str, help_text: str) -> argparse._SubParsersAction:
+    def group(name: str, help_text: str) -> argparse._SubParsersAction[argparse.ArgumentParser]:
         return commands.add_parser(name, help=help_text).add_subparsers(dest="action", required=True)
 
     keys = group("api-keys", "manage API keys (needs a login session)")
@@ -181,16 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
     custom.add_parser("watch").add_argument("id")
 
     for name, noun in (("bots", "bot"), ("backtests", "backtest")):
-        sub = group(name, f"manage your {name}")
-        create = sub.add_parser("create")
+        resource = group(name, f"manage your {name}")
+        create = resource.add_parser("create")
         create.add_argument("name")
         create.add_argument("--config", required=True, help="JSON object, or @file.json")
         create.add_argument("--request-id")
-        sub.add_parser("list")
+        resource.add_parser("list")
         actions = ("get", "deploy", "stop", "delete", "watch") if noun == "bot" else (
             "get", "results", "logs", "cancel", "watch")
         for action in actions:
-            sub.add_parser(action).add_argument("id")
+            resource.add_parser(action).add_argument("id")
     return parser
 
 

@@ -81,9 +81,12 @@ _BY_CODE: dict[grpc.StatusCode, type[The0Error]] = {
 
 
 def from_rpc_error(error: grpc.RpcError) -> The0Error:
-    code = error.code()  # type: ignore[attr-defined]
-    details = error.details() or ""  # type: ignore[attr-defined]
-    kwargs: dict = {}
+    code = error.code()
+    reason, metadata = "", {}
+    violations: list[FieldViolation] = []
+    retry_after_seconds: float | None = None
+    # The stub asks for a grpc.Call; the RpcError a stub raises is one at run time
+    # (mypy cannot see that: the two stub classes' details() signatures differ).
     status = rpc_status.from_call(error)  # type: ignore[arg-type]
     if status is not None:
         for detail in status.details:
@@ -93,11 +96,16 @@ def from_rpc_error(error: grpc.RpcError) -> The0Error:
                 error_details_pb2.RetryInfo(),
             )
             if detail.Unpack(info):
-                kwargs["reason"], kwargs["metadata"] = info.reason, dict(info.metadata)
+                reason, metadata = info.reason, dict(info.metadata)
             elif detail.Unpack(bad_request):
-                kwargs["violations"] = [
-                    FieldViolation(v.field, v.description) for v in bad_request.field_violations
-                ]
+                violations = [FieldViolation(v.field, v.description) for v in bad_request.field_violations]
             elif detail.Unpack(retry):
-                kwargs["retry_after_seconds"] = retry.retry_delay.ToTimedelta().total_seconds()
-    return _BY_CODE.get(code, The0Error)(code=code, message=details, **kwargs)
+                retry_after_seconds = retry.retry_delay.ToTimedelta().total_seconds()
+    return _BY_CODE.get(code, The0Error)(
+        code=code,
+        message=error.details() or "",
+        reason=reason,
+        metadata=metadata,
+        violations=violations,
+        retry_after_seconds=retry_after_seconds,
+    )

@@ -95,7 +95,9 @@ class Settings:
     def from_env(cls, env: Mapping[str, str], *, dev_mode: bool = False) -> Settings:
         """Build settings from environment variables, reporting every problem at once."""
         problems: list[str] = []
-        get = lambda name: (env.get(name) or "").strip() or None  # noqa: E731
+
+        def get(name: str) -> str | None:
+            return (env.get(name) or "").strip() or None
 
         def port(name: str, default: int) -> int:
             raw = get(name)

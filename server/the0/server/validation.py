@@ -8,6 +8,7 @@ The rules are read once per message type and cached.
 from __future__ import annotations
 
 from functools import cache
+from typing import TYPE_CHECKING, TypeAlias
 
 from google.api import field_behavior_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -15,13 +16,22 @@ from google.protobuf.message import Message
 
 from the0.server.errors import FieldViolation, InvalidArgument
 
+if TYPE_CHECKING:
+    from google._upb import _message as upb
+
+    # Message.DESCRIPTOR is the pure-Python or the upb (C) descriptor, depending on
+    # the protobuf backend; both have the attributes read here.
+    AnyDescriptor: TypeAlias = Descriptor | upb.Descriptor
+    AnyField: TypeAlias = FieldDescriptor | upb.FieldDescriptor
+
 _REQUIRED = field_behavior_pb2.REQUIRED
 _OUTPUT_ONLY = field_behavior_pb2.OUTPUT_ONLY
 
 
 @cache
-def _rules(descriptor: Descriptor) -> tuple[tuple[FieldDescriptor, ...], tuple[FieldDescriptor, ...]]:
-    required, output_only = [], []
+def _rules(descriptor: AnyDescriptor) -> tuple[tuple[AnyField, ...], tuple[AnyField, ...]]:
+    required: list[AnyField] = []
+    output_only: list[AnyField] = []
     for field in descriptor.fields:
         behaviours = field.GetOptions().Extensions[field_behavior_pb2.field_behavior]
         if _REQUIRED in behaviours:
@@ -31,15 +41,24 @@ def _rules(descriptor: Descriptor) -> tuple[tuple[FieldDescriptor, ...], tuple[F
     return tuple(required), tuple(output_only)
 
 
-def _is_message(field: FieldDescriptor) -> bool:
+def _is_message(field: AnyField) -> bool:
     return field.type == FieldDescriptor.TYPE_MESSAGE and not _is_repeated(field)
 
 
-def _is_repeated(field: FieldDescriptor) -> bool:
-    return field.is_repeated if hasattr(field, "is_repeated") else field.label == FieldDescriptor.LABEL_REPEATED
+def _is_repeated(field: AnyField) -> bool:
+    return field.is_repeated
 
 
-def _is_empty(message: Message, field: FieldDescriptor) -> bool:
+def _is_own_message(field: AnyField) -> bool:
+    """A singular message field of ours: one whose own field behaviours apply (not a well-known type)."""
+    return (
+        _is_message(field)
+        and field.message_type is not None
+        and not field.message_type.full_name.startswith("google.protobuf.")
+    )
+
+
+def _is_empty(message: Message, field: AnyField) -> bool:
     if _is_repeated(field):
         return len(getattr(message, field.name)) == 0
     if _is_message(field):
@@ -56,7 +75,7 @@ def missing_required(message: Message, *, nested: bool = True, prefix: str = "")
         path = f"{prefix}{field.json_name}"
         if _is_empty(message, field):
             violations.append(FieldViolation(path, "is required"))
-        elif nested and _is_message(field) and not field.message_type.full_name.startswith("google.protobuf."):
+        elif nested and _is_own_message(field):
             violations.extend(missing_required(getattr(message, field.name), prefix=f"{path}."))
     return violations
 
@@ -66,10 +85,9 @@ def clear_output_only(message: Message) -> None:
     _, output_only = _rules(message.DESCRIPTOR)
     for field in output_only:
         message.ClearField(field.name)
-    for field in message.DESCRIPTOR.fields:
-        if _is_message(field) and message.HasField(field.name):
-            if not field.message_type.full_name.startswith("google.protobuf."):
-                clear_output_only(getattr(message, field.name))
+    for child in message.DESCRIPTOR.fields:
+        if _is_own_message(child) and message.HasField(child.name):
+            clear_output_only(getattr(message, child.name))
 
 
 def validate_request(message: Message, *, nested: bool = True) -> None:

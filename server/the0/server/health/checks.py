@@ -40,7 +40,7 @@ class DependencyChecks:
     async def _check(self, name: str) -> str:
         try:
             await asyncio.wait_for(self._probes[name](), CHECK_TIMEOUT_SECONDS)
-        except Exception as error:  # any failure means "down"; the reason goes to the log
+        except Exception as error:  # noqa: BLE001  any failure means "down"; the reason goes to the log
             log.warning("health check failed", extra={"check": name, "error": repr(error)})
             return DOWN
         return OK

@@ -20,7 +20,9 @@ class HealthServicer(health_service_pb2_grpc.HealthServiceServicer):
         self._started = time.monotonic()
 
     async def GetHealth(
-        self, request: health_service_pb2.GetHealthRequest, context: grpc.aio.ServicerContext
+        self,
+        request: health_service_pb2.GetHealthRequest,
+        context: grpc.aio.ServicerContext[health_service_pb2.GetHealthRequest, health_service_pb2.GetHealthResponse],
     ) -> health_service_pb2.GetHealthResponse:
         results = await self._checks.run()
         if results.database != OK:

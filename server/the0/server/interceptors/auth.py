@@ -14,13 +14,12 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Protocol
 
-import grpc.aio
 from google.protobuf.descriptor import ServiceDescriptor
 
 from the0.common.v1 import auth_policy_pb2
 from the0.server.errors import PermissionDenied, Unauthenticated
 from the0.server.identity.principal import Principal, principal_var
-from the0.server.interceptors.wrapping import WrappingInterceptor
+from the0.server.interceptors.wrapping import AnyContext, WrappingInterceptor
 
 PUBLIC = auth_policy_pb2.AUTH_POLICY_PUBLIC
 USER_SESSION = auth_policy_pb2.AUTH_POLICY_USER_SESSION
@@ -72,7 +71,7 @@ class AuthInterceptor(WrappingInterceptor):
         return policy
 
     @asynccontextmanager
-    async def around(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    async def around(self, method: str, context: AnyContext) -> AsyncIterator[None]:
         policy = self.policy(method)
         if policy == PUBLIC:
             yield
@@ -89,7 +88,7 @@ class AuthInterceptor(WrappingInterceptor):
         finally:
             principal_var.reset(token)
 
-    async def _authenticate(self, context: grpc.aio.ServicerContext) -> Principal:
+    async def _authenticate(self, context: AnyContext) -> Principal:
         authorization = api_key = None
         for key, value in context.invocation_metadata() or ():
             if key == "authorization" and isinstance(value, str):

@@ -16,7 +16,7 @@ import grpc
 import grpc.aio
 
 from the0.server.errors import ApiError, Internal, Unimplemented
-from the0.server.interceptors.wrapping import WrappingInterceptor
+from the0.server.interceptors.wrapping import AnyContext, WrappingInterceptor
 from the0.server.request_context import current_request_id
 
 log = logging.getLogger("the0.errors")
@@ -24,7 +24,7 @@ log = logging.getLogger("the0.errors")
 
 class ErrorMappingInterceptor(WrappingInterceptor):
     @asynccontextmanager
-    async def around(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    async def around(self, method: str, context: AnyContext) -> AsyncIterator[None]:
         try:
             yield
         except (asyncio.CancelledError, grpc.aio.AbortError):
@@ -45,7 +45,7 @@ class ErrorMappingInterceptor(WrappingInterceptor):
             )
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: ApiError) -> None:
+async def _abort(context: AnyContext, error: ApiError) -> None:
     status = error.to_status()
     # abort() replaces the trailers: keep the request id the logging interceptor set.
     trailers = (*status.trailing_metadata, ("x-request-id", current_request_id()))

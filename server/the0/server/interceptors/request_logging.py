@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 import grpc
 import grpc.aio
 
-from the0.server.interceptors.wrapping import WrappingInterceptor
+from the0.server.interceptors.wrapping import AnyContext, WrappingInterceptor
 from the0.server.request_context import request_id_var
 from the0.server.structured_logging import AccessLog
 
@@ -41,7 +41,7 @@ class RequestLoggingInterceptor(WrappingInterceptor):
         self._access_log = access_log or AccessLog()
 
     @asynccontextmanager
-    async def around(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    async def around(self, method: str, context: AnyContext) -> AsyncIterator[None]:
         request_id = _incoming_request_id(context) or new_request_id()
         token = request_id_var.set(request_id)
         started = time.perf_counter()
@@ -68,7 +68,7 @@ class RequestLoggingInterceptor(WrappingInterceptor):
             request_id_var.reset(token)
 
 
-def _incoming_request_id(context: grpc.aio.ServicerContext) -> str | None:
+def _incoming_request_id(context: AnyContext) -> str | None:
     for key, value in context.invocation_metadata() or ():
         if key == "x-request-id" and isinstance(value, str) and _VALID_ID.match(value):
             return value

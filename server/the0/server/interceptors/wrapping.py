@@ -12,26 +12,33 @@ import inspect
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 import grpc.aio
+
+# An interceptor sees every RPC, whatever its request and response messages:
+# for it they are opaque values handed from gRPC to the handler and back.
+# (Strings: grpc's classes are generic in the stubs only, not at run time.)
+AnyContext: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+AnyHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Around: TypeAlias = "Callable[[str, AnyContext], AbstractAsyncContextManager[None]]"
 
 
 class WrappingInterceptor(grpc.aio.ServerInterceptor, ABC):
     def __init__(self) -> None:
         # intercept_service runs for every call; wrap each method's handler once.
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._wrapped: dict[str, tuple[AnyHandler, AnyHandler]] = {}
 
     @abstractmethod
-    def around(self, method: str, context: grpc.aio.ServicerContext) -> AbstractAsyncContextManager[None]:
+    def around(self, method: str, context: AnyContext) -> AbstractAsyncContextManager[None]:
         """What to run around one call of ``method`` (e.g. ``/the0.bot.v1.BotService/GetBot``)."""
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[AnyHandler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> AnyHandler | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
@@ -44,37 +51,33 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor, ABC):
         return wrapped
 
 
-Around = Callable[[str, grpc.aio.ServicerContext], AbstractAsyncContextManager[None]]
-
-
-def wrap_handler(handler: grpc.RpcMethodHandler, method: str, around: Around) -> grpc.RpcMethodHandler:
-    codec = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
+def wrap_handler(handler: AnyHandler, method: str, around: Around) -> AnyHandler:
+    codec = handler.request_deserializer, handler.response_serializer
     if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(_wrap_single(handler.unary_unary, method, around), **codec)
+        return grpc.unary_unary_rpc_method_handler(_wrap_single(handler.unary_unary, method, around), *codec)
     if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(_wrap_single(handler.stream_unary, method, around), **codec)
+        return grpc.stream_unary_rpc_method_handler(_wrap_single(handler.stream_unary, method, around), *codec)
     if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(_wrap_stream(handler.unary_stream, method, around), **codec)
+        return grpc.unary_stream_rpc_method_handler(_wrap_stream(handler.unary_stream, method, around), *codec)
     if handler.stream_stream:
-        return grpc.stream_stream_rpc_method_handler(_wrap_stream(handler.stream_stream, method, around), **codec)
+        return grpc.stream_stream_rpc_method_handler(_wrap_stream(handler.stream_stream, method, around), *codec)
     raise TypeError(f"handler for {method} has no behaviour")
 
 
-def _wrap_single(inner: Callable[..., Any], method: str, around: Around) -> Callable[..., Awaitable[Any]]:
-    async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
+def _wrap_single(inner: Callable[..., Any], method: str, around: Around) -> Callable[[Any, AnyContext], Awaitable[Any]]:
+    async def behaviour(request: Any, context: AnyContext) -> Any:
         async with around(method, context):
             return await inner(request, context)
 
     return behaviour
 
 
-def _wrap_stream(inner: Callable[..., Any], method: str, around: Around) -> Callable[..., AsyncIterator[Any]]:
+def _wrap_stream(
+    inner: Callable[..., Any], method: str, around: Around
+) -> Callable[[Any, AnyContext], AsyncIterator[Any]]:
     is_generator = inspect.isasyncgenfunction(inner)
 
-    async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def behaviour(request: Any, context: AnyContext) -> AsyncIterator[Any]:
         async with around(method, context):
             if is_generator:
                 async for response in inner(request, context):
