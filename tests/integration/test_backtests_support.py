@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from the0.server.backtests.events import BacktestEventHandlers
 from the0.server.backtests.service import BacktestService
-from the0.server.bots.catalog import CustomBotTableCatalog
+from the0.server.custom_bots.catalog import CustomBotTableCatalog
 from the0.server.custom_bots.models import CustomBotRow
 from the0.server.db.engine import create_engine, session_factory
 from the0.server.events.consumer import EventConsumers, Outcome

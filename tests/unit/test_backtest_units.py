@@ -7,12 +7,13 @@ from datetime import UTC, datetime
 import grpc
 import pytest
 from the0.backtest.v1 import backtest_pb2
-from the0.server.backtests.events import _time
+from the0.server.backtests.lifecycle import STATES, TERMINAL
 from the0.server.backtests.models import BacktestRow
-from the0.server.backtests.service import STATES, TERMINAL, Backtest, created_event_data, invalid_state
+from the0.server.backtests.service import Backtest, created_event_data, invalid_state
 from the0.server.backtests.servicer import backtest_to_proto, state_from_proto, state_to_proto
-from the0.server.bots.catalog import CustomBotVersion
+from the0.server.custom_bots.catalog import CustomBotVersion
 from the0.server.errors import ApiError
+from the0.server.event_fields import event_time as _time
 from the0.server.events.consumer import DropEvent
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

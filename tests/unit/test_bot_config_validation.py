@@ -1,4 +1,4 @@
-"""Config rules of bots and backtests (bots/config_validation.py), with an in-memory catalog."""
+"""Config rules of bots and backtests (custom_bots/config_validation.py), with an in-memory catalog."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import grpc
 import pytest
-from the0.server.bots.catalog import CustomBotVersion
-from the0.server.bots.config_validation import normalise, validate_config
+from the0.server.custom_bots.catalog import CustomBotVersion
+from the0.server.custom_bots.config_validation import normalise, validate_config
 from the0.server.errors import ApiError
 
 SCHEMA = {

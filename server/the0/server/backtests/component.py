@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from the0.server.backtests.events import BacktestEventHandlers
 from the0.server.backtests.service import BacktestService
 from the0.server.backtests.servicer import BacktestServicer
-from the0.server.bots.catalog import CustomBotCatalog, CustomBotTableCatalog
+from the0.server.custom_bots.catalog import CustomBotCatalog, CustomBotTableCatalog
+from the0.server.domain_page_tokens import page_tokens_for
 from the0.server.events.backbone import EventBackbone
-from the0.server.pagination import PageTokens
 from the0.server.settings import Settings
 from the0.server.storage.object_store import ObjectStore
 
@@ -28,16 +26,12 @@ class Backtests:
         *,
         catalog: CustomBotCatalog | None = None,
     ) -> None:
-        if not settings.jwt_secret:
-            raise ValueError("settings.jwt_secret is required (dev mode generates one)")
-        # A key of its own for page tokens, derived from the server secret.
-        page_key = hmac.new(settings.jwt_secret.encode(), b"the0 backtests", hashlib.sha256).digest()
         self.service = BacktestService(
             sessions=sessions,
             outbox=events.outbox,
             watch_hub=events.watch_hub,
             catalog=catalog or CustomBotTableCatalog(),
-            page_tokens=PageTokens(page_key),
+            page_tokens=page_tokens_for(settings, "backtests"),
             object_store=object_store,
         )
         self.servicer = BacktestServicer(self.service)

@@ -1,6 +1,6 @@
-"""Backtest configs: the bots domain's shared validation, plus the one rule it leaves to us.
+"""Backtest configs: the custom-bots domain's config validation, plus the one rule it leaves to us.
 
-``bots.config_validation.validate_config(..., schema="backtest")`` resolves
+``custom_bots.config_validation.validate_config(..., schema="backtest")`` resolves
 ``type``/``version`` to an APPROVED version of the owner's custom bot, refuses a
 version without a backtest entrypoint (BACKTEST_NOT_SUPPORTED) and checks the
 config against ``schema.backtest`` when there is one. A backtest also needs that
@@ -13,8 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
-from the0.server.bots.catalog import CustomBotCatalog
-from the0.server.bots.config_validation import ValidatedConfig, validate_config
+
+from the0.server.custom_bots.catalog import CustomBotCatalog
+from the0.server.custom_bots.config_validation import ValidatedConfig, validate_config
 from the0.server.errors import FailedPrecondition
 
 

@@ -16,20 +16,23 @@ run may arrive in either order:
   may still be on the way, and is then dropped as late).
 - ``backtest.failed`` {backtestId, error}: PENDING or RUNNING -> FAILED with the error.
 - Anything for a COMPLETED, FAILED or CANCELLED backtest is dropped.
+
+The states each event is accepted from are the table in lifecycle.py.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any
 
-import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from the0.server.backtests.lifecycle import BACKTEST_LIFECYCLE
 from the0.server.backtests.models import BacktestRow
-from the0.server.backtests.repository import get_any_for_update
-from the0.server.backtests.service import TERMINAL, WATCH_KIND
-from the0.server.bots.config_validation import normalise
+from the0.server.backtests.service import WATCH_KIND
+from the0.server.custom_bots.config_validation import normalise
+from the0.server.db.repository import get_any_for_update
+from the0.server.event_fields import event_time, optional_object, required_string
 from the0.server.events.consumer import DropEvent, EventConsumers
 from the0.server.events.envelope import Envelope
 from the0.server.events.watch_hub import WatchHub
@@ -38,19 +41,6 @@ log = logging.getLogger("the0.backtests.events")
 MAX_SUMMARY_BYTES = 64 * 1024
 MAX_ERROR_CHARS = 2000
 EVENT_TYPES = ("backtest.started", "backtest.completed", "backtest.failed")
-
-
-def _time(data: dict[str, Any], key: str, fallback: datetime) -> datetime:
-    value = data.get(key)
-    if value is None:
-        return fallback.astimezone(UTC)
-    try:
-        parsed = datetime.fromisoformat(str(value))
-    except ValueError as error:
-        raise DropEvent(f"data.{key} is not an ISO 8601 time") from error
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 class BacktestEventHandlers:
@@ -62,15 +52,15 @@ class BacktestEventHandlers:
         consumers.register("backtest.completed", self.completed)
         consumers.register("backtest.failed", self.failed)
 
-    async def _active(self, session: AsyncSession, envelope: Envelope) -> BacktestRow:
-        backtest_id = envelope.data.get("backtestId")
-        if not isinstance(backtest_id, str) or not backtest_id or len(backtest_id) > 64:
-            raise DropEvent("data.backtestId must be a non-empty string")
-        row = await get_any_for_update(session, backtest_id)
+    async def _backtest(self, session: AsyncSession, envelope: Envelope, action: str) -> BacktestRow:
+        backtest_id = required_string(envelope.data, "backtestId", max_chars=64)
+        row = await get_any_for_update(session, BacktestRow, backtest_id)
         if row is None:
             raise DropEvent(f"unknown backtest {backtest_id}")
-        if row.state in TERMINAL:
+        if BACKTEST_LIFECYCLE.is_terminal(row.state):
             raise DropEvent(f"backtest {backtest_id} is already {row.state}: late {envelope.type} ignored")
+        if not BACKTEST_LIFECYCLE.allows(action, row.state):
+            raise DropEvent(f"backtest {row.id} is already {row.state}")
         return row
 
     def _changed(self, session: AsyncSession, row: BacktestRow) -> None:
@@ -79,34 +69,28 @@ class BacktestEventHandlers:
         self._hub.notify_after_commit(session, WATCH_KIND, row.id, "changed")
 
     async def started(self, session: AsyncSession, envelope: Envelope) -> None:
-        row = await self._active(session, envelope)
-        if row.state != "PENDING":
-            raise DropEvent(f"backtest {row.id} is already {row.state}")
-        row.start_time = _time(envelope.data, "startedAt", envelope.timestamp)
-        row.state = "RUNNING"
+        row = await self._backtest(session, envelope, "started")
+        row.start_time = event_time(envelope.data, "startedAt", envelope.timestamp)
+        row.state = BACKTEST_LIFECYCLE.target("started", row.state, "RUNNING")
         self._changed(session, row)
 
     async def completed(self, session: AsyncSession, envelope: Envelope) -> None:
-        row = await self._active(session, envelope)
-        summary = envelope.data.get("summary")
-        if summary is not None and not isinstance(summary, dict):
-            raise DropEvent("data.summary must be an object")
-        if summary is not None and len(orjson.dumps(summary)) > MAX_SUMMARY_BYTES:
-            raise DropEvent("data.summary is larger than 64 KiB")
-        row.end_time = _time(envelope.data, "completedAt", envelope.timestamp)
+        row = await self._backtest(session, envelope, "completed")
+        summary = optional_object(envelope.data, "summary", max_bytes=MAX_SUMMARY_BYTES)
+        row.end_time = event_time(envelope.data, "completedAt", envelope.timestamp)
         if row.start_time is None and envelope.data.get("startedAt") is not None:
-            row.start_time = _time(envelope.data, "startedAt", envelope.timestamp)
+            row.start_time = event_time(envelope.data, "startedAt", envelope.timestamp)
         row.summary = normalise(summary) if summary is not None else None
-        row.state = "COMPLETED"
+        row.state = BACKTEST_LIFECYCLE.target("completed", row.state, "COMPLETED")
         row.error = None
         self._changed(session, row)
 
     async def failed(self, session: AsyncSession, envelope: Envelope) -> None:
-        row = await self._active(session, envelope)
+        row = await self._backtest(session, envelope, "failed")
         error = envelope.data.get("error")
         if not isinstance(error, str) or not error:
             raise DropEvent("data.error must be a non-empty string")
         row.error = error[:MAX_ERROR_CHARS]
-        row.end_time = _time(envelope.data, "failedAt", envelope.timestamp)
-        row.state = "FAILED"
+        row.end_time = event_time(envelope.data, "failedAt", envelope.timestamp)
+        row.state = BACKTEST_LIFECYCLE.target("failed", row.state, "FAILED")
         self._changed(session, row)

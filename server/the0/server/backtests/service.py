@@ -3,10 +3,8 @@
 Never sees protobuf types. Every write is one transaction that also stages its
 events in the outbox and announces the change to watchers after commit.
 
-Lifecycle (DESIGN.md §3): PENDING (created) -> RUNNING (runtime reports a
-start) -> COMPLETED | FAILED (runtime reports) | CANCELLED (CancelBacktest,
-from PENDING or RUNNING). COMPLETED, FAILED and CANCELLED are terminal. The
-runtime events are applied in events.py.
+The lifecycle is the table in lifecycle.py, shared with the runtime events
+applied in events.py.
 
 Results: the runtime writes ``<id>/analysis.json`` and ``<id>/logs.txt`` to
 bucket ``backtests``; this service only reads them.
@@ -18,33 +16,34 @@ import asyncio
 import logging
 import uuid
 import zlib
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from cachetools import LRUCache
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
+
 from the0.server.backtests.config import validate_backtest_config
+from the0.server.backtests.lifecycle import BACKTEST_LIFECYCLE
 from the0.server.backtests.models import BacktestRow
 from the0.server.backtests.repository import BacktestRepository
-from the0.server.bots.catalog import CustomBotCatalog, CustomBotVersion
-from the0.server.validation import check_display_name, check_request_id
+from the0.server.custom_bots.catalog import CustomBotCatalog, CustomBotVersion
+from the0.server.db.pages import read_page
+from the0.server.db.sessions import autocommit_sessions
 from the0.server.errors import (
     Aborted,
     DataLoss,
     FailedPrecondition,
-    FieldViolation,
-    InvalidArgument,
     NotFound,
     Unavailable,
 )
 from the0.server.events.outbox import Outbox
 from the0.server.events.watch_hub import Heartbeat, Snapshot, WatchHub
-from the0.server.pagination import Cursor, PageTokens, page_size
+from the0.server.pagination import Cursor, PageTokens
 from the0.server.storage.object_store import (
     DEFAULT_CHUNK_SIZE,
     ObjectNotFound,
@@ -52,6 +51,7 @@ from the0.server.storage.object_store import (
     ObjectStoreError,
     ObjectTooLarge,
 )
+from the0.server.validation import check_display_name, check_request_id
 
 log = logging.getLogger("the0.backtests")
 
@@ -59,9 +59,6 @@ WATCH_KIND = "backtest"
 BUCKET = "backtests"
 ANALYSIS_FILE = "analysis.json"
 LOGS_FILE = "logs.txt"
-STATES = ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED")
-TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
-CANCELLABLE = ("PENDING", "RUNNING")
 # analysis.json is read whole once to check it is JSON before a byte is sent.
 MAX_ANALYSIS_BYTES = 50 * 1024 * 1024
 # Analyses already found to be JSON, by (backtest id, size, CRC-32): parsing 5 MB of numbers
@@ -99,7 +96,7 @@ class Backtest:
 
     @property
     def terminal(self) -> bool:
-        return self.state in TERMINAL
+        return BACKTEST_LIFECYCLE.is_terminal(self.state)
 
     @classmethod
     def from_row(cls, row: BacktestRow) -> Backtest:
@@ -192,16 +189,13 @@ class BacktestService:
         object_store: ObjectStore,
     ) -> None:
         self._sessions = sessions
-        # Reads are one statement each: in autocommit they skip BEGIN and ROLLBACK round trips.
-        self._read_sessions = async_sessionmaker(
-            sessions.kw["bind"].execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
-        )
+        self._read_sessions = autocommit_sessions(sessions)
         self._outbox = outbox
         self._hub = watch_hub
         self._catalog = catalog
         self._page_tokens = page_tokens
         self._store = object_store
-        self._valid_analyses: OrderedDict[tuple[str, int, int], None] = OrderedDict()
+        self._valid_analyses: LRUCache[tuple[str, int, int], bool] = LRUCache(maxsize=_VALID_ANALYSES_KEPT)
 
     async def prepare(self) -> None:
         """At start-up: the results bucket exists (best effort: the runtime writes there, we only read)."""
@@ -222,15 +216,16 @@ class BacktestService:
     async def list(
         self, owner_id: str, *, state: str | None, requested_page_size: int, page_token: str
     ) -> BacktestPage:
-        limit = page_size(requested_page_size)
-        scope = f"backtests.list:{state or '*'}"
-        after = self._page_tokens.decode(page_token, scope=scope)
-        async with self._read_sessions() as session:
-            rows = list(
-                await BacktestRepository(session, owner_id).list_page(state=state, after=after, limit=limit + 1)
-            )
-        rows, next_token = self._page_tokens.page(
-            rows, limit, scope=scope, cursor=lambda row: Cursor(row.create_time, row.id)
+        rows, next_token = await read_page(
+            self._read_sessions,
+            self._page_tokens,
+            scope=f"backtests.list:{state or '*'}",
+            requested_page_size=requested_page_size,
+            page_token=page_token,
+            fetch=lambda session, after, limit: BacktestRepository(session, owner_id).list_page(
+                state=state, after=after, limit=limit
+            ),
+            cursor=lambda row: Cursor(row.create_time, row.id),
         )
         return BacktestPage([Backtest.from_row(r) for r in rows], next_token)
 
@@ -278,10 +273,10 @@ class BacktestService:
                 row = await BacktestRepository(session, owner_id).get(backtest_id, for_update=True)
                 if row is None:
                     raise not_found(backtest_id)
-                if row.state not in CANCELLABLE:
-                    raise invalid_state(row.id, row.state, "cancel", CANCELLABLE)
+                if not BACKTEST_LIFECYCLE.allows("cancel", row.state):
+                    raise invalid_state(row.id, row.state, "cancel", BACKTEST_LIFECYCLE.sources("cancel"))
                 now = _now()
-                row.state = "CANCELLED"
+                row.state = BACKTEST_LIFECYCLE.target("cancel", row.state, "CANCELLED")
                 row.update_time = now
                 row.end_time = now
                 await session.flush()
@@ -357,14 +352,11 @@ class BacktestService:
 
     async def _is_valid_analysis(self, backtest_id: str, data: bytes) -> bool:
         key = (backtest_id, len(data), await asyncio.to_thread(zlib.crc32, data))
-        if key in self._valid_analyses:
-            self._valid_analyses.move_to_end(key)
+        if self._valid_analyses.get(key):
             return True
         if not await asyncio.to_thread(_is_json, data):
             return False
-        self._valid_analyses[key] = None
-        while len(self._valid_analyses) > _VALID_ANALYSES_KEPT:
-            self._valid_analyses.popitem(last=False)
+        self._valid_analyses[key] = True
         return True
 
     # -- watching ------------------------------------------------------------

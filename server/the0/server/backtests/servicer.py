@@ -3,33 +3,21 @@
 from __future__ import annotations
 
 import contextlib
-from datetime import UTC, datetime
-from typing import Any
 
 from google.api import httpbody_pb2
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import json_format
+
 from the0.backtest.v1 import backtest_pb2, backtest_service_pb2, backtest_service_pb2_grpc
 from the0.common.v1 import watch_pb2
 from the0.server.backtests.service import Backtest, BacktestService
 from the0.server.errors import FieldViolation, InvalidArgument
 from the0.server.events.watch_hub import Heartbeat
 from the0.server.identity.principal import current_principal
+from the0.server.proto_values import now_timestamp, to_struct, to_timestamp
 from the0.server.validation import validate_request
 
 RESULTS_CONTENT_TYPE = "application/json"
 LOGS_CONTENT_TYPE = "text/plain; charset=utf-8"
-
-
-def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
-def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
-    message = struct_pb2.Struct()
-    message.update(value)
-    return message
 
 
 def state_to_proto(state: str) -> int:
@@ -53,20 +41,20 @@ def backtest_to_proto(backtest: Backtest) -> backtest_pb2.Backtest:
     message = backtest_pb2.Backtest(
         id=backtest.id,
         name=backtest.name,
-        config=_struct(backtest.config),
+        config=to_struct(backtest.config),
         state=state_to_proto(backtest.state),
         custom_bot_id=backtest.custom_bot_id,
         error=backtest.error or "",
         etag=backtest.etag,
-        create_time=_timestamp(backtest.create_time),
-        update_time=_timestamp(backtest.update_time),
+        create_time=to_timestamp(backtest.create_time),
+        update_time=to_timestamp(backtest.update_time),
     )
     if backtest.summary is not None:
-        message.summary.CopyFrom(_struct(backtest.summary))
+        message.summary.CopyFrom(to_struct(backtest.summary))
     if backtest.start_time is not None:
-        message.start_time.CopyFrom(_timestamp(backtest.start_time))
+        message.start_time.CopyFrom(to_timestamp(backtest.start_time))
     if backtest.end_time is not None:
-        message.end_time.CopyFrom(_timestamp(backtest.end_time))
+        message.end_time.CopyFrom(to_timestamp(backtest.end_time))
     return message
 
 
@@ -133,7 +121,7 @@ class BacktestServicer(backtest_service_pb2_grpc.BacktestServiceServicer):
                     yield backtest_service_pb2.WatchBacktestResponse(backtest=backtest_to_proto(item))
                 elif isinstance(item, Heartbeat):
                     yield backtest_service_pb2.WatchBacktestResponse(
-                        heartbeat=watch_pb2.Heartbeat(time=_timestamp(datetime.now(UTC)))
+                        heartbeat=watch_pb2.Heartbeat(time=now_timestamp())
                     )
         finally:
             await stream.aclose()

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from the0.server.bots.catalog import CustomBotCatalog, CustomBotTableCatalog
+
 from the0.server.bots.events import BotEventHandlers
 from the0.server.bots.service import BotService
 from the0.server.bots.servicer import BotServicer
+from the0.server.custom_bots.catalog import CustomBotCatalog, CustomBotTableCatalog
+from the0.server.domain_page_tokens import page_tokens_for
 from the0.server.events.backbone import EventBackbone
-from the0.server.pagination import PageTokens
 from the0.server.settings import Settings
 
 
@@ -26,16 +24,12 @@ class Bots:
         *,
         catalog: CustomBotCatalog | None = None,
     ) -> None:
-        if not settings.jwt_secret:
-            raise ValueError("settings.jwt_secret is required (dev mode generates one)")
-        # A key of its own for page tokens, derived from the server secret.
-        page_key = hmac.new(settings.jwt_secret.encode(), b"the0 bots", hashlib.sha256).digest()
         self.service = BotService(
             sessions=sessions,
             outbox=events.outbox,
             watch_hub=events.watch_hub,
             catalog=catalog or CustomBotTableCatalog(),
-            page_tokens=PageTokens(page_key),
+            page_tokens=page_tokens_for(settings, "bots"),
         )
         self.servicer = BotServicer(self.service)
         self.event_handlers = BotEventHandlers(events.watch_hub)

@@ -18,6 +18,9 @@ The rules, given that each event type has its own consumer (so ``started`` and
 - ``bot.execution.failed`` {botId, executionId?, error}: DEPLOYING, RUNNING or
   STOPPING -> FAILED with the error.
 - Anything for a DRAFT, STOPPED or FAILED bot is dropped: it was not asked to run.
+
+Which states each event is accepted from, and may leave the bot in, is the
+table in lifecycle.py; this module decides between the targets it allows.
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
-from the0.server.bots.config_validation import normalise
+
+from the0.server.bots.lifecycle import BOT_LIFECYCLE
 from the0.server.bots.models import BotRow
-from the0.server.bots.repository import get_any_for_update
 from the0.server.bots.service import WATCH_KIND
+from the0.server.custom_bots.config_validation import normalise
+from the0.server.db.repository import get_any_for_update
+from the0.server.event_fields import event_time, optional_object, optional_string, required_string
 from the0.server.events.consumer import DropEvent, EventConsumers
 from the0.server.events.envelope import Envelope
 from the0.server.events.watch_hub import WatchHub
@@ -39,30 +44,12 @@ from the0.server.events.watch_hub import WatchHub
 log = logging.getLogger("the0.bots.events")
 MAX_RESULT_BYTES = 64 * 1024
 MAX_ERROR_CHARS = 2000
-ACTIVE = ("DEPLOYING", "RUNNING", "STOPPING")
 EVENT_TYPES = ("bot.execution.started", "bot.execution.completed", "bot.execution.failed")
 
 
-def _string(data: dict[str, Any], key: str, *, required: bool = True) -> str | None:
-    value = data.get(key)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value or len(value) > 200:
-        raise DropEvent(f"data.{key} must be a non-empty string")
-    return value
-
-
 def _time(data: dict[str, Any], key: str, fallback: datetime) -> str:
-    value = data.get(key)
-    if value is None:
-        return fallback.astimezone(UTC).isoformat()
-    try:
-        parsed = datetime.fromisoformat(str(value))
-    except ValueError as error:
-        raise DropEvent(f"data.{key} is not an ISO 8601 time") from error
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).isoformat()
+    # last_execution is JSON: its times are stored as ISO 8601 strings.
+    return event_time(data, key, fallback).isoformat()
 
 
 def _bot_type(row: BotRow) -> str:
@@ -78,13 +65,12 @@ class BotEventHandlers:
         consumers.register("bot.execution.completed", self.execution_completed)
         consumers.register("bot.execution.failed", self.execution_failed)
 
-    async def _bot(self, session: AsyncSession, envelope: Envelope) -> BotRow:
-        bot_id = _string(envelope.data, "botId")
-        assert bot_id is not None
-        row = await get_any_for_update(session, bot_id)
+    async def _bot(self, session: AsyncSession, envelope: Envelope, action: str) -> BotRow:
+        bot_id = required_string(envelope.data, "botId")
+        row = await get_any_for_update(session, BotRow, bot_id)
         if row is None:
             raise DropEvent(f"unknown bot {bot_id}")
-        if row.state not in ACTIVE:
+        if not BOT_LIFECYCLE.allows(action, row.state):
             raise DropEvent(f"bot {bot_id} is {row.state}: it was not asked to run")
         return row
 
@@ -94,27 +80,23 @@ class BotEventHandlers:
         self._hub.notify_after_commit(session, WATCH_KIND, row.id, "changed")
 
     async def execution_started(self, session: AsyncSession, envelope: Envelope) -> None:
-        row = await self._bot(session, envelope)
-        execution_id = _string(envelope.data, "executionId")
+        row = await self._bot(session, envelope, "execution.started")
+        execution_id = required_string(envelope.data, "executionId")
         started = _time(envelope.data, "startedAt", envelope.timestamp)
         last = row.last_execution or {}
         if last.get("id") == execution_id and last.get("state") in ("COMPLETED", "FAILED"):
             raise DropEvent(f"execution {execution_id} already finished")
         row.last_execution = {"id": execution_id, "state": "RUNNING", "startTime": started}
         if row.state != "STOPPING":
-            row.state = "RUNNING"
+            row.state = BOT_LIFECYCLE.target("execution.started", row.state, "RUNNING")
             row.error = None
         self._changed(session, row)
 
     async def execution_completed(self, session: AsyncSession, envelope: Envelope) -> None:
-        row = await self._bot(session, envelope)
-        execution_id = _string(envelope.data, "executionId")
+        row = await self._bot(session, envelope, "execution.completed")
+        execution_id = required_string(envelope.data, "executionId")
         completed = _time(envelope.data, "completedAt", envelope.timestamp)
-        result = envelope.data.get("result")
-        if result is not None and not isinstance(result, dict):
-            raise DropEvent("data.result must be an object")
-        if result is not None and len(orjson.dumps(result)) > MAX_RESULT_BYTES:
-            raise DropEvent("data.result is larger than 64 KiB")
+        result = optional_object(envelope.data, "result", max_bytes=MAX_RESULT_BYTES)
         last = row.last_execution or {}
         execution: dict[str, Any] = {"id": execution_id, "state": "COMPLETED", "endTime": completed}
         if last.get("id") == execution_id and last.get("startTime"):
@@ -125,16 +107,17 @@ class BotEventHandlers:
             execution["result"] = normalise(result)
         row.last_execution = execution
         if row.state == "STOPPING":
-            row.state = "STOPPED"
+            target = "STOPPED"
         elif _bot_type(row) == "scheduled":
-            row.state = "RUNNING"  # waits for its next scheduled run
+            target = "RUNNING"  # waits for its next scheduled run
         else:
-            row.state = "STOPPED"  # a realtime or event bot whose execution ended is no longer running
+            target = "STOPPED"  # a realtime or event bot whose execution ended is no longer running
+        row.state = BOT_LIFECYCLE.target("execution.completed", row.state, target)
         self._changed(session, row)
 
     async def execution_failed(self, session: AsyncSession, envelope: Envelope) -> None:
-        row = await self._bot(session, envelope)
-        execution_id = _string(envelope.data, "executionId", required=False)
+        row = await self._bot(session, envelope, "execution.failed")
+        execution_id = optional_string(envelope.data, "executionId")
         error = envelope.data.get("error")
         if not isinstance(error, str) or not error:
             raise DropEvent("data.error must be a non-empty string")
@@ -149,6 +132,6 @@ class BotEventHandlers:
         if last.get("startTime") and (execution_id is None or last.get("id") == execution_id):
             execution["startTime"] = last["startTime"]
         row.last_execution = execution
-        row.state = "FAILED"
+        row.state = BOT_LIFECYCLE.target("execution.failed", row.state, "FAILED")
         row.error = error
         self._changed(session, row)

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
+
 from the0.server.db.models import Base, UTCDateTime, utcnow
 
 

@@ -3,11 +3,9 @@
 Never sees protobuf types. Every write is one transaction that also stages its
 events in the outbox and announces the change to watchers after commit.
 
-Lifecycle (DESIGN.md §3): DRAFT -> DEPLOYING (DeployBot) -> RUNNING (runtime
-reports a start) -> STOPPING (StopBot) -> STOPPED; FAILED from runtime
-reports. DRAFT, STOPPED and FAILED can be deployed (again); RUNNING and
-DEPLOYING can be stopped. A deploy always uses the bot's current config, so a
-redeploy after an update runs the new one.
+The lifecycle is the table in lifecycle.py (shared with the runtime events in
+events.py). A deploy always uses the bot's current config, so a redeploy after
+an update runs the new one.
 """
 
 from __future__ import annotations
@@ -23,11 +21,14 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
-from the0.server.bots.catalog import CustomBotCatalog, CustomBotVersion
-from the0.server.bots.config_validation import validate_config
+
+from the0.server.bots.lifecycle import BOT_LIFECYCLE
 from the0.server.bots.models import BotRow
 from the0.server.bots.repository import BotRepository
-from the0.server.validation import check_display_name, check_request_id
+from the0.server.custom_bots.catalog import CustomBotCatalog, CustomBotVersion
+from the0.server.custom_bots.config_validation import validate_config
+from the0.server.db.pages import read_page
+from the0.server.db.sessions import autocommit_sessions
 from the0.server.errors import (
     Aborted,
     FailedPrecondition,
@@ -37,14 +38,12 @@ from the0.server.errors import (
 )
 from the0.server.events.outbox import Outbox
 from the0.server.events.watch_hub import Heartbeat, Snapshot, WatchHub
-from the0.server.pagination import Cursor, PageTokens, page_size
+from the0.server.pagination import Cursor, PageTokens
+from the0.server.validation import check_display_name, check_request_id
 
 log = logging.getLogger("the0.bots")
 
 WATCH_KIND = "bot"
-STATES = ("DRAFT", "DEPLOYING", "RUNNING", "STOPPING", "STOPPED", "FAILED")
-DEPLOYABLE = ("DRAFT", "STOPPED", "FAILED")
-STOPPABLE = ("RUNNING", "DEPLOYING")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +119,8 @@ def _etag_mismatch(bot_id: str) -> Aborted:
     )
 
 
-def invalid_state(row: BotRow, action: str, allowed: tuple[str, ...]) -> FailedPrecondition:
+def invalid_state(row: BotRow, action: str) -> FailedPrecondition:
+    allowed = BOT_LIFECYCLE.sources(action)
     return FailedPrecondition(
         f"cannot {action} a bot in state {row.state}; allowed from {', '.join(allowed)}",
         reason="INVALID_STATE",
@@ -159,10 +159,7 @@ class BotService:
         page_tokens: PageTokens,
     ) -> None:
         self._sessions = sessions
-        # Reads are one statement each: in autocommit they skip BEGIN and ROLLBACK round trips.
-        self._read_sessions = async_sessionmaker(
-            sessions.kw["bind"].execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
-        )
+        self._read_sessions = autocommit_sessions(sessions)
         self._outbox = outbox
         self._hub = watch_hub
         self._catalog = catalog
@@ -181,15 +178,16 @@ class BotService:
     async def list(
         self, owner_id: str, *, state: str | None, requested_page_size: int, page_token: str
     ) -> BotPage:
-        limit = page_size(requested_page_size)
-        scope = f"bots.list:{state or '*'}"
-        after = self._page_tokens.decode(page_token, scope=scope)
-        async with self._read_sessions() as session:
-            rows = list(
-                await BotRepository(session, owner_id).list_page(state=state, after=after, limit=limit + 1)
-            )
-        rows, next_token = self._page_tokens.page(
-            rows, limit, scope=scope, cursor=lambda row: Cursor(row.create_time, row.id)
+        rows, next_token = await read_page(
+            self._read_sessions,
+            self._page_tokens,
+            scope=f"bots.list:{state or '*'}",
+            requested_page_size=requested_page_size,
+            page_token=page_token,
+            fetch=lambda session, after, limit: BotRepository(session, owner_id).list_page(
+                state=state, after=after, limit=limit
+            ),
+            cursor=lambda row: Cursor(row.create_time, row.id),
         )
         return BotPage([Bot.from_row(r) for r in rows], next_token)
 
@@ -269,7 +267,7 @@ class BotService:
                 if etag and etag != row.etag:
                     raise _etag_mismatch(bot_id)
                 custom_bot = await self._catalog.get(session, owner_id, row.custom_bot_id)
-                if row.state in STOPPABLE:
+                if BOT_LIFECYCLE.allows("stop", row.state):
                     # The runtime stops it first; the delete follows in the same order on the stream.
                     self._outbox.add(
                         session, "bot.stop-requested", event_data(row, custom_bot) | {"reason": "deleted"}
@@ -299,8 +297,8 @@ class BotService:
                 row = await bots.get(bot_id, for_update=True)
                 if row is None:
                     raise _not_found(bot_id)
-                if row.state not in DEPLOYABLE:
-                    raise invalid_state(row, "deploy", DEPLOYABLE)
+                if not BOT_LIFECYCLE.allows("deploy", row.state):
+                    raise invalid_state(row, "deploy")
                 custom_bot = await self._catalog.get(session, owner_id, row.custom_bot_id)
                 if custom_bot is None or not custom_bot.approved:
                     state = custom_bot.state if custom_bot is not None else "MISSING"
@@ -309,7 +307,7 @@ class BotService:
                         reason="CUSTOM_BOT_NOT_APPROVED",
                         metadata={"id": bot_id, "customBotId": row.custom_bot_id, "state": state},
                     )
-                row.state = "DEPLOYING"
+                row.state = BOT_LIFECYCLE.target("deploy", row.state, "DEPLOYING")
                 row.error = None
                 row.update_time = _now()
                 if request is not None:
@@ -332,10 +330,10 @@ class BotService:
                 row = await BotRepository(session, owner_id).get(bot_id, for_update=True)
                 if row is None:
                     raise _not_found(bot_id)
-                if row.state not in STOPPABLE:
-                    raise invalid_state(row, "stop", STOPPABLE)
+                if not BOT_LIFECYCLE.allows("stop", row.state):
+                    raise invalid_state(row, "stop")
                 custom_bot = await self._catalog.get(session, owner_id, row.custom_bot_id)
-                row.state = "STOPPING"
+                row.state = BOT_LIFECYCLE.target("stop", row.state, "STOPPING")
                 row.update_time = _now()
                 await session.flush()
                 self._outbox.add(

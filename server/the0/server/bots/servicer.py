@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
-from google.protobuf import empty_pb2, json_format, struct_pb2, timestamp_pb2
+from cachetools import LRUCache
+from google.protobuf import empty_pb2, json_format, timestamp_pb2
+
 from the0.bot.v1 import bot_pb2, bot_service_pb2, bot_service_pb2_grpc
 from the0.common.v1 import watch_pb2
 from the0.server.bots.service import Bot, BotDeleted, BotService
 from the0.server.errors import FieldViolation, InvalidArgument
 from the0.server.events.watch_hub import Heartbeat
 from the0.server.identity.principal import current_principal
+from the0.server.proto_values import now_timestamp, to_struct, to_timestamp
 from the0.server.validation import clear_output_only, validate_request
 
 UPDATABLE_PATHS = ("name", "config")
@@ -24,25 +26,13 @@ _EXECUTION_STATES = {
 }
 
 
-def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def _iso_timestamp(value: Any) -> timestamp_pb2.Timestamp | None:
     if not isinstance(value, str):
         return None
     try:
-        return _timestamp(datetime.fromisoformat(value).astimezone(UTC))
+        return to_timestamp(datetime.fromisoformat(value).astimezone(UTC))
     except ValueError:
         return None
-
-
-def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
-    message = struct_pb2.Struct()
-    message.update(value)
-    return message
 
 
 def state_to_proto(state: str) -> int:
@@ -65,13 +55,13 @@ def bot_to_proto(bot: Bot) -> bot_pb2.Bot:
     message = bot_pb2.Bot(
         id=bot.id,
         name=bot.name,
-        config=_struct(bot.config),
+        config=to_struct(bot.config),
         state=state_to_proto(bot.state),
         custom_bot_id=bot.custom_bot_id,
         error=bot.error or "",
         etag=bot.etag,
-        create_time=_timestamp(bot.create_time),
-        update_time=_timestamp(bot.update_time),
+        create_time=to_timestamp(bot.create_time),
+        update_time=to_timestamp(bot.update_time),
     )
     execution = bot.last_execution
     if execution:
@@ -84,7 +74,7 @@ def bot_to_proto(bot: Bot) -> bot_pb2.Bot:
             if (stamp := _iso_timestamp(execution.get(key))) is not None:
                 getattr(proto, field).CopyFrom(stamp)
         if isinstance(execution.get("result"), dict):
-            proto.result.CopyFrom(_struct(execution["result"]))
+            proto.result.CopyFrom(to_struct(execution["result"]))
         proto.error = str(execution.get("error") or "")
     return message
 
@@ -105,7 +95,9 @@ class BotServicer(bot_service_pb2_grpc.BotServiceServicer):
     def __init__(self, service: BotService) -> None:
         self._service = service
         # One change reaches every watcher of a bot: convert it once, not once per stream.
-        self._watch_messages: OrderedDict[tuple[str, str], bot_service_pb2.WatchBotResponse] = OrderedDict()
+        self._watch_messages: LRUCache[tuple[str, str], bot_service_pb2.WatchBotResponse] = LRUCache(
+            maxsize=_WATCH_MESSAGE_CACHE
+        )
 
     def _watch_message(self, bot: Bot) -> bot_service_pb2.WatchBotResponse:
         key = (bot.id, bot.etag)
@@ -113,8 +105,6 @@ class BotServicer(bot_service_pb2_grpc.BotServiceServicer):
         if message is None:
             message = bot_service_pb2.WatchBotResponse(bot=bot_to_proto(bot))
             self._watch_messages[key] = message
-            if len(self._watch_messages) > _WATCH_MESSAGE_CACHE:
-                self._watch_messages.popitem(last=False)
         return message
 
     async def ListBots(self, request, context):  # type: ignore[no-untyped-def]
@@ -203,11 +193,11 @@ class BotServicer(bot_service_pb2_grpc.BotServiceServicer):
                     yield self._watch_message(item)
                 elif isinstance(item, BotDeleted):
                     yield bot_service_pb2.WatchBotResponse(
-                        deleted=watch_pb2.Deleted(id=item.id, delete_time=_timestamp(item.delete_time))
+                        deleted=watch_pb2.Deleted(id=item.id, delete_time=to_timestamp(item.delete_time))
                     )
                 elif isinstance(item, Heartbeat):
                     yield bot_service_pb2.WatchBotResponse(
-                        heartbeat=watch_pb2.Heartbeat(time=_timestamp(datetime.now(UTC)))
+                        heartbeat=watch_pb2.Heartbeat(time=now_timestamp())
                     )
         finally:
             await stream.aclose()

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from the0.server.custom_bots.service import CustomBotService
 from the0.server.custom_bots.servicer import CustomBotServicer
+from the0.server.domain_page_tokens import page_tokens_for
 from the0.server.events.backbone import EventBackbone
-from the0.server.pagination import PageTokens
 from the0.server.settings import Settings
 from the0.server.storage.object_store import ObjectStore
 
@@ -23,16 +20,12 @@ class CustomBots:
         object_store: ObjectStore,
         events: EventBackbone,
     ) -> None:
-        if not settings.jwt_secret:
-            raise ValueError("settings.jwt_secret is required (dev mode generates one)")
-        # A key of its own for page tokens, derived from the server secret.
-        page_key = hmac.new(settings.jwt_secret.encode(), b"the0 custom bots", hashlib.sha256).digest()
         self.service = CustomBotService(
             sessions=sessions,
             object_store=object_store,
             outbox=events.outbox,
             watch_hub=events.watch_hub,
-            page_tokens=PageTokens(page_key),
+            page_tokens=page_tokens_for(settings, "custom bots"),
             max_upload_bytes=settings.max_upload_bytes,
             spool_dir=settings.data_dir / "uploads",
         )

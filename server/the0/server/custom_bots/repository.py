@@ -4,29 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Select, and_, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from the0.server.custom_bots.models import CustomBotRow
+from the0.server.db.repository import OwnedRepository
 from the0.server.pagination import Cursor
 
 
-class CustomBotRepository:
+class CustomBotRepository(OwnedRepository[CustomBotRow]):
     """The versions one owner may see; someone else's rows do not exist here."""
 
-    def __init__(self, session: AsyncSession, owner_id: str) -> None:
-        self._session = session
-        self._owner_id = owner_id
-
-    def _base(self) -> Select[tuple[CustomBotRow]]:
-        return select(CustomBotRow).where(CustomBotRow.owner_id == self._owner_id)
-
-    async def get(self, custom_bot_id: str) -> CustomBotRow | None:
-        return await self._session.scalar(self._base().where(CustomBotRow.id == custom_bot_id))
+    row_type = CustomBotRow
+    created_column = "created_at"
 
     async def latest_version_of(self, name: str) -> CustomBotRow | None:
         return await self._session.scalar(
             self._base().where(CustomBotRow.name == name, CustomBotRow.is_latest.is_(True))
+        )
+
+    async def find_version(self, name: str, version: str) -> CustomBotRow | None:
+        return await self._session.scalar(
+            self._base().where(CustomBotRow.name == name, CustomBotRow.version == version)
         )
 
     async def has_version(self, name: str, version: str) -> bool:
@@ -39,7 +35,7 @@ class CustomBotRepository:
 
     async def add_version(self, row: CustomBotRow, previous: CustomBotRow | None) -> None:
         """Insert ``row`` as the newest version of its name, demoting ``previous``."""
-        assert row.owner_id == self._owner_id
+        self._check_owner(row)
         if previous is not None:
             previous.is_latest = False
             # Demote first: the partial unique index allows one newest version per name.
@@ -55,20 +51,5 @@ class CustomBotRepository:
             query = query.where(CustomBotRow.name == name)
         else:
             query = query.where(CustomBotRow.is_latest.is_(True))
-        if after is not None:
-            query = query.where(
-                or_(
-                    CustomBotRow.created_at < after.create_time,
-                    and_(CustomBotRow.created_at == after.create_time, CustomBotRow.id < after.id),
-                )
-            )
-        query = query.order_by(CustomBotRow.created_at.desc(), CustomBotRow.id.desc()).limit(limit)
-        return (await self._session.scalars(query)).all()
+        return await self._page(query, after, limit)
 
-
-async def get_any_for_update(session: AsyncSession, custom_bot_id: str) -> CustomBotRow | None:
-    """Any owner's version, locked for a state change: for admins and platform events only."""
-    query = select(CustomBotRow).where(CustomBotRow.id == custom_bot_id)
-    if session.bind.dialect.name == "postgresql":
-        query = query.with_for_update()
-    return await session.scalar(query)

@@ -22,10 +22,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from the0.server.custom_bots.archive import DEFAULT_LIMITS, ArchiveInvalid, ArchiveLimits, check_archive
+from the0.server.custom_bots.lifecycle import (
+    APPROVED,
+    AWAITING_HUMAN_REVIEW,
+    CUSTOM_BOT_LIFECYCLE,
+    DECLINED,
+    PENDING_REVIEW,
+)
 from the0.server.custom_bots.manifest import NAME_PATTERN, CheckedManifest, ManifestInvalid
 from the0.server.custom_bots.models import CustomBotRow
-from the0.server.custom_bots.repository import CustomBotRepository, get_any_for_update
+from the0.server.custom_bots.repository import CustomBotRepository
 from the0.server.custom_bots.semver import SemVer
+from the0.server.db.repository import get_any_for_update
 from the0.server.errors import (
     AlreadyExists,
     ApiError,
@@ -48,11 +56,6 @@ log = logging.getLogger("the0.custom_bots")
 
 BUCKET = "custom-bots"
 WATCH_KIND = "custom-bot"
-PENDING_REVIEW = "PENDING_REVIEW"
-APPROVED = "APPROVED"
-DECLINED = "DECLINED"
-AWAITING_HUMAN_REVIEW = "AWAITING_HUMAN_REVIEW"
-TERMINAL_STATES = frozenset({APPROVED, DECLINED})
 MAX_REASONS, MAX_REASON_CHARS = 50, 1000
 
 SUBMITTED = "custom-bot.submitted"
@@ -65,8 +68,57 @@ VERDICT_EVENTS = (
 
 
 @dataclass(frozen=True, slots=True)
+class CustomBot:
+    """One uploaded version, as the servicer sees it (rows stay inside the domain)."""
+
+    id: str
+    owner_id: str
+    name: str
+    version: str
+    state: str
+    manifest: dict[str, Any]
+    readme: str
+    bot_schema: dict[str, Any] | None
+    backtest_schema: dict[str, Any] | None
+    object_key: str
+    size_bytes: int
+    sha256: str
+    review_score: int | None
+    review_reasons: list[str] | None
+    reviewer: str | None
+    review_time: datetime | None
+    etag: str
+    create_time: datetime
+    update_time: datetime
+
+    @classmethod
+    def from_row(cls, row: CustomBotRow) -> CustomBot:
+        return cls(
+            id=row.id,
+            owner_id=row.owner_id,
+            name=row.name,
+            version=row.version,
+            state=row.state,
+            manifest=dict(row.manifest),
+            readme=row.readme,
+            bot_schema=dict(row.bot_schema) if row.bot_schema is not None else None,
+            backtest_schema=dict(row.backtest_schema) if row.backtest_schema is not None else None,
+            object_key=row.object_key,
+            size_bytes=row.size_bytes,
+            sha256=row.sha256,
+            review_score=row.review_score,
+            review_reasons=list(row.review_reasons) if row.review_reasons is not None else None,
+            reviewer=row.reviewer,
+            review_time=row.review_time,
+            etag=row.etag,
+            create_time=row.created_at,
+            update_time=row.updated_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Page:
-    items: Sequence[CustomBotRow]
+    items: Sequence[CustomBot]
     next_page_token: str
 
 
@@ -113,7 +165,7 @@ class CustomBotService:
 
     # -- upload --------------------------------------------------------------
 
-    async def upload(self, owner_id: str, chunks: AsyncIterable[bytes]) -> CustomBotRow:
+    async def upload(self, owner_id: str, chunks: AsyncIterable[bytes]) -> CustomBot:
         """Spool, check, store once, then record the version and its event in one transaction."""
         path, size, sha256 = await self._spool(chunks)
         try:
@@ -123,7 +175,7 @@ class CustomBotService:
                 await self._check_version(CustomBotRepository(session, owner_id), manifest.name, manifest.version)
             key = f"{owner_id}/{manifest.name}/{manifest.version}/{sha256}.zip"
             await self._store_once(key, path)
-            return await self._record(owner_id, checked, key, size, sha256)
+            return CustomBot.from_row(await self._record(owner_id, checked, key, size, sha256))
         finally:
             with contextlib.suppress(FileNotFoundError):
                 await asyncio.to_thread(os.unlink, path)
@@ -248,12 +300,12 @@ class CustomBotService:
 
     # -- reads ---------------------------------------------------------------
 
-    async def get(self, owner_id: str, custom_bot_id: str) -> CustomBotRow:
+    async def get(self, owner_id: str, custom_bot_id: str) -> CustomBot:
         async with self._sessions() as session:
             row = await CustomBotRepository(session, owner_id).get(custom_bot_id)
         if row is None:
             raise _not_found(custom_bot_id)
-        return row
+        return CustomBot.from_row(row)
 
     async def list_versions(self, owner_id: str, *, requested_page_size: int, page_token: str, name: str) -> Page:
         size = page_size(requested_page_size)
@@ -270,7 +322,7 @@ class CustomBotService:
         rows, next_token = self._page_tokens.page(
             rows, size, scope=scope, cursor=lambda row: Cursor(row.created_at, row.id)
         )
-        return Page(items=rows, next_page_token=next_token)
+        return Page(items=[CustomBot.from_row(row) for row in rows], next_page_token=next_token)
 
     async def open_archive(self, owner_id: str, custom_bot_id: str) -> AsyncIterator[bytes]:
         """The stored zip in chunks (raises NOT_FOUND / UNAVAILABLE before the first byte)."""
@@ -283,10 +335,10 @@ class CustomBotService:
         except ObjectStoreError:
             raise Unavailable("the archive store is unavailable; try again later") from None
 
-    async def watch(self, owner_id: str, custom_bot_id: str) -> AsyncIterator[CustomBotRow | Heartbeat]:
-        async def load() -> Snapshot[CustomBotRow]:
-            row = await self.get(owner_id, custom_bot_id)
-            return Snapshot(row, row.etag, row.state in TERMINAL_STATES)
+    async def watch(self, owner_id: str, custom_bot_id: str) -> AsyncIterator[CustomBot | Heartbeat]:
+        async def load() -> Snapshot[CustomBot]:
+            custom_bot = await self.get(owner_id, custom_bot_id)
+            return Snapshot(custom_bot, custom_bot.etag, CUSTOM_BOT_LIFECYCLE.is_terminal(custom_bot.state))
 
         async for item in self._hub.watch(WATCH_KIND, custom_bot_id, load):
             yield item
@@ -295,7 +347,7 @@ class CustomBotService:
 
     async def review(
         self, *, actor_id: str, is_admin: bool, custom_bot_id: str, approve: bool | None, reasons: list[str]
-    ) -> CustomBotRow:
+    ) -> CustomBot:
         """An admin's decision on a version AWAITING_HUMAN_REVIEW."""
         if not is_admin:
             raise PermissionDenied("only an admin may review custom bots")
@@ -310,25 +362,25 @@ class CustomBotService:
         if problems:
             raise InvalidArgument("the review is invalid", violations=problems)
         async with self._sessions() as session, session.begin():
-            row = await get_any_for_update(session, custom_bot_id)
+            row = await get_any_for_update(session, CustomBotRow, custom_bot_id)
             if row is None:
                 raise _not_found(custom_bot_id)
-            if row.state != AWAITING_HUMAN_REVIEW:
+            if not CUSTOM_BOT_LIFECYCLE.allows("review", row.state):
                 raise FailedPrecondition(
                     f"only a version awaiting human review can be reviewed; this one is {row.state}",
                     reason="INVALID_STATE",
                     metadata={"state": row.state},
                 )
-            self._apply(session, row, APPROVED if approve else DECLINED,
+            self._apply(session, row, "review", APPROVED if approve else DECLINED,
                         score=row.review_score, reasons=[r for r in reasons if r.strip()], reviewer=actor_id)
-        return row
+        return CustomBot.from_row(row)
 
     def _apply(
-        self, session: AsyncSession, row: CustomBotRow, state: str, *,
+        self, session: AsyncSession, row: CustomBotRow, action: str, state: str, *,
         score: int | None, reasons: list[str] | None, reviewer: str | None,
     ) -> None:
         now = datetime.now(UTC)
-        row.state = state
+        row.state = CUSTOM_BOT_LIFECYCLE.target(action, row.state, state)
         row.review_score = score
         row.review_reasons = reasons or []
         row.reviewer = reviewer
@@ -367,12 +419,12 @@ class CustomBotService:
             if not isinstance(error, str) or not error:
                 raise DropEvent("error is missing")
             reasons = [f"analysis failed: {error[:MAX_REASON_CHARS]}"]
-        row = await get_any_for_update(session, custom_bot_id)
+        row = await get_any_for_update(session, CustomBotRow, custom_bot_id)
         if row is None:
             raise DropEvent(f"no custom bot {custom_bot_id}")
-        if row.state != PENDING_REVIEW:
-            raise DropEvent(f"custom bot {custom_bot_id} is {row.state}, not PENDING_REVIEW")
-        self._apply(session, row, target, score=None if score is None else max(0, min(100, int(score))),
+        if not CUSTOM_BOT_LIFECYCLE.allows("verdict", row.state):
+            raise DropEvent(f"custom bot {custom_bot_id} is {row.state}, not {PENDING_REVIEW}")
+        self._apply(session, row, "verdict", target, score=None if score is None else max(0, min(100, int(score))),
                     reasons=reasons, reviewer=reviewer)
 
 

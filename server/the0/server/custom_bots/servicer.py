@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import datetime
 
-import grpc.aio
 from google.api import httpbody_pb2
-from google.protobuf import struct_pb2, timestamp_pb2
 
 from the0.common.v1 import watch_pb2
 from the0.custom_bot.v1 import custom_bot_pb2, custom_bot_service_pb2, custom_bot_service_pb2_grpc
-from the0.server.custom_bots.models import CustomBotRow
-from the0.server.custom_bots.service import CustomBotService
+from the0.server.custom_bots.service import CustomBot, CustomBotService
 from the0.server.identity.principal import current_principal
+from the0.server.proto_values import now_timestamp, to_struct, to_timestamp
 from the0.server.validation import validate_request
 
 _STATES = {
@@ -35,34 +32,20 @@ _DECISIONS = {
 }
 
 
-def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
-def _struct(value: dict | None) -> struct_pb2.Struct | None:  # type: ignore[type-arg]
-    if value is None:
-        return None
-    message = struct_pb2.Struct()
-    message.update(value)
-    return message
-
-
-def custom_bot_to_proto(row: CustomBotRow) -> custom_bot_pb2.CustomBot:
-    manifest = row.manifest
+def custom_bot_to_proto(custom_bot: CustomBot) -> custom_bot_pb2.CustomBot:
+    manifest = custom_bot.manifest
     entrypoints = manifest.get("entrypoints", {})
     schema = manifest.get("schema", {})
     metadata = manifest.get("metadata", {})
     message = custom_bot_pb2.CustomBot(
-        id=row.id,
-        name=row.name,
-        version=row.version,
-        state=_STATES[row.state],
+        id=custom_bot.id,
+        name=custom_bot.name,
+        version=custom_bot.version,
+        state=_STATES[custom_bot.state],
         manifest=custom_bot_pb2.Manifest(
-            name=manifest.get("name", row.name),
+            name=manifest.get("name", custom_bot.name),
             description=manifest.get("description", ""),
-            version=manifest.get("version", row.version),
+            version=manifest.get("version", custom_bot.version),
             author=manifest.get("author", ""),
             type=_TYPES.get(manifest.get("type", ""), custom_bot_pb2.CUSTOM_BOT_TYPE_UNSPECIFIED),
             runtime=_RUNTIMES.get(manifest.get("runtime", ""), custom_bot_pb2.RUNTIME_UNSPECIFIED),
@@ -73,23 +56,23 @@ def custom_bot_to_proto(row: CustomBotRow) -> custom_bot_pb2.CustomBot:
             metadata=custom_bot_pb2.Metadata(**{k: v for k, v in metadata.items()
                                                 if k in ("categories", "instruments", "exchanges", "tags")}),
         ),
-        archive=custom_bot_pb2.Archive(size_bytes=row.size_bytes, sha256=row.sha256),
-        readme=row.readme,
-        etag=row.etag,
-        create_time=_timestamp(row.created_at),
-        update_time=_timestamp(row.updated_at),
+        archive=custom_bot_pb2.Archive(size_bytes=custom_bot.size_bytes, sha256=custom_bot.sha256),
+        readme=custom_bot.readme,
+        etag=custom_bot.etag,
+        create_time=to_timestamp(custom_bot.create_time),
+        update_time=to_timestamp(custom_bot.update_time),
     )
-    if (bot_schema := _struct(row.bot_schema)) is not None:
-        message.bot_schema.CopyFrom(bot_schema)
-    if (backtest_schema := _struct(row.backtest_schema)) is not None:
-        message.backtest_schema.CopyFrom(backtest_schema)
-    if row.review_time is not None:
+    if custom_bot.bot_schema is not None:
+        message.bot_schema.CopyFrom(to_struct(custom_bot.bot_schema))
+    if custom_bot.backtest_schema is not None:
+        message.backtest_schema.CopyFrom(to_struct(custom_bot.backtest_schema))
+    if custom_bot.review_time is not None:
         message.review.CopyFrom(
             custom_bot_pb2.Review(
-                score=row.review_score or 0,
-                reasons=row.review_reasons or [],
-                reviewer=row.reviewer or "",
-                review_time=_timestamp(row.review_time),
+                score=custom_bot.review_score or 0,
+                reasons=custom_bot.review_reasons or [],
+                reviewer=custom_bot.reviewer or "",
+                review_time=to_timestamp(custom_bot.review_time),
             )
         )
     return message
@@ -106,8 +89,8 @@ class CustomBotServicer(custom_bot_service_pb2_grpc.CustomBotServiceServicer):
 
     async def UploadCustomBot(self, request_iterator, context):  # type: ignore[no-untyped-def]  # noqa: N802
         principal = current_principal()
-        row = await self._service.upload(principal.user_id, _chunks(request_iterator))
-        return custom_bot_to_proto(row)
+        custom_bot = await self._service.upload(principal.user_id, _chunks(request_iterator))
+        return custom_bot_to_proto(custom_bot)
 
     async def ListCustomBots(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         principal = current_principal()
@@ -117,7 +100,7 @@ class CustomBotServicer(custom_bot_service_pb2_grpc.CustomBotServiceServicer):
             name=request.name,
         )
         return custom_bot_service_pb2.ListCustomBotsResponse(
-            custom_bots=[custom_bot_to_proto(row) for row in page.items], next_page_token=page.next_page_token
+            custom_bots=[custom_bot_to_proto(item) for item in page.items], next_page_token=page.next_page_token
         )
 
     async def GetCustomBot(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
@@ -136,19 +119,19 @@ class CustomBotServicer(custom_bot_service_pb2_grpc.CustomBotServiceServicer):
     async def ReviewCustomBot(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         principal = current_principal()
         # The service checks the role before the request, so non-admins learn nothing about ids.
-        row = await self._service.review(
+        custom_bot = await self._service.review(
             actor_id=principal.user_id, is_admin=principal.is_admin, custom_bot_id=request.id,
             approve=_DECISIONS.get(request.decision), reasons=list(request.reasons),
         )
-        return custom_bot_to_proto(row)
+        return custom_bot_to_proto(custom_bot)
 
     async def WatchCustomBot(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         principal = current_principal()
         validate_request(request)
         async for item in self._service.watch(principal.user_id, request.id):
-            if isinstance(item, CustomBotRow):
+            if isinstance(item, CustomBot):
                 yield custom_bot_service_pb2.WatchCustomBotResponse(custom_bot=custom_bot_to_proto(item))
             else:
-                heartbeat = watch_pb2.Heartbeat()
-                heartbeat.time.GetCurrentTime()
-                yield custom_bot_service_pb2.WatchCustomBotResponse(heartbeat=heartbeat)
+                yield custom_bot_service_pb2.WatchCustomBotResponse(
+                    heartbeat=watch_pb2.Heartbeat(time=now_timestamp())
+                )

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import ipaddress
-from datetime import UTC, datetime
+from datetime import UTC
 
 import grpc.aio
-from google.protobuf import timestamp_pb2
 
 from the0.api_key.v1 import api_key_pb2, api_key_service_pb2, api_key_service_pb2_grpc
 from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc, user_pb2
 from the0.server.identity.domain import ApiKey, IssuedTokens, User
 from the0.server.identity.principal import current_principal
 from the0.server.identity.service import ApiKeyService, AuthService, Registration
+from the0.server.proto_values import to_timestamp as _timestamp
 from the0.server.validation import clear_output_only, validate_request
 
 _ROLES = {"user": user_pb2.ROLE_USER, "admin": user_pb2.ROLE_ADMIN}
@@ -21,12 +21,6 @@ _KEY_STATES = {
     "revoked": api_key_pb2.API_KEY_STATE_REVOKED,
     "expired": api_key_pb2.API_KEY_STATE_EXPIRED,
 }
-
-
-def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def user_to_proto(user: User) -> user_pb2.User:

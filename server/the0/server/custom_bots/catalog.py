@@ -1,7 +1,9 @@
-"""What the bots domain needs to know about a custom-bot version, and where it reads it.
+"""The custom-bots domain's one published interface: a runnable version, as bots and backtests see it.
 
-The custom-bots domain owns its tables; this module is the one place that reads
-them for bots (and backtests), so a change there is adapted here only.
+Other domains import this module (and ``config_validation``) from custom_bots,
+nothing else: the table, the repository and the service stay private, so a
+change there is adapted here only. Reads go through ``CustomBotRepository``,
+which scopes every query to the owner.
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from the0.server.custom_bots.lifecycle import APPROVED
 from the0.server.custom_bots.models import CustomBotRow
 from the0.server.custom_bots.repository import CustomBotRepository
 
@@ -34,7 +37,7 @@ class CustomBotVersion:
 
     @property
     def approved(self) -> bool:
-        return self.state == "APPROVED"
+        return self.state == APPROVED
 
     def runtime_data(self) -> dict[str, Any]:
         """What a runtime needs to fetch and start this version without calling back."""
@@ -78,11 +81,7 @@ class CustomBotTableCatalog:
     async def find_version(
         self, session: AsyncSession, owner_id: str, name: str, version: str
     ) -> CustomBotVersion | None:
-        row = await session.scalar(
-            select(CustomBotRow).where(
-                CustomBotRow.owner_id == owner_id, CustomBotRow.name == name, CustomBotRow.version == version
-            )
-        )
+        row = await CustomBotRepository(session, owner_id).find_version(name, version)
         return None if row is None else version_from_row(row)
 
     async def get(self, session: AsyncSession, owner_id: str, custom_bot_id: str) -> CustomBotVersion | None:

@@ -1,6 +1,6 @@
 """Validate a bot or backtest config against the owner's custom-bot version.
 
-Shared by bots and backtests: ``validate_config(session, catalog, owner_id,
+Part of the custom-bots domain's published interface (with ``catalog``), used by bots and backtests: ``validate_config(session, catalog, owner_id,
 config, schema="bot" | "backtest")`` resolves ``config.type`` +
 ``config.version`` to one of the owner's custom-bot versions and checks the
 rest of the config against that version's JSON Schema. Outcomes:
@@ -19,19 +19,20 @@ from __future__ import annotations
 
 import re
 import threading
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
+from cachetools import LRUCache
 from cronsim import CronSim, CronSimError
 from jsonschema import Draft202012Validator, ValidationError
 from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
 from sqlalchemy.ext.asyncio import AsyncSession
-from the0.server.bots.catalog import CustomBotCatalog, CustomBotVersion
+
+from the0.server.custom_bots.catalog import CustomBotCatalog, CustomBotVersion
 from the0.server.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 
 SchemaKind = Literal["bot", "backtest"]
@@ -132,23 +133,21 @@ class _ValidatorCache:
     """Compiled validators per custom-bot version and schema (versions are immutable)."""
 
     def __init__(self, size: int = 256) -> None:
-        self._size = size
-        self._items: OrderedDict[tuple[str, str, bytes], Any] = OrderedDict()
+        self._items: LRUCache[tuple[str, str, bytes], Any] = LRUCache(maxsize=size)
+        # Requests validate on the event loop and in threads alike; cachetools caches are not thread-safe.
         self._lock = threading.Lock()
 
     def get(self, key: str, kind: str, schema: dict[str, Any]) -> Any:
         cache_key = (key, kind, orjson.dumps(schema, option=orjson.OPT_SORT_KEYS))
         with self._lock:
-            if cache_key in self._items:
-                self._items.move_to_end(cache_key)
-                return self._items[cache_key]
+            validator = self._items.get(cache_key)
+        if validator is not None:
+            return validator
         cls = validator_for(schema, default=Draft202012Validator)
         cls.check_schema(schema)
         validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
         with self._lock:
             self._items[cache_key] = validator
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
         return validator
 
 
