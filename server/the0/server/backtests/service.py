@@ -32,7 +32,7 @@ from the0.server.backtests.lifecycle import BACKTEST_LIFECYCLE
 from the0.server.backtests.models import BacktestRow
 from the0.server.backtests.repository import BacktestRepository
 from the0.server.custom_bots.catalog import CustomBotCatalog, CustomBotVersion
-from the0.server.db.pages import read_page
+from the0.server.db.pages import OwnedReads
 from the0.server.db.sessions import autocommit_sessions
 from the0.server.errors import (
     Aborted,
@@ -190,10 +190,17 @@ class BacktestService:
     ) -> None:
         self._sessions = sessions
         self._read_sessions = autocommit_sessions(sessions)
+        self._reads = OwnedReads(
+            self._read_sessions,
+            page_tokens,
+            repository=BacktestRepository,
+            to_value=Backtest.from_row,
+            cursor=lambda row: Cursor(row.create_time, row.id),
+            list_scope="backtests.list",
+        )
         self._outbox = outbox
         self._hub = watch_hub
         self._catalog = catalog
-        self._page_tokens = page_tokens
         self._store = object_store
         self._valid_analyses: LRUCache[tuple[str, int, int], bool] = LRUCache(maxsize=_VALID_ANALYSES_KEPT)
 
@@ -207,27 +214,18 @@ class BacktestService:
     # -- reads ---------------------------------------------------------------
 
     async def get(self, owner_id: str, backtest_id: str) -> Backtest:
-        async with self._read_sessions() as session:
-            row = await BacktestRepository(session, owner_id).get(backtest_id)
-            if row is None:
-                raise not_found(backtest_id)
-            return Backtest.from_row(row)
+        found = await self._reads.get(owner_id, backtest_id)
+        if found is None:
+            raise not_found(backtest_id)
+        return found
 
     async def list(
         self, owner_id: str, *, state: str | None, requested_page_size: int, page_token: str
     ) -> BacktestPage:
-        rows, next_token = await read_page(
-            self._read_sessions,
-            self._page_tokens,
-            scope=f"backtests.list:{state or '*'}",
-            requested_page_size=requested_page_size,
-            page_token=page_token,
-            fetch=lambda session, after, limit: BacktestRepository(session, owner_id).list_page(
-                state=state, after=after, limit=limit
-            ),
-            cursor=lambda row: Cursor(row.create_time, row.id),
+        found, next_token = await self._reads.page(
+            owner_id, state=state, requested_page_size=requested_page_size, page_token=page_token
         )
-        return BacktestPage([Backtest.from_row(r) for r in rows], next_token)
+        return BacktestPage(found, next_token)
 
     # -- writes --------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from the0.server.bots.models import BotRow
 from the0.server.bots.repository import BotRepository
 from the0.server.custom_bots.catalog import CustomBotCatalog, CustomBotVersion
 from the0.server.custom_bots.config_validation import validate_config
-from the0.server.db.pages import read_page
+from the0.server.db.pages import OwnedReads
 from the0.server.db.sessions import autocommit_sessions
 from the0.server.errors import (
     Aborted,
@@ -160,36 +160,34 @@ class BotService:
     ) -> None:
         self._sessions = sessions
         self._read_sessions = autocommit_sessions(sessions)
+        self._reads = OwnedReads(
+            self._read_sessions,
+            page_tokens,
+            repository=BotRepository,
+            to_value=Bot.from_row,
+            cursor=lambda row: Cursor(row.create_time, row.id),
+            list_scope="bots.list",
+        )
         self._outbox = outbox
         self._hub = watch_hub
         self._catalog = catalog
-        self._page_tokens = page_tokens
         self._shared_reads = _SharedReads()
 
     # -- reads ---------------------------------------------------------------
 
     async def get(self, owner_id: str, bot_id: str) -> Bot:
-        async with self._read_sessions() as session:
-            row = await BotRepository(session, owner_id).get(bot_id)
-            if row is None:
-                raise _not_found(bot_id)
-            return Bot.from_row(row)
+        found = await self._reads.get(owner_id, bot_id)
+        if found is None:
+            raise _not_found(bot_id)
+        return found
 
     async def list(
         self, owner_id: str, *, state: str | None, requested_page_size: int, page_token: str
     ) -> BotPage:
-        rows, next_token = await read_page(
-            self._read_sessions,
-            self._page_tokens,
-            scope=f"bots.list:{state or '*'}",
-            requested_page_size=requested_page_size,
-            page_token=page_token,
-            fetch=lambda session, after, limit: BotRepository(session, owner_id).list_page(
-                state=state, after=after, limit=limit
-            ),
-            cursor=lambda row: Cursor(row.create_time, row.id),
+        found, next_token = await self._reads.page(
+            owner_id, state=state, requested_page_size=requested_page_size, page_token=page_token
         )
-        return BotPage([Bot.from_row(r) for r in rows], next_token)
+        return BotPage(found, next_token)
 
     # -- writes --------------------------------------------------------------
 
@@ -362,14 +360,9 @@ class BotService:
         """Current bot, then each change, heartbeats; ends with BotDeleted. NotFound if not the caller's."""
         first = True
 
-        async def read() -> Bot | None:
-            async with self._read_sessions() as session:
-                row = await BotRepository(session, owner_id).get(bot_id)
-                return None if row is None else Bot.from_row(row)
-
         async def load() -> Snapshot[Bot | BotDeleted]:
             nonlocal first
-            bot = await self._shared_reads.read((owner_id, bot_id), read)
+            bot = await self._shared_reads.read((owner_id, bot_id), lambda: self._reads.get(owner_id, bot_id))
             if bot is None:
                 if first:
                     raise _not_found(bot_id)
