@@ -19,6 +19,7 @@ from nats.aio.client import Client as Nats
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from the0.server.background import BackgroundTasks
 from the0.server.db.engine import create_engine, session_factory
 from the0.server.events.consumer import DropEvent, EventConsumers
 from the0.server.events.envelope import Envelope
@@ -80,14 +81,15 @@ async def test_consumer_retries_transient_failures_and_applies_once(engine: Asyn
     await publish(nats, twice, msg_id=str(uuid.uuid4()))  # same event, new message: a redelivery
     await publish(nats, Envelope(type="thing.happened", data={"poison": True}))
     await nats.jetstream().publish("the0.thing.happened", b"not json at all")
-    consumers.start()
+    tasks = BackgroundTasks()
+    consumers.start(tasks)
     try:
         async with asyncio.timeout(10):
             while sorted(applied) != ["flaky", "twice"]:
                 await asyncio.sleep(0.05)
         await asyncio.sleep(0.5)  # nothing else arrives
     finally:
-        await consumers.stop()
+        await tasks.stop()
     assert sorted(applied) == ["flaky", "twice"]
     async with sessions() as session:
         assert await session.scalar(select(func.count()).select_from(ProcessedEventRow)) == 2
@@ -103,17 +105,26 @@ class Resource:
         return Snapshot((self.etag, self.state), self.etag, self.state == "DONE")
 
 
-async def _hub(url: str, heartbeat: float) -> tuple[WatchHub, NatsLink]:
+async def _hub(url: str, heartbeat: float, tasks: BackgroundTasks) -> tuple[WatchHub, NatsLink]:
     link = NatsLink(url)
-    link.start()
+    link.start(tasks)
     hub = WatchHub(link, heartbeat_seconds=heartbeat)
-    hub.start()
+    hub.start(tasks)
     await asyncio.wait_for(hub.subscribed.wait(), 5)
     return hub, link
 
 
+async def _stop(tasks: BackgroundTasks, *hubs: tuple[WatchHub, NatsLink]) -> None:
+    """In the App's order: background tasks, then each hub's teardown, then NATS."""
+    await tasks.stop()
+    for hub, link in hubs:
+        await hub.stop()
+        await link.close()
+
+
 async def test_watch_hub_fans_out_across_replicas(isolated_nats: Any) -> None:
-    (hub_a, link_a), (hub_b, link_b) = await _hub(isolated_nats.url, 30), await _hub(isolated_nats.url, 30)
+    tasks = BackgroundTasks()
+    (hub_a, link_a), (hub_b, link_b) = await _hub(isolated_nats.url, 30, tasks), await _hub(isolated_nats.url, 30, tasks)
     resource = Resource()
     try:
         watchers = [hub_a.watch("thing", "r1", resource.load) for _ in range(50)]
@@ -129,13 +140,12 @@ async def test_watch_hub_fans_out_across_replicas(isolated_nats: Any) -> None:
                 await anext(watcher)
         assert hub_a.watcher_count == 0
     finally:
-        for hub, link in ((hub_a, link_a), (hub_b, link_b)):
-            await hub.stop()
-            await link.close()
+        await _stop(tasks, (hub_a, link_a), (hub_b, link_b))
 
 
 async def test_watch_heartbeats_and_catches_up_on_a_lost_message(isolated_nats: Any) -> None:
-    hub, link = await _hub(isolated_nats.url, 0.2)
+    tasks = BackgroundTasks()
+    hub, link = await _hub(isolated_nats.url, 0.2, tasks)
     resource = Resource()
     try:
         watch = hub.watch("thing", "r2", resource.load)
@@ -146,12 +156,12 @@ async def test_watch_heartbeats_and_catches_up_on_a_lost_message(isolated_nats: 
         await watch.aclose()
         assert hub.watcher_count == 0
     finally:
-        await hub.stop()
-        await link.close()
+        await _stop(tasks, (hub, link))
 
 
 async def test_watch_notifications_are_core_nats_outside_the_event_stream(isolated_nats: Any, nats: Nats) -> None:
-    hub, link = await _hub(isolated_nats.url, 30)
+    tasks = BackgroundTasks()
+    hub, link = await _hub(isolated_nats.url, 30, tasks)
     received: list[str] = []
     async def collect(message: Any) -> None:
         assert orjson.loads(message.data) == {"etag": "etag-9"}
@@ -169,6 +179,5 @@ async def test_watch_notifications_are_core_nats_outside_the_event_stream(isolat
         assert info.state.messages == 0
     finally:
         await subscription.unsubscribe()
-        await hub.stop()
-        await link.close()
+        await _stop(tasks, (hub, link))
 

@@ -16,6 +16,7 @@ from nats.aio.client import Client as Nats
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from the0.server.background import BackgroundTasks
 from the0.server.db.engine import create_engine, session_factory
 from the0.server.events.models import OutboxRow
 from the0.server.events.nats_connection import EVENTS_STREAM, connect_nats, ensure_stream
@@ -79,11 +80,12 @@ async def test_relay_publishes_in_batches_with_message_ids(engine: AsyncEngine, 
     ids = await add_events(sessions, outbox, 120)
     relay = OutboxRelay(sessions, outbox, lambda: nats, batch_size=50)
     assert await relay.publish_pending() == 50
-    relay.start()
+    tasks = BackgroundTasks()
+    relay.start(tasks)
     try:
         await eventually(lambda: _done(sessions))
     finally:
-        await relay.stop()
+        await tasks.stop()
     assert await stream_ids(nats) == ids
     message = await nats.jetstream().get_msg(EVENTS_STREAM, (await nats.jetstream().stream_info(EVENTS_STREAM)).state.first_seq)
     assert message.subject == "the0.test.happened"
@@ -99,22 +101,22 @@ async def _done(sessions: async_sessionmaker[AsyncSession]) -> bool:
 async def test_a_commit_wakes_the_relay_at_once(engine: AsyncEngine, nats: Nats) -> None:
     sessions, outbox = session_factory(engine), Outbox()
     relay = OutboxRelay(sessions, outbox, lambda: nats, poll_seconds=60)  # only the wake-up can do it
-    relay.start()
+    tasks = BackgroundTasks()
+    relay.start(tasks)
     try:
         await asyncio.sleep(0.1)
         ids = await add_events(sessions, outbox, 3)
         await eventually(lambda: _done(sessions), timeout=3)
     finally:
-        await relay.stop()
+        await tasks.stop()
     assert await stream_ids(nats) == ids
 
 
 async def test_a_rolled_back_transaction_publishes_nothing(engine: AsyncEngine, nats: Nats) -> None:
     sessions, outbox = session_factory(engine), Outbox()
-    async with sessions() as session:
-        async with session.begin():
-            outbox.add(session, "test.happened", {})
-            await session.rollback()
+    async with sessions() as session, session.begin():
+        outbox.add(session, "test.happened", {})
+        await session.rollback()
     relay = OutboxRelay(sessions, outbox, lambda: nats)
     assert await relay.publish_pending() == 0
     assert await stream_ids(nats) == []
@@ -125,7 +127,8 @@ async def test_nats_down_events_wait_then_arrive_exactly_once(engine: AsyncEngin
     sessions, outbox = session_factory(engine), Outbox()
     before = await add_events(sessions, outbox, 5, "before")
     relay = OutboxRelay(sessions, outbox, lambda: nats, poll_seconds=0.2, ack_timeout=1.0)
-    relay.start()
+    tasks = BackgroundTasks()
+    relay.start(tasks)
     try:
         await eventually(lambda: _done(sessions))
         await isolated_nats.stop()
@@ -135,7 +138,7 @@ async def test_nats_down_events_wait_then_arrive_exactly_once(engine: AsyncEngin
         await isolated_nats.start()
         await eventually(lambda: _done(sessions), timeout=15)
     finally:
-        await relay.stop()
+        await tasks.stop()
     assert await stream_ids(nats) == before + during
 
 
@@ -179,12 +182,12 @@ async def test_two_relays_share_the_work(engine: AsyncEngine, nats: Nats) -> Non
     sessions, outbox = session_factory(engine), Outbox()
     ids = await add_events(sessions, outbox, 300)
     relays = [OutboxRelay(sessions, outbox, lambda: nats, batch_size=20) for _ in range(2)]
+    tasks = BackgroundTasks()
     for relay in relays:
-        relay.start()
+        relay.start(tasks)
     try:
         await eventually(lambda: _done(sessions))
     finally:
-        for relay in relays:
-            await relay.stop()
+        await tasks.stop()
     assert sorted(await stream_ids(nats)) == sorted(ids)
     assert sum(r.published_total for r in relays) >= 300

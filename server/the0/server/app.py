@@ -7,7 +7,6 @@ Nothing here runs at import time. The server binds to ``settings.grpc_port``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -25,6 +24,7 @@ from the0.bot.v1 import bot_service_pb2, bot_service_pb2_grpc
 from the0.custom_bot.v1 import custom_bot_service_pb2, custom_bot_service_pb2_grpc
 from the0.health.v1 import health_service_pb2, health_service_pb2_grpc
 from the0.server import __version__
+from the0.server.background import BackgroundTasks
 from the0.server.backtests.component import Backtests
 from the0.server.bots.component import Bots
 from the0.server.custom_bots.component import CustomBots
@@ -89,29 +89,29 @@ class App:
     custom_bots: CustomBots
     bots: Bots
     backtests: Backtests
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    tasks: BackgroundTasks = field(default_factory=BackgroundTasks)
 
     async def start(self) -> None:
         # Identity first: the revoked sessions and keys are known before the first call.
-        await self.identity.start()
+        await self.identity.start(self.tasks)
         await self.server.start()
         await self._set_serving(True)
-        self.nats.start()
+        self.nats.start(self.tasks)
         await self.custom_bots.start()
         await self.backtests.start()
-        self.events.start()
-        self._tasks.append(asyncio.create_task(self._poll_database_health(), name="health-poll"))
+        self.events.start(self.tasks)
+        self.tasks.spawn("health-poll", self._poll_database_health())
         log.info("gRPC server listening", extra={"port": self.port})
 
     async def stop(self) -> None:
         """Graceful: NOT_SERVING first, drain in-flight RPCs, then close dependencies."""
         await self._set_serving(False)
         await self.server.stop(self.settings.shutdown_grace_seconds)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # Every background loop at once, newest first (health poll, consumers, relay, ...,
+        # the NATS connect loop); then each component's last words while NATS and the
+        # database are still open: the pending API-key uses are written, subscriptions
+        # dropped. NATS is drained after them, the engine closed last.
+        await self.tasks.stop()
         await self.identity.stop()
         await self.events.stop()
         await self.nats.close()
@@ -131,7 +131,7 @@ class App:
             try:
                 await ping(self.engine)
                 now_serving = True
-            except Exception:
+            except Exception:  # noqa: BLE001 - whatever the cause, the database is not usable
                 now_serving = False
             if now_serving != serving:
                 serving = now_serving

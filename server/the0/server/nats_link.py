@@ -13,6 +13,7 @@ import logging
 
 from nats.aio.client import Client as Nats
 
+from the0.server.background import BackgroundTasks
 from the0.server.events.nats_connection import connect_nats, ping_nats
 
 log = logging.getLogger("the0.nats")
@@ -24,10 +25,9 @@ class NatsLink:
         self.url = url
         self.client: Nats | None = None
         self.connected = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._connect_until_up(), name="nats-connect")
+    def start(self, tasks: BackgroundTasks) -> None:
+        tasks.spawn("nats-connect", self._connect_until_up())
 
     async def ping(self) -> None:
         if self.client is None:
@@ -35,10 +35,7 @@ class NatsLink:
         await ping_nats(self.client)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """After the background tasks have stopped: drain what is still buffered."""
         if self.client is not None and not self.client.is_closed:
             with contextlib.suppress(Exception):
                 await self.client.drain()
@@ -47,7 +44,7 @@ class NatsLink:
         while True:
             try:
                 self.client = await connect_nats(self.url)
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - any failure to connect: try again
                 log.warning("NATS not reachable yet", extra={"url": self.url, "error": repr(error)})
                 await asyncio.sleep(RETRY_SECONDS)
             else:

@@ -9,11 +9,11 @@ stream is created or updated as soon as NATS is reachable.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from the0.server.background import BackgroundTasks
 from the0.server.events.consumer import EventConsumers
 from the0.server.events.nats_connection import ensure_stream
 from the0.server.events.outbox import Outbox
@@ -40,22 +40,16 @@ class EventBackbone:
         self.consumers = EventConsumers(sessions, lambda: nats.client)
         self.watch_hub = WatchHub(nats, heartbeat_seconds=heartbeat_seconds)
         self.stream_ready = asyncio.Event()
-        self._stream_task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._stream_task = asyncio.create_task(self._ensure_stream(), name="ensure-stream")
-        self.relay.start()
-        self.consumers.start()
-        self.watch_hub.start()
+    def start(self, tasks: BackgroundTasks) -> None:
+        """Stopping ``tasks`` stops consuming and relaying (unsent rows stay in the outbox)."""
+        tasks.spawn("ensure-stream", self._ensure_stream())
+        self.relay.start(tasks)
+        self.consumers.start(tasks)
+        self.watch_hub.start(tasks)
 
     async def stop(self) -> None:
-        """Stop consuming and relaying (unsent rows stay in the outbox for the next start)."""
-        if self._stream_task is not None:
-            self._stream_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._stream_task
-        await self.consumers.stop()
-        await self.relay.stop()
+        """After the background tasks have stopped: end the watch streams still open."""
         await self.watch_hub.stop()
 
     async def _ensure_stream(self) -> None:

@@ -26,6 +26,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from the0.server.background import BackgroundTasks
 from the0.server.events.envelope import Envelope, MalformedEvent, subject_for
 from the0.server.events.models import ProcessedEventRow
 from the0.server.events.nats_connection import EVENTS_STREAM
@@ -73,26 +74,16 @@ class EventConsumers:
         self._retry_delay = retry_delay
         self._max_deliver = max_deliver
         self._handlers: dict[str, Handler] = {}
-        self._tasks: list[asyncio.Task[None]] = []
 
     def register(self, event_type: str, handler: Handler) -> None:
         if event_type in self._handlers:
             raise ValueError(f"a handler for {event_type} is already registered")
         self._handlers[event_type] = handler
 
-    def start(self) -> None:
+    def start(self, tasks: BackgroundTasks) -> None:
+        """One consumer task per registered event type; cancelling one unsubscribes it."""
         for event_type, handler in self._handlers.items():
-            self._tasks.append(
-                asyncio.create_task(self._consume(event_type, handler), name=f"consume-{event_type}")
-            )
-
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+            tasks.spawn(f"consume-{event_type}", self._consume(event_type, handler))
 
     async def _consume(self, event_type: str, handler: Handler) -> None:
         durable = durable_name(self._durable_prefix, event_type)
@@ -174,7 +165,7 @@ class EventConsumers:
             return Outcome.RETRY
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - transient (database down) or a bug: try again later
+        except Exception:  # transient (database down) or a bug (logged with its traceback): try again later
             log.exception("event failed, will be redelivered", extra={"type": envelope.type,
                                                                        "event_id": envelope.id})
             return Outcome.RETRY

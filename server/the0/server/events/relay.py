@@ -23,6 +23,7 @@ from nats.js.errors import NoStreamResponseError
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from the0.server.background import BackgroundTasks
 from the0.server.events.envelope import Envelope, subject_for
 from the0.server.events.models import OutboxRow
 from the0.server.events.nats_connection import ensure_stream
@@ -53,18 +54,11 @@ class OutboxRelay:
         # Tests inject a crash between "published" and "marked sent".
         self._before_mark_sent = before_mark_sent
         self._js: tuple[Nats, JetStreamContext] | None = None
-        self._task: asyncio.Task[None] | None = None
         self.published_total = 0
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self.run(), name="outbox-relay")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    def start(self, tasks: BackgroundTasks) -> None:
+        """Relay until stopped; unsent rows stay in the outbox for the next start."""
+        tasks.spawn("outbox-relay", self.run())
 
     async def run(self) -> None:
         failures = 0
@@ -102,7 +96,7 @@ class OutboxRelay:
         async with self._sessions() as session, session.begin():
             query = select(OutboxRow).where(OutboxRow.published_at.is_(None)).order_by(OutboxRow.seq)
             query = query.limit(self._batch_size)
-            if session.bind.dialect.name == "postgresql":
+            if session.get_bind().dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)
             rows = list((await session.scalars(query)).all())
             if not rows:

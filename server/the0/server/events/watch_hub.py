@@ -26,6 +26,7 @@ import orjson
 from nats.aio.msg import Msg
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from the0.server.background import BackgroundTasks
 from the0.server.events.after_commit import on_commit
 from the0.server.nats_link import NatsLink
 
@@ -64,7 +65,6 @@ class WatchHub:
         self._prefix = prefix
         self.heartbeat_seconds = heartbeat_seconds
         self._watchers: dict[tuple[str, str], set[asyncio.Event]] = {}
-        self._task: asyncio.Task[None] | None = None
         self._subscription: object | None = None
         self._publishes: set[asyncio.Task[None]] = set()
         self.subscribed = asyncio.Event()
@@ -78,14 +78,11 @@ class WatchHub:
 
     # -- lifecycle -----------------------------------------------------------
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._subscribe(), name="watch-hub")
+    def start(self, tasks: BackgroundTasks) -> None:
+        tasks.spawn("watch-hub", self._subscribe())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """After the background tasks have stopped: unsubscribe and let every watcher go."""
         if self._subscription is not None:
             with contextlib.suppress(Exception):
                 await self._subscription.unsubscribe()  # type: ignore[attr-defined]

@@ -10,7 +10,6 @@ write per key per minute) by ``flush_last_used``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from the0.server.background import BackgroundTasks
 from the0.server.errors import Unauthenticated
 from the0.server.identity import api_key_secrets
 from the0.server.identity.api_key_secrets import ApiKeyHasher
@@ -60,7 +60,6 @@ class Authenticator:
         self._keys: dict[str, _CachedKey] = {}
         self._last_written: dict[str, datetime] = {}
         self._pending_uses: dict[str, datetime] = {}
-        self._flush_task: asyncio.Task[None] | None = None
 
     def authenticate_jwt(self, token: str) -> Principal:
         claims = self._tokens.verify(token)
@@ -123,14 +122,11 @@ class Authenticator:
                 self._pending_uses.setdefault(key_id, used)
             log.warning("api key last-used flush failed", extra={"error": type(error).__name__})
 
-    def start(self) -> None:
-        self._flush_task = asyncio.create_task(self._flush_forever(), name="api-key-last-used")
+    def start(self, tasks: BackgroundTasks) -> None:
+        tasks.spawn("api-key-last-used", self._flush_forever())
 
     async def stop(self) -> None:
-        if self._flush_task is not None:
-            self._flush_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flush_task
+        """After the background tasks have stopped: write the last uses still pending."""
         await self.flush_last_used()
 
     async def _flush_forever(self) -> None:

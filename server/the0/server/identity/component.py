@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from the0.server.background import BackgroundTasks
 from the0.server.db.engine import session_factory
 from the0.server.identity.admin_bootstrap import bootstrap_admin
 from the0.server.identity.api_key_secrets import ApiKeyHasher
@@ -63,22 +63,18 @@ class Identity:
         self.auth_servicer = AuthServicer(self.auth_service)
         self.api_key_servicer = ApiKeyServicer(self.api_key_service)
         self.admin_ready = asyncio.Event()
-        self._admin_task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    async def start(self, tasks: BackgroundTasks) -> None:
         await self.passwords.prepare()
-        await self.revocations.start()
-        self.authenticator.start()
+        await self.revocations.start(tasks)
+        self.authenticator.start(tasks)
         if self._settings.admin_email and self._settings.admin_password:
-            self._admin_task = asyncio.create_task(self._bootstrap_admin(), name="admin-bootstrap")
+            tasks.spawn("admin-bootstrap", self._bootstrap_admin())
         else:
             self.admin_ready.set()
 
     async def stop(self) -> None:
-        if self._admin_task is not None:
-            self._admin_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._admin_task
+        """After the background tasks have stopped (the database is still open)."""
         await self.authenticator.stop()
         await self.revocations.stop()
         self.passwords.close()

@@ -22,6 +22,7 @@ import orjson
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from the0.server.background import BackgroundTasks
 from the0.server.nats_link import NatsLink
 
 log = logging.getLogger("the0.identity.revocations")
@@ -42,7 +43,6 @@ class Revocations:
         self._sessions: dict[str, datetime] = {}
         self._api_keys: dict[str, datetime] = {}
         self._subscription: Subscription | None = None
-        self._tasks: list[asyncio.Task[None]] = []
         self.listening = asyncio.Event()
 
     def session_revoked(self, session_id: str) -> bool:
@@ -60,7 +60,7 @@ class Revocations:
         self._api_keys[api_key_id] = datetime.now(UTC)
         await self._publish("api_key", api_key_id)
 
-    async def start(self, *, initial_load_timeout: float = 2.0) -> None:
+    async def start(self, tasks: BackgroundTasks, *, initial_load_timeout: float = 2.0) -> None:
         # Try to know the revocations before serving; a database that is down must
         # not stop start-up (the sync loop keeps trying).
         try:
@@ -68,17 +68,11 @@ class Revocations:
                 await self.sync_from_database()
         except Exception as error:  # noqa: BLE001
             log.warning("cannot load revocations yet", extra={"error": type(error).__name__})
-        self._tasks = [
-            asyncio.create_task(self._subscribe_when_connected(), name="revocations-subscribe"),
-            asyncio.create_task(self._sync_forever(), name="revocations-sync"),
-        ]
+        tasks.spawn("revocations-subscribe", self._subscribe_when_connected())
+        tasks.spawn("revocations-sync", self._sync_forever())
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """After the background tasks have stopped."""
         if self._subscription is not None:
             with contextlib.suppress(Exception):
                 await self._subscription.unsubscribe()
