@@ -145,18 +145,22 @@ def test_settings_for_identity():
     assert any("JWT_SECRET is required" in p for p in raised.value.problems)
 
 
-def test_profile_cache_expires_and_stays_bounded():
-    from the0.server.identity.profile_cache import ProfileCache
+def test_profile_cache_expires_after_five_seconds_and_stays_bounded():
+    from cachetools import TTLCache
 
+    from the0.server.identity.service import PROFILE_CACHE_ENTRIES, PROFILE_CACHE_SECONDS
+
+    assert (PROFILE_CACHE_SECONDS, PROFILE_CACHE_ENTRIES) == (5.0, 10_000)
     now = [0.0]
-    cache: ProfileCache[str] = ProfileCache(ttl_seconds=5, max_entries=2, clock=lambda: now[0])
-    cache.put("a", "alice")
+    # The service's cache with a fake clock and a bound of two.
+    cache: TTLCache[str, str] = TTLCache(maxsize=2, ttl=PROFILE_CACHE_SECONDS, timer=lambda: now[0])
+    cache["a"] = "alice"
     assert cache.get("a") == "alice"
     now[0] = 5.0
     assert cache.get("a") is None  # expired
-    cache.put("a", "alice")
-    cache.put("b", "bob")
-    cache.put("c", "carol")  # over the bound: starts afresh rather than growing
-    assert cache.get("a") is None and cache.get("c") == "carol"
-    cache.forget("c")
+    cache["a"] = "alice"
+    cache["b"] = "bob"
+    cache["c"] = "carol"  # over the bound: the least recently used goes, it never grows
+    assert len(cache) == 2 and cache.get("a") is None and cache.get("c") == "carol"
+    cache.pop("c", None)  # what a login does
     assert cache.get("c") is None

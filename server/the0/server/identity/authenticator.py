@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from cachetools import TTLCache
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from the0.server.background import BackgroundTasks
@@ -37,7 +37,6 @@ class _CachedKey:
     user_id: str
     role: str
     expires_at: datetime | None
-    cached_until: float
 
 
 class Authenticator:
@@ -55,9 +54,9 @@ class Authenticator:
         self._hasher = hasher
         self._revocations = revocations
         self._sessions = sessions
-        self._cache_seconds = api_key_cache_seconds
         self._flush_seconds = last_used_flush_seconds
-        self._keys: dict[str, _CachedKey] = {}
+        # hash -> key and owner, for api_key_cache_seconds; the revoked set is still checked per call.
+        self._keys: TTLCache[str, _CachedKey] = TTLCache(maxsize=_MAX_CACHED_KEYS, ttl=api_key_cache_seconds)
         self._last_written: dict[str, datetime] = {}
         self._pending_uses: dict[str, datetime] = {}
 
@@ -73,7 +72,7 @@ class Authenticator:
             raise _invalid_key()
         key_hash = self._hasher.hash(secret)
         cached = self._keys.get(key_hash)
-        if cached is None or cached.cached_until < time.monotonic():
+        if cached is None:
             cached = await self._load(key_hash)
         now = datetime.now(UTC)
         if self._revocations.api_key_revoked(cached.api_key_id) or (
@@ -93,15 +92,13 @@ class Authenticator:
         key, user = found
         if key.revoked_at is not None or not user.active:
             raise _invalid_key()
-        if len(self._keys) >= _MAX_CACHED_KEYS:
-            self._keys.clear()
-        entry = _CachedKey(key.id, user.id, user.role, key.expires_at, time.monotonic() + self._cache_seconds)
+        entry = _CachedKey(key.id, user.id, user.role, key.expires_at)
         self._keys[key_hash] = entry
         return entry
 
     def forget_api_key(self, api_key_id: str) -> None:
         for key_hash in [h for h, c in self._keys.items() if c.api_key_id == api_key_id]:
-            del self._keys[key_hash]
+            self._keys.pop(key_hash, None)
 
     def _record_use(self, api_key_id: str, now: datetime) -> None:
         written = self._last_written.get(api_key_id)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import jwt
+from cachetools import LRUCache
 
 from the0.server.errors import Unauthenticated
 
@@ -41,7 +42,7 @@ class AccessTokens:
     def __init__(self, secret: str, lifetime: timedelta) -> None:
         self._key = secret.encode()
         self.lifetime = lifetime
-        self._verified: dict[str, AccessClaims] = {}
+        self._verified: LRUCache[str, AccessClaims] = LRUCache(maxsize=_MAX_VERIFIED)
 
     def issue(self, *, user_id: str, session_id: str, role: str, now: datetime | None = None) -> tuple[str, datetime]:
         issued = (now or datetime.now(UTC)).replace(microsecond=0)
@@ -72,8 +73,6 @@ class AccessTokens:
                 raise Unauthenticated("the access token has expired; refresh it", reason="TOKEN_EXPIRED")
             return cached
         claims = self._verify_uncached(token)
-        if len(self._verified) >= _MAX_VERIFIED:
-            self._verified.clear()
         self._verified[token] = claims
         return claims
 
