@@ -34,6 +34,7 @@ from the0.server.health.checks import DependencyChecks
 from the0.server.health.servicer import HealthServicer
 from the0.server.identity.component import Identity
 from the0.server.interceptors.auth import AuthInterceptor, policies_from_services
+from the0.server.interceptors.deadline import DeadlineInterceptor
 from the0.server.interceptors.error_mapping import ErrorMappingInterceptor
 from the0.server.interceptors.request_logging import RequestLoggingInterceptor
 from the0.server.nats_link import NatsLink
@@ -62,13 +63,20 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 HEALTH_POLL_SECONDS = 5.0
 
 
-def interceptor_chain(auth: AuthInterceptor | None = None) -> list[grpc.aio.ServerInterceptor]:
-    """Outermost first: request id + logging, error mapping, then auth.
+def interceptor_chain(
+    auth: AuthInterceptor | None = None, *, request_timeout_seconds: float = 10.0
+) -> list[grpc.aio.ServerInterceptor]:
+    """Outermost first: request id + logging, error mapping, the per-call bound, then auth.
 
     ``build`` always passes ``auth``; without it (the interceptor benchmark's
     echo server) the chain has no notion of the API's methods to authenticate.
+    The bound sits inside error mapping so that its UNAVAILABLE is mapped like any other.
     """
-    chain: list[grpc.aio.ServerInterceptor] = [RequestLoggingInterceptor(), ErrorMappingInterceptor()]
+    chain: list[grpc.aio.ServerInterceptor] = [
+        RequestLoggingInterceptor(),
+        ErrorMappingInterceptor(),
+        DeadlineInterceptor(request_timeout_seconds),
+    ]
     if auth is not None:
         chain.append(auth)
     return chain
@@ -143,7 +151,9 @@ async def build(settings: Settings) -> App:
     """Create every part from settings; the caller starts and stops the App."""
     if settings.nats_url is None:
         raise ValueError("settings.nats_url is required (dev mode starts an embedded NATS first)")
-    engine = create_engine(settings.effective_database_url)
+    engine = create_engine(
+        settings.effective_database_url, statement_timeout_seconds=settings.request_timeout_seconds
+    )
     object_store = object_store_from_settings(settings)
     nats = NatsLink(settings.nats_url)
     identity = Identity(settings, engine, nats)

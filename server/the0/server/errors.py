@@ -128,6 +128,11 @@ class Unavailable(ApiError):
     default_reason = "DEPENDENCY_UNAVAILABLE"
 
 
+class DeadlineExceeded(ApiError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    default_reason = "DEADLINE_EXCEEDED"
+
+
 class Unimplemented(ApiError):
     code = grpc.StatusCode.UNIMPLEMENTED
     default_reason = "NOT_IMPLEMENTED"

@@ -71,6 +71,10 @@ class Settings:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     log_level: str = "INFO"
     shutdown_grace_seconds: float = 5.0
+    # The longest a unary RPC may run on the server (sooner if the caller's deadline is),
+    # and PostgreSQL's statement_timeout: a frozen or overloaded dependency costs a
+    # client this long at most, then UNAVAILABLE (retryable).
+    request_timeout_seconds: float = 10.0
     # Watch streams send a heartbeat after this long without a change (Envoy drops idle streams).
     watch_heartbeat_seconds: float = 25.0
 
@@ -181,6 +185,16 @@ class Settings:
             else:
                 max_upload = int(raw)
 
+        request_timeout = 10.0
+        if (raw := get("THE0_REQUEST_TIMEOUT")) is not None:
+            try:
+                request_timeout = parse_duration(raw).total_seconds()
+            except ValueError:
+                problems.append(f"THE0_REQUEST_TIMEOUT must be a duration like 10s or 1m, got {raw!r}")
+            else:
+                if not 1 <= request_timeout <= 300:
+                    problems.append("THE0_REQUEST_TIMEOUT must be between 1s and 5m")
+
         log_level = (get("THE0_LOG_LEVEL") or "INFO").upper()
         if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             problems.append(f"THE0_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
@@ -214,6 +228,7 @@ class Settings:
             dev_mode=dev_mode,
             max_upload_bytes=max_upload,
             log_level=log_level,
+            request_timeout_seconds=request_timeout,
         )
         if problems:
             raise SettingsError(problems)

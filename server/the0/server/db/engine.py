@@ -22,8 +22,13 @@ def _is_sqlite(database_url: str) -> bool:
     return make_url(database_url).get_backend_name() == "sqlite"
 
 
-def create_engine(database_url: str) -> AsyncEngine:
-    """An AsyncEngine for the normalised URL; SQLite gets WAL, foreign keys and a busy timeout."""
+def create_engine(database_url: str, *, statement_timeout_seconds: float | None = None) -> AsyncEngine:
+    """An AsyncEngine for the normalised URL; SQLite gets WAL, foreign keys and a busy timeout.
+
+    On PostgreSQL ``statement_timeout_seconds`` bounds every statement on the server (and
+    how long a request waits for a pooled connection), so a slow query or a full pool
+    turns into a retryable error instead of a call that hangs.
+    """
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         url = url.set(drivername="sqlite+aiosqlite")
@@ -32,14 +37,24 @@ def create_engine(database_url: str) -> AsyncEngine:
         engine = create_async_engine(url)
         event.listen(engine.sync_engine, "connect", _configure_sqlite)
         return engine
+    connect_args: dict[str, Any] = {"connect_timeout": 5}
+    pool_timeout = 10.0
+    if statement_timeout_seconds is not None:
+        milliseconds = max(int(statement_timeout_seconds * 1000), 1)
+        # idle_in_transaction: a transaction left open by a cancelled request is not held forever.
+        connect_args["options"] = (
+            f"-c statement_timeout={milliseconds} -c idle_in_transaction_session_timeout={milliseconds * 3}"
+        )
+        pool_timeout = min(pool_timeout, statement_timeout_seconds)
+        connect_args["connect_timeout"] = max(1, min(5, int(statement_timeout_seconds)))
     return create_async_engine(
         url,
         pool_size=10,
         max_overflow=10,
         pool_pre_ping=True,  # survive PostgreSQL restarts and idle-killed connections
         pool_recycle=1800,
-        pool_timeout=10,
-        connect_args={"connect_timeout": 5},
+        pool_timeout=pool_timeout,
+        connect_args=connect_args,
     )
 
 

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 import grpc
 import grpc.aio
 
+from the0.server.dependency_faults import dependency_fault
 from the0.server.errors import ApiError, Internal, Unimplemented
 from the0.server.interceptors.wrapping import AnyContext, WrappingInterceptor
 from the0.server.request_context import current_request_id
@@ -34,7 +35,16 @@ class ErrorMappingInterceptor(WrappingInterceptor):
             await _abort(context, error)
         except NotImplementedError:
             await _abort(context, Unimplemented(f"{method} is not implemented", metadata={"method": method}))
-        except Exception:
+        except Exception as error:
+            fault = dependency_fault(error)
+            if fault is not None:
+                # Not a bug and not the client's: an outage, logged once per call without a traceback.
+                log.warning(
+                    "dependency unavailable",
+                    extra={"method": method, "dependency": fault.metadata["dependency"], "error_type": type(error).__name__},
+                )
+                await _abort(context, fault)
+                return
             log.exception("unhandled exception", extra={"method": method})
             await _abort(
                 context,
