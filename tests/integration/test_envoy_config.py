@@ -34,10 +34,12 @@ from the0.custom_bot.v1 import custom_bot_service_pb2_grpc
 from the0.health.v1 import health_service_pb2, health_service_pb2_grpc
 from the0.server import __version__, envoy_config, openapi_merge
 from the0.devtools.embedded.envoy import envoy_binary
+from tests.e2e.test_edge_replies import raw_request
 from tests.fixtures.envoy import EnvoyProxy, descriptor_set
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FRONTEND = "http://localhost:3000"
+UPLOAD_LIMIT = 16 * 1024 * 1024  # the proxy's THE0_MAX_UPLOAD_BYTES
 HTTP_SERVICES = {
     "the0.auth.v1.AuthService",
     "the0.api_key.v1.ApiKeyService",
@@ -60,10 +62,23 @@ def render(**overrides: Any) -> str:
     return envoy_config.render_envoy_config(**(args | overrides))
 
 
+def hcm_of(config_yaml: str) -> dict[str, Any]:
+    listener = yaml.safe_load(config_yaml)["static_resources"]["listeners"][0]
+    hcm: dict[str, Any] = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    return hcm
+
+
 def transcoder_of(config_yaml: str) -> dict[str, Any]:
-    hcm = yaml.safe_load(config_yaml)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-    filters = hcm["typed_config"]["http_filters"]
-    return next(f for f in filters if f["name"] == "envoy.filters.http.grpc_json_transcoder")["typed_config"]
+    filters = hcm_of(config_yaml)["http_filters"]
+    transcoder: dict[str, Any] = next(
+        f for f in filters if f["name"] == "envoy.filters.http.grpc_json_transcoder"
+    )["typed_config"]
+    return transcoder
+
+
+def routes_of(config_yaml: str) -> list[dict[str, Any]]:
+    routes: list[dict[str, Any]] = hcm_of(config_yaml)["route_config"]["virtual_hosts"][0]["routes"]
+    return routes
 
 
 # -- The rendered configuration ---------------------------------------------------------------------
@@ -117,6 +132,74 @@ def test_streams_are_not_cut_by_timeouts() -> None:
     assert cluster["health_checks"][0]["no_traffic_interval"]
 
 
+@pytest.mark.parametrize(
+    ("template", "matches", "misses"),
+    [
+        ("/api/bots/{id}", ["/api/bots/x", "/api/bots/a-b_c.d"], ["/api/bots", "/api/bots/x/y", "/api/bots/"]),
+        ("/api/bots/{bot.id}", ["/api/bots/x"], ["/api/bots/x/watch"]),
+        ("/api/custom-bots/upload", ["/api/custom-bots/upload"], ["/api/custom-bots/uploadx"]),
+        ("/v1/{name=shelves/*}/books", ["/v1/shelves/1/books"], ["/v1/shelves/books"]),
+        ("/files/{path=**}", ["/files/a", "/files/a/b/c"], ["/files/"]),
+        ("/v1/{id}:cancel", ["/v1/x:cancel"], ["/v1/x", "/v1/x:stop"]),
+    ],
+)
+def test_path_template_regex(template: str, matches: list[str], misses: list[str]) -> None:
+    import re
+
+    regex = envoy_config.template_regex(template)
+    assert all(re.fullmatch(regex, path) for path in matches), regex
+    assert not any(re.fullmatch(regex, path) for path in misses), regex
+
+
+def test_rest_paths_know_every_http_rule() -> None:
+    paths = envoy_config.rest_paths(descriptor_set(), sorted(HTTP_SERVICES))
+    assert paths[envoy_config.template_regex("/api/bots/{id}")] == {"GET", "PATCH", "PUT", "DELETE"}
+    assert paths[envoy_config.template_regex("/health")] == {"GET"}
+    allow = dict(envoy_config._allow(paths))
+    # The literal upload path is also /api/custom-bots/{id} (GetCustomBot).
+    assert allow[envoy_config.template_regex("/api/custom-bots/upload")] == "GET, POST"
+
+
+def test_edge_routes_limits_and_local_replies() -> None:
+    config = render(max_upload_bytes=5000)
+    hcm = hcm_of(config)
+    assert hcm["max_request_headers_kb"] == envoy_config.MAX_REQUEST_HEADERS_KB == 32
+    transcoder = transcoder_of(config)
+    assert transcoder["request_validation_options"] == {
+        "reject_unknown_method": False, "reject_unknown_query_parameters": True}
+    assert transcoder["match_incoming_request_route"] is True
+
+    routes = routes_of(config)
+    too_large = next(r for r in routes if r.get("name") == "upload_too_large")
+    assert too_large["match"]["headers"][1] == {
+        "name": "content-length", "range_match": {"start": 5001, "end": 2**63 - 1}}
+    assert too_large["direct_response"]["status"] == 413
+    with_lua = [r for r in routes if "envoy.filters.http.lua" in r.get("typed_per_filter_config", {})]
+    assert [r["match"]["path"] for r in with_lua] == [envoy_config.UPLOAD_PATH]
+    not_allowed = [r for r in routes if r.get("direct_response", {}).get("status") == 405]
+    assert len(not_allowed) == len(envoy_config.rest_paths(descriptor_set(), sorted(HTTP_SERVICES)))
+    assert all(r["response_headers_to_add"][0]["header"]["key"] == "allow" for r in not_allowed)
+    assert routes[-1] == {"match": {"prefix": "/"}, "direct_response": {
+        "status": 404, "body": {"inline_string": "unknown path"}}}
+
+    mappers = hcm["local_reply_config"]["mappers"]
+    reasons = [m["body_format_override"]["json_format"]["details"][0]["reason"] for m in mappers]
+    assert {"UNKNOWN_QUERY_PARAMETER", "MALFORMED_JSON", "BODY_TOO_LARGE", "HEADERS_TOO_LARGE",
+            "METHOD_NOT_ALLOWED", "UNKNOWN_PATH"} <= set(reasons)
+    # Every reason an edge reply uses is in the contract's ErrorReason enum.
+    from the0.common.v1 import error_reason_pb2
+
+    names = {n.removeprefix("ERROR_REASON_") for n in error_reason_pb2.ErrorReason.DESCRIPTOR.values_by_name}
+    assert set(reasons) <= names, set(reasons) - names
+    for mapper in mappers:
+        body = mapper["body_format_override"]["json_format"]
+        assert set(body) == {"code", "message", "details"}
+        assert "the0." not in body["message"]
+        assert body["details"][0]["domain"] == "api.the0.dev"
+        # Only REST requests: a native gRPC client keeps Envoy's grpc-status replies.
+        assert "application/grpc" in mapper["filter"]["extension_filter"]["typed_config"]["expression"]
+
+
 # -- Against a real Envoy ------------------------------------------------------------------------
 
 
@@ -146,15 +229,46 @@ class HealthService(health_service_pb2_grpc.HealthServiceServicer):
 
 class UploadOnly(custom_bot_service_pb2_grpc.CustomBotServiceServicer):
     """Drains an upload and reports its size as an error (INVALID_ARGUMENT): proof that
-    every byte got through Envoy."""
+    every byte got through Envoy. Header x-test-limit: over that many bytes it stops with
+    RESOURCE_EXHAUSTED and an ErrorInfo of reason x-test-reason (default TOO_LARGE), like
+    the server; x-test-marker: sent back as trailer x-the0-error-reason."""
+
+    calls = 0
 
     async def UploadCustomBot(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
     ) -> Any:
+        UploadOnly.calls += 1
+        metadata = dict(context.invocation_metadata() or ())
+        limit = int(str(metadata.get("x-test-limit", 2**62)))
         size = 0
         async for request in request_iterator:
             size += len(request.chunk.data)
+            if size > limit:
+                info = error_details_pb2.ErrorInfo(
+                    reason=str(metadata.get("x-test-reason", "TOO_LARGE")), domain="api.the0.dev",
+                    metadata={"limit": str(limit)},
+                )
+                detail = any_pb2.Any()
+                detail.Pack(info)
+                status = rpc_status.to_status(
+                    status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message="too large", details=[detail])
+                )
+                if marker := metadata.get("x-test-marker"):
+                    status = grpc_status_with(status, ("x-the0-error-reason", str(marker)))
+                await context.abort_with_status(status)
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"received {size} bytes")
+
+
+class _StatusWith(grpc.Status):
+    def __init__(self, status: grpc.Status, trailer: tuple[str, str]) -> None:
+        self.code, self.details = status.code, status.details
+        self.trailing_metadata = (*status.trailing_metadata, trailer)
+
+
+def grpc_status_with(status: grpc.Status, trailer: tuple[str, str]) -> grpc.Status:
+    """The same grpc.Status with one more trailing metadata entry."""
+    return _StatusWith(status, trailer)
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +293,7 @@ async def upstream_port() -> AsyncIterator[int]:
 
 @pytest.fixture(scope="module")
 async def proxy(envoy_factory: Any, upstream_port: int) -> AsyncIterator[EnvoyProxy]:
-    proxy = await envoy_factory(upstream_port, frontend_url=FRONTEND)
+    proxy = await envoy_factory(upstream_port, frontend_url=FRONTEND, max_upload_bytes=UPLOAD_LIMIT)
     yield proxy
     await proxy.astop()
 
@@ -312,6 +426,55 @@ async def test_native_grpc_passes_through_envoy(proxy: EnvoyProxy) -> None:
         responses = [r async for r in reflection_stub.ServerReflectionInfo(iter([request]), timeout=5)]
         names = {s.name for s in responses[0].list_services_response.service}
         assert "the0.health.v1.HealthService" in names
+
+
+async def _chunks(total: int, chunk: int = 1024 * 1024) -> AsyncIterator[bytes]:
+    """A body without content-length (chunked), as a streaming client sends it."""
+    while total > 0:
+        yield b"\0" * min(chunk, total)
+        total -= chunk
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"x-test-limit": "3000000"}, 413),  # the server's TOO_LARGE
+        ({"x-test-limit": "3000000", "x-test-reason": "BODY_TOO_LARGE"}, 413),
+        ({"x-test-limit": "3000000", "x-test-reason": "OTHER", "x-test-marker": "BODY_TOO_LARGE"}, 413),
+        ({"x-test-limit": "3000000", "x-test-reason": "RATE_LIMITED"}, 429),  # a rate limit stays 429
+    ],
+)
+async def test_streamed_upload_over_the_server_limit_is_413(
+    http: httpx.AsyncClient, headers: dict[str, str], status: int
+) -> None:
+    response = await http.post("/api/custom-bots/upload", content=_chunks(3_000_001),
+                               headers={"content-type": "application/zip", **headers})
+    assert response.status_code == status, response.text
+    body = response.json()  # the server's own Status, untouched
+    assert body["code"] == code_pb2.RESOURCE_EXHAUSTED and body["message"] == "too large"
+
+
+async def test_upload_with_content_length_over_the_limit_never_reaches_the_server(proxy: EnvoyProxy) -> None:
+    calls = UploadOnly.calls
+    head = (f"POST /api/custom-bots/upload HTTP/1.1\r\nhost: x\r\ncontent-type: application/zip\r\n"
+            f"x-request-id: rid-413\r\ncontent-length: {UPLOAD_LIMIT + 1}\r\n\r\n").encode()
+    response = await raw_request(proxy.http_url, head)
+    assert response.status_code == 413, response.text
+    assert response.headers["content-type"] == "application/json"
+    info = response.json()["details"][0]
+    assert info["reason"] == "BODY_TOO_LARGE"
+    assert info["metadata"] == {"requestId": "rid-413", "limit": str(UPLOAD_LIMIT)}
+    assert UploadOnly.calls == calls
+
+
+async def test_edge_replies_leave_native_grpc_alone(proxy: EnvoyProxy) -> None:
+    # A method the upstream does not have: grpc-status UNIMPLEMENTED as before, no JSON.
+    async with grpc.aio.insecure_channel(proxy.grpc_target) as channel:
+        call: Any = channel.unary_unary("/the0.bot.v1.BotService/GetBot")
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await call(b"", timeout=5)
+    assert failed.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "{" not in (failed.value.details() or "")
 
 
 def _reflection_stub(channel: grpc.aio.Channel) -> Any:

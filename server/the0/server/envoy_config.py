@@ -12,6 +12,7 @@ same arguments, same bytes, so ``make gen-check`` can diff it.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from typing import Any
 import yaml
 from google.api import annotations_pb2  # registers the google.api.http extension for parsing
 from google.protobuf import descriptor_pb2
+
+from the0.server.settings import DEFAULT_MAX_UPLOAD_BYTES
 
 DEFAULT_HTTP_PORT = 8080
 DEFAULT_ADMIN_PORT = 9901
@@ -34,7 +37,17 @@ MAX_BODY_BYTES = 32 * 1024 * 1024
 # JSON request bodies (configs are at most 64 KiB): anything larger is refused with 413.
 MAX_JSON_BODY_BYTES = 1024 * 1024
 BUFFER_FILTER = "envoy.filters.http.buffer"
+LUA_FILTER = "envoy.filters.http.lua"
 UPLOAD_PATH = "/api/custom-bots/upload"
+# Request headers (request line included) above this get 431 at the edge. The gRPC server's
+# metadata limit (app.py) is larger: Envoy forwards them and adds its own (x-forwarded-for,
+# x-request-id, x-envoy-original-path repeats the path).
+MAX_REQUEST_HEADERS_KB = 32
+
+# Envoy's own replies (local replies: unknown route, bad JSON, 413, 431, ...) carry the same
+# google.rpc.Status JSON as the server's transcoded errors, with an ErrorInfo in this domain.
+ERROR_DOMAIN = "api.the0.dev"
+CEL_FILTER = "envoy.access_loggers.extension_filters.cel"
 
 MAX_DOWNSTREAM_CONNECTIONS = 50000
 DOWNSTREAM_CONNECTIONS_CONFIG = (
@@ -84,6 +97,247 @@ def http_services(descriptor_path: str | os.PathLike[str]) -> list[str]:
     return names
 
 
+# -- REST routes from the google.api.http rules --------------------------------------------------
+
+_HTTP_METHODS = ("get", "put", "post", "delete", "patch")
+
+
+def _segment_regex(segment: str) -> str:
+    if segment == "**":
+        return ".+"
+    if segment == "*":
+        return "[^/]+"
+    return re.escape(segment)
+
+
+def template_regex(template: str) -> str:
+    """RE2 regex for a google.api.http path template (``/api/bots/{id}``, ``{name=shelves/*}``,
+    ``{path=**}``, ``:verb``): what the transcoder would match, anchored."""
+    verb = ""
+    if ":" in template.rsplit("/", 1)[-1] and "}" not in template.rsplit(":", 1)[-1]:
+        template, verb = template.rsplit(":", 1)
+        verb = re.escape(":" + verb)
+    out = []
+    for part in re.split(r"(\{[^}]*\})", template):
+        if part.startswith("{"):
+            pattern = part[1:-1].partition("=")[2] or "*"
+            out.append("/".join(_segment_regex(x) for x in pattern.split("/")))
+        else:
+            out.append("/".join(_segment_regex(x) for x in part.split("/")))
+    return "^" + "".join(out) + verb + "$"
+
+
+def rest_paths(descriptor_path: str | os.PathLike[str], services: list[str]) -> dict[str, set[str]]:
+    """Path template regex -> the HTTP methods (upper case) bound to it in ``services``,
+    additional bindings included. Templates that differ only in variable names share a regex."""
+    fds = descriptor_pb2.FileDescriptorSet.FromString(Path(descriptor_path).read_bytes())
+    paths: dict[str, set[str]] = {}
+    for file in fds.file:
+        for service in file.service:
+            if (f"{file.package}.{service.name}" if file.package else service.name) not in services:
+                continue
+            for method in service.method:
+                if not method.options.HasExtension(annotations_pb2.http):
+                    continue
+                rule = method.options.Extensions[annotations_pb2.http]
+                for binding in (rule, *rule.additional_bindings):
+                    kind = binding.WhichOneof("pattern")
+                    if kind in _HTTP_METHODS:
+                        verb, template = kind.upper(), getattr(binding, kind)
+                    elif kind == "custom":
+                        verb, template = binding.custom.kind.upper(), binding.custom.path
+                    else:
+                        continue
+                    paths.setdefault(template_regex(template), set()).add(verb)
+    return paths
+
+
+def _literal(regex: str) -> str | None:
+    """The one path a regex from template_regex matches, if it has no variables."""
+    body = regex[1:-1]
+    if "[^/]" in body or ".+" in body:
+        return None
+    return re.sub(r"\\(.)", r"\1", body)
+
+
+def _allow(paths: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """(regex, Allow header value) per template, literal templates first: a literal path
+    (``/api/custom-bots/upload``) also accepts what a variable template matching it allows."""
+    literal = sorted(r for r in paths if _literal(r) is not None)
+    variable = sorted(r for r in paths if _literal(r) is None)
+    out = []
+    for regex in literal + variable:
+        methods = set(paths[regex])
+        if (path := _literal(regex)) is not None:
+            for other, verbs in paths.items():
+                if re.fullmatch(other[1:-1], path):
+                    methods |= verbs
+        out.append((regex, ", ".join(sorted(methods))))
+    return out
+
+
+# -- Envoy's own replies as JSON -------------------------------------------------------------
+
+
+def _cel(expression: str) -> dict[str, Any]:
+    return {
+        "extension_filter": {
+            "name": CEL_FILTER,
+            "typed_config": {
+                "@type": _type("envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"),
+                "expression": expression,
+            },
+        }
+    }
+
+
+def _status_json(
+    code: int, reason: str, message: str, *, request_id: bool = True, **metadata: str
+) -> dict[str, Any]:
+    """google.rpc.Status with one ErrorInfo, like the server's errors through the transcoder:
+    metadata ``requestId`` is the x-request-id (the client's, or the one Envoy generated)."""
+    if request_id:
+        metadata = {"requestId": "%REQ(X-REQUEST-ID)%", **metadata}
+    return {
+        "json_format": {
+            "code": code,
+            "message": message,
+            "details": [
+                {
+                    "@type": _type("google.rpc.ErrorInfo"),
+                    "reason": reason,
+                    "domain": ERROR_DOMAIN,
+                    "metadata": metadata,
+                }
+            ],
+        },
+        "json_format_options": {"sort_properties": False},
+    }
+
+
+def _size(n: int) -> str:
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= factor and n % factor == 0:
+            return f"{n // factor} {unit}"
+    return f"{n} bytes"
+
+
+# The transcoder's own failures: response code details are
+# early_grpc_json_transcode_failure{CODE} (headers: path, method, query) and
+# grpc_json_transcode_failure{CODE} (the JSON body). Their texts name proto types, so none
+# is passed through.
+EARLY_TRANSCODE_FAILURE = "early_grpc_json_transcode_failure{INVALID_ARGUMENT}"
+BODY_TRANSCODE_FAILURE = "grpc_json_transcode_failure{INVALID_ARGUMENT}"
+
+
+def _local_reply_config(max_upload_bytes: int) -> dict[str, Any]:
+    """Mappers for REST requests only (native gRPC local replies keep their grpc-status);
+    the first that matches rewrites the body. Upstream (server) errors are not local replies
+    and are never touched."""
+    # REST: not gRPC, or gRPC only because the transcoder made it so (it keeps the path).
+    rest = (
+        "(!('content-type' in request.headers)"
+        " || !request.headers['content-type'].startsWith('application/grpc')"
+        " || 'x-envoy-original-path' in request.headers)"
+    )
+
+    def mapper(condition: str, body: dict[str, Any], status: int | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {"filter": _cel(f"({condition}) && {rest}")}
+        if status is not None:
+            out["status_code"] = status
+        out["body_format_override"] = body
+        return out
+
+    upload = "xds.route_name == 'upload_too_large'"
+    return {
+        "mappers": [
+            mapper(
+                f"response.code_details == '{EARLY_TRANSCODE_FAILURE}'",
+                _status_json(3, "UNKNOWN_QUERY_PARAMETER",
+                             "a query parameter is unknown to this method or has an invalid value"),
+            ),
+            mapper(
+                f"response.code_details == '{BODY_TRANSCODE_FAILURE}'",
+                _status_json(3, "MALFORMED_JSON",
+                             "the request body is not valid JSON for this method, or a field has the wrong type"),
+            ),
+            mapper(
+                f"response.code == 413 && {upload}",
+                _status_json(8, "BODY_TOO_LARGE",
+                             f"the archive is larger than the upload limit of {_size(max_upload_bytes)}",
+                             limit=str(max_upload_bytes)),
+            ),
+            mapper(
+                "response.code == 413",
+                _status_json(8, "BODY_TOO_LARGE",
+                             f"the request body is larger than the limit of {_size(MAX_JSON_BODY_BYTES)}",
+                             limit=str(MAX_JSON_BODY_BYTES)),
+            ),
+            mapper(
+                "response.code == 431",
+                _status_json(8, "HEADERS_TOO_LARGE",
+                             "the request headers (URL included) are larger than the limit of "
+                             f"{MAX_REQUEST_HEADERS_KB} KiB",
+                             # Over HTTP/1.1 the headers were never parsed: there is no request id.
+                             request_id=False, limit=str(MAX_REQUEST_HEADERS_KB * 1024)),
+            ),
+            mapper(
+                "response.code == 405",
+                _status_json(12, "METHOD_NOT_ALLOWED",
+                             "this path does not accept %REQ(:METHOD)%; the Allow header lists the methods it does"),
+            ),
+            mapper(
+                "response.code == 404",
+                _status_json(5, "UNKNOWN_PATH", "no API route matches this path"),
+            ),
+            mapper(
+                "response.code == 502",
+                _status_json(13, "INTERNAL", "the API server's answer could not be passed on; "
+                             "quote the request id when reporting it"),
+            ),
+            mapper(
+                "response.code == 503",
+                _status_json(14, "DEPENDENCY_UNAVAILABLE", "the API server is unavailable; retry later"),
+            ),
+            mapper(
+                "response.code == 504",
+                _status_json(4, "DEADLINE_EXCEEDED", "the API server did not answer in time; retry later"),
+            ),
+            mapper(
+                "response.code == 400",
+                _status_json(3, "MALFORMED_REQUEST", "the request could not be parsed"),
+            ),
+        ]
+    }
+
+
+# Runs on the upload route only. Over the limit a streamed (chunked) upload is stopped by the
+# server with RESOURCE_EXHAUSTED/TOO_LARGE, which the transcoder can only map to 429 (its table
+# is fixed): for an upload that is the wrong signal (429 invites a retry), 413 is right.
+# A rate limit (429, RATE_LIMITED) is left alone.
+UPLOAD_LUA = """\
+function envoy_on_response(handle)
+  if handle:headers():get(":status") ~= "429" then
+    return
+  end
+  local marker = handle:headers():get("x-the0-error-reason")
+  if marker == nil then
+    local body = handle:body()
+    if body ~= nil then
+      local text = body:getBytes(0, body:length())
+      if string.find(text, '"reason":"TOO_LARGE"', 1, true) or
+         string.find(text, '"reason":"BODY_TOO_LARGE"', 1, true) then
+        marker = "BODY_TOO_LARGE"
+      end
+    end
+  end
+  if marker == "TOO_LARGE" or marker == "BODY_TOO_LARGE" then
+    handle:headers():replace(":status", "413")  -- headers() again: body() ended the old object's scope
+  end
+end
+"""
+
+
 def _transcoder(descriptor_path: str, services: list[str]) -> dict[str, Any]:
     return {
         "name": "envoy.filters.http.grpc_json_transcoder",
@@ -100,13 +354,17 @@ def _transcoder(descriptor_path: str, services: list[str]) -> dict[str, Any]:
                 "stream_newline_delimited": True,
                 "preserve_proto_field_names": False,
             },
-            # Without these an unknown path or query parameter reaches the gRPC server
-            # raw and the client gets a 503 instead of 404/400. Native gRPC requests
-            # (content-type application/grpc) are not transcoded and not affected.
+            # An unknown query parameter is refused (400). A path/method the transcoder does
+            # not know passes through untranscoded: the routes (generated from the same rules)
+            # answer it with 405 + Allow or 404. Native gRPC requests (content-type
+            # application/grpc) are not transcoded and not affected.
             "request_validation_options": {
-                "reject_unknown_method": True,
+                "reject_unknown_method": False,
                 "reject_unknown_query_parameters": True,
             },
+            # Route on the client's REST path and method, not on the gRPC path the transcoder
+            # rewrites it to: the routes below know the REST surface.
+            "match_incoming_request_route": True,
             # Defaults (1 MiB) would 413 custom-bot uploads (HttpBody, 10 MB+).
             "max_request_body_size": MAX_BODY_BYTES,
             "max_response_body_size": MAX_BODY_BYTES,
@@ -127,11 +385,107 @@ def _cors_policy(frontend_url: str) -> dict[str, Any]:
         "expose_headers": CORS_EXPOSE_HEADERS,
         "max_age": "86400",
         "allow_credentials": True,
+        # A preflight from another origin is answered here (without CORS headers), never
+        # forwarded: the server has no OPTIONS methods.
+        "forward_not_matching_preflights": False,
+    }
+
+
+def _direct(status: int, body: str) -> dict[str, Any]:
+    return {"status": status, "body": {"inline_string": body}}
+
+
+def _routes(paths: dict[str, set[str]], max_upload_bytes: int) -> list[dict[str, Any]]:
+    """0s route timeouts: streams must not be cut (default 15 s)."""
+    upstream = {"cluster": CLUSTER, "timeout": "0s"}
+    routes: list[dict[str, Any]] = [
+        # Native gRPC streams through unbuffered.
+        {
+            "match": {
+                "prefix": "/",
+                "headers": [{"name": "content-type", "string_match": {"prefix": "application/grpc"}}],
+            },
+            "route": upstream,
+            "typed_per_filter_config": {BUFFER_FILTER: _buffer_disabled()},
+        },
+        # CORS preflights: the CORS filter answers them, but only on a route to a cluster
+        # (it skips direct responses), so they must not reach the 405/404 routes below.
+        {
+            "match": {
+                "prefix": "/",
+                "headers": [
+                    {"name": ":method", "string_match": {"exact": "OPTIONS"}},
+                    {"name": "origin", "present_match": True},
+                    {"name": "access-control-request-method", "present_match": True},
+                ],
+            },
+            "route": upstream,
+        },
+        # An upload whose content-length is over the server's limit is refused before a byte
+        # is forwarded (a chunked one is stopped by the server as it arrives).
+        {
+            "name": "upload_too_large",
+            "match": {
+                "path": UPLOAD_PATH,
+                "headers": [
+                    {"name": ":method", "string_match": {"exact": "POST"}},
+                    {"name": "content-length", "range_match": {"start": max_upload_bytes + 1, "end": 2**63 - 1}},
+                ],
+            },
+            "direct_response": _direct(413, "upload too large"),
+            # Answered at the headers, not after the buffer filter has read 1 MiB.
+            "typed_per_filter_config": {BUFFER_FILTER: _buffer_disabled()},
+        },
+        # The raw-zip upload streams through unbuffered: the server enforces the limit as
+        # the bytes arrive; the Lua script turns its RESOURCE_EXHAUSTED (429) into 413.
+        {
+            "match": {"path": UPLOAD_PATH, "headers": [{"name": ":method", "string_match": {"exact": "POST"}}]},
+            "route": upstream,
+            "typed_per_filter_config": {
+                BUFFER_FILTER: _buffer_disabled(),
+                LUA_FILTER: {"@type": _type("envoy.extensions.filters.http.lua.v3.LuaPerRoute"), "name": "upload"},
+            },
+        },
+    ]
+    # Every REST route with its methods (JSON: bodies over MAX_JSON_BODY_BYTES get 413 here).
+    for regex, methods in sorted(paths.items()):
+        routes.append({
+            "match": {
+                "safe_regex": {"regex": regex},
+                "headers": [{"name": ":method", "string_match": {"safe_regex": {
+                    "regex": "^(" + "|".join(sorted(methods)) + ")$"}}}],
+            },
+            "route": upstream,
+        })
+    # A known path with another method: 405 with Allow. CORS preflights never get here (the
+    # CORS filter answers them).
+    for regex, allow in _allow(paths):
+        routes.append({
+            "match": {"safe_regex": {"regex": regex}},
+            "direct_response": _direct(405, "method not allowed"),
+            "response_headers_to_add": [{"header": {"key": "allow", "value": allow}}],
+        })
+    routes.append({"match": {"prefix": "/"}, "direct_response": _direct(404, "unknown path")})
+    return routes
+
+
+def _upload_lua() -> dict[str, Any]:
+    return {
+        "name": LUA_FILTER,
+        "typed_config": {
+            "@type": _type("envoy.extensions.filters.http.lua.v3.Lua"),
+            # No default script: it runs only where a route names it.
+            "source_codes": {"upload": {"inline_string": UPLOAD_LUA}},
+        },
     }
 
 
 def _connection_manager(
-    descriptor_path: str, services: list[str], frontend_url: str
+    descriptor_path: str,
+    services: list[str],
+    frontend_url: str,
+    paths: dict[str, set[str]],
+    max_upload_bytes: int,
 ) -> dict[str, Any]:
     return {
         "@type": _type(
@@ -148,6 +502,10 @@ def _connection_manager(
         "always_set_request_id_in_response": True,
         "normalize_path": True,
         "merge_slashes": True,
+        # Explicit (default 60): the gRPC server's metadata limit must stay above it, or an
+        # oversized header reaches the server and comes back as 429.
+        "max_request_headers_kb": MAX_REQUEST_HEADERS_KB,
+        "local_reply_config": _local_reply_config(max_upload_bytes),
         # Watch streams live for hours: no overall request timeout; an idle stream is cut
         # after 5 min, well above the server's heartbeat (at least every 30 s).
         "request_timeout": "0s",
@@ -170,31 +528,7 @@ def _connection_manager(
                 {
                     "name": "the0",
                     "domains": ["*"],
-                    # 0s route timeouts: streams must not be cut (default 15 s).
-                    "routes": [
-                        # Native gRPC and the raw-zip upload stream through unbuffered:
-                        # the server enforces the upload limit as the bytes arrive.
-                        {
-                            "match": {
-                                "prefix": "/",
-                                "headers": [
-                                    {
-                                        "name": "content-type",
-                                        "string_match": {"prefix": "application/grpc"},
-                                    }
-                                ],
-                            },
-                            "route": {"cluster": CLUSTER, "timeout": "0s"},
-                            "typed_per_filter_config": {BUFFER_FILTER: _buffer_disabled()},
-                        },
-                        {
-                            "match": {"path": UPLOAD_PATH},
-                            "route": {"cluster": CLUSTER, "timeout": "0s"},
-                            "typed_per_filter_config": {BUFFER_FILTER: _buffer_disabled()},
-                        },
-                        # Everything else is JSON: bodies over MAX_JSON_BODY_BYTES get 413 here.
-                        {"match": {"prefix": "/"}, "route": {"cluster": CLUSTER, "timeout": "0s"}},
-                    ],
+                    "routes": _routes(paths, max_upload_bytes),
                     "typed_per_filter_config": {"envoy.filters.http.cors": _cors_policy(frontend_url)},
                 }
             ],
@@ -205,6 +539,8 @@ def _connection_manager(
                 "name": "envoy.filters.http.cors",
                 "typed_config": {"@type": _type("envoy.extensions.filters.http.cors.v3.Cors")},
             },
+            # Before the transcoder: on the way back it sees the transcoded HTTP response.
+            _upload_lua(),
             {
                 "name": BUFFER_FILTER,
                 "typed_config": {
@@ -285,12 +621,14 @@ def render_envoy_config(
     descriptor_path: str,
     services: list[str] | None = None,
     listen_address: str = "0.0.0.0",
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
 ) -> str:
     """Envoy v3 YAML: REST + gRPC on ``listen_address:http_port``, admin on 127.0.0.1:admin_port.
 
     ``services`` defaults to every service in the descriptor set with google.api.http rules.
     ``descriptor_path`` is written as given: a relative path is resolved from Envoy's
-    working directory.
+    working directory. ``max_upload_bytes`` is the server's ``THE0_MAX_UPLOAD_BYTES``: an
+    upload declaring a larger content-length gets 413 here.
     """
     if services is None:
         services = http_services(descriptor_path)
@@ -309,7 +647,11 @@ def render_envoy_config(
                                 {
                                     "name": "envoy.filters.network.http_connection_manager",
                                     "typed_config": _connection_manager(
-                                        descriptor_path, list(services), frontend_url
+                                        descriptor_path,
+                                        list(services),
+                                        frontend_url,
+                                        rest_paths(descriptor_path, list(services)),
+                                        max_upload_bytes,
                                     ),
                                 }
                             ]
