@@ -167,6 +167,11 @@ async def build(settings: Settings) -> App:
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # Well above Envoy's request-header limit (envoy_config.MAX_REQUEST_HEADERS_KB, 32 KiB),
+            # with room for what Envoy adds (x-envoy-original-path repeats the path): oversized
+            # headers get 431 at the edge, never RESOURCE_EXHAUSTED (429) from here (default 16 KiB).
+            ("grpc.max_metadata_size", 128 * 1024),  # soft limit
+            ("grpc.absolute_max_metadata_size", 128 * 1024),  # hard limit (also 16 KiB by default)
             ("grpc.so_reuseport", 0),
         ],
     )
