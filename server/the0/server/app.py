@@ -163,7 +163,7 @@ async def build(settings: Settings) -> App:
     backtests = Backtests(settings, session_factory(engine), object_store, events)
     auth = AuthInterceptor(policies_from_services(_ALL_API_SERVICES), identity.authenticator)
     server = grpc.aio.server(
-        interceptors=interceptor_chain(auth),
+        interceptors=interceptor_chain(auth, request_timeout_seconds=settings.request_timeout_seconds),
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
