@@ -21,12 +21,12 @@ from google.protobuf import field_mask_pb2, json_format, struct_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from tests.fixtures.accounts import new_account
+from tests.integration.test_bots_support import add_custom_bot, bot_config
 from the0.bot.v1 import bot_pb2, bot_service_pb2, bot_service_pb2_grpc
 from the0.server.db.engine import create_engine, session_factory
 from the0.server.events.envelope import Envelope
-
-from tests.integration.test_bots_support import add_custom_bot, bot_config
-from tests.fixtures.accounts import new_account
 
 BOT_SERVICE = bot_service_pb2.DESCRIPTOR.services_by_name["BotService"]
 STATE = bot_pb2.BotState
@@ -522,7 +522,8 @@ async def test_every_bot_route_through_envoy(stack, alice):
         assert rest_error(
             await http.post("/api/bots", json={"name": "x", "config": bot_config(quantity=0)})
         ) == (400, "CONFIG_INVALID")
-        assert rest_error(await http.get("/api/bots/nope")) == (404, "NOT_FOUND")
+        assert rest_error(await http.get(f"/api/bots/{uuid.uuid4()}")) == (404, "NOT_FOUND")
+        assert rest_error(await http.get("/api/bots/nope")) == (400, "VALIDATION_FAILED")
 
         got = await http.get(f"/api/bots/{bot_id}")
         assert got.status_code == 200 and got.json()["name"] == "rest bot"

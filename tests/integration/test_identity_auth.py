@@ -29,13 +29,13 @@ from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import inspect, text
 from sqlalchemy.pool import NullPool
 
+from tests.fixtures.server import TEST_JWT_SECRET
 from the0.api_key.v1 import api_key_pb2, api_key_service_pb2, api_key_service_pb2_grpc
 from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc, user_pb2
 from the0.bot.v1 import bot_service_pb2, bot_service_pb2_grpc
-from the0.server.db.engine import sync_url
 from the0.devtools.embedded.processes import free_port
+from the0.server.db.engine import sync_url
 from the0.server.identity.passwords import OWASP_MEMORY_KIB, OWASP_PARALLELISM, OWASP_TIME_COST
-from tests.fixtures.server import TEST_JWT_SECRET
 
 PASSWORD = "correct horse battery staple"
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -388,23 +388,25 @@ async def test_jwt_attack_suite_is_rejected_with_the_right_reason(stack_factory)
     await expect_error(me(stack.channel, ()), grpc.StatusCode.UNAUTHENTICATED, "TOKEN_MISSING")
 
 
+NO_SUCH_BOT = "00000000-0000-4000-8000-000000000000"
+
+
 @SQLITE_ONLY
 async def test_streaming_rpcs_are_guarded_too(stack_factory):
     stack = await stack_factory()
     bots = bot_service_pb2_grpc.BotServiceStub(stack.channel)
 
     async def watch(metadata):
-        async for _ in bots.WatchBot(bot_service_pb2.WatchBotRequest(id="b1"), metadata=metadata):
+        async for _ in bots.WatchBot(bot_service_pb2.WatchBotRequest(id=NO_SUCH_BOT), metadata=metadata):
             pass
 
     await expect_error(watch(()), grpc.StatusCode.UNAUTHENTICATED, "TOKEN_MISSING")
     await expect_error(watch(bearer("garbage")), grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID")
     tokens = await register(stack.channel, "ada")
-    # Past auth, the RPC itself answers: there is no bot b1 (or, before bots are built, UNIMPLEMENTED).
+    # Past auth, the RPC itself answers: there is no such bot.
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await watch(bearer(tokens.access_token))
-    assert (raised.value.code(), details(raised.value)[0].reason) in {
-        (grpc.StatusCode.NOT_FOUND, "NOT_FOUND"), (grpc.StatusCode.UNIMPLEMENTED, "NOT_IMPLEMENTED")}
+    assert (raised.value.code(), details(raised.value)[0].reason) == (grpc.StatusCode.NOT_FOUND, "NOT_FOUND")
 
 
 # -- refresh, logout, revocation across replicas -----------------------------------------------------

@@ -36,6 +36,7 @@ from the0.server.identity.component import Identity
 from the0.server.interceptors.auth import AuthInterceptor, policies_from_services
 from the0.server.interceptors.deadline import DeadlineInterceptor
 from the0.server.interceptors.error_mapping import ErrorMappingInterceptor
+from the0.server.interceptors.input_gate import InputGateInterceptor
 from the0.server.interceptors.request_logging import RequestLoggingInterceptor
 from the0.server.nats_link import NatsLink
 from the0.server.settings import Settings
@@ -66,7 +67,7 @@ HEALTH_POLL_SECONDS = 5.0
 def interceptor_chain(
     auth: AuthInterceptor | None = None, *, request_timeout_seconds: float = 10.0
 ) -> list[grpc.aio.ServerInterceptor]:
-    """Outermost first: request id + logging, error mapping, the per-call bound, then auth.
+    """Outermost first: request id + logging, error mapping, the per-call bound, auth, input gate.
 
     ``build`` always passes ``auth``; without it (the interceptor benchmark's
     echo server) the chain has no notion of the API's methods to authenticate.
@@ -79,6 +80,9 @@ def interceptor_chain(
     ]
     if auth is not None:
         chain.append(auth)
+    # Innermost, because it decodes requests itself: every layer above sees a malformed
+    # body or a bad field as an ordinary INVALID_ARGUMENT, with its access line.
+    chain.append(InputGateInterceptor())
     return chain
 
 

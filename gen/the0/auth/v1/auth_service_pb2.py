@@ -30,7 +30,7 @@ from the0.auth.v1 import user_pb2 as the0_dot_auth_dot_v1_dot_user__pb2
 from the0.common.v1 import auth_policy_pb2 as the0_dot_common_dot_v1_dot_auth__policy__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fthe0/auth/v1/auth_service.proto\x12\x0cthe0.auth.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17the0/auth/v1/user.proto\x1a the0/common/v1/auth_policy.proto\"\xaf\x01\n\x0fRegisterRequest\x12\x1b\n\x05\x65mail\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\x18\xfe\x01\x12\x1f\n\x08password\x18\x02 \x01(\tB\r\xe2\x41\x02\x02\x04\xbaH\x05r\x03\x18\x80\x08\x12\x1d\n\x08username\x18\x03 \x01(\tB\x0b\xe2\x41\x01\x02\xbaH\x04r\x02\x18\x32\x12\x1f\n\nfirst_name\x18\x04 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18\x64\x12\x1e\n\tlast_name\x18\x05 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18\x64\"L\n\x0cLoginRequest\x12\x1b\n\x05\x65mail\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\x18\xfe\x01\x12\x1f\n\x08password\x18\x02 \x01(\tB\r\xe2\x41\x02\x02\x04\xbaH\x05r\x03\x18\x80\x08\";\n\x13RefreshTokenRequest\x12$\n\rrefresh_token\x18\x01 \x01(\tB\r\xe2\x41\x02\x02\x04\xbaH\x05r\x03\x18\x80\x02\"\x0f\n\rLogoutRequest\"\x10\n\x0eLogoutResponse\"\x17\n\x15GetCurrentUserRequest\"\x90\x02\n\nAuthTokens\x12&\n\x04user\x18\x01 \x01(\x0b\x32\x12.the0.auth.v1.UserB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x61\x63\x63\x65ss_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x42\n\x18\x61\x63\x63\x65ss_token_expire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1b\n\rrefresh_token\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x43\n\x19refresh_token_expire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x18\n\ntoken_type\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x32\x8a\x04\n\x0b\x41uthService\x12\x66\n\x08Register\x12\x1d.the0.auth.v1.RegisterRequest\x1a\x18.the0.auth.v1.AuthTokens\"!\x88\xb5\x18\x01\x82\xd3\xe4\x93\x02\x17\"\x12/api/auth/register:\x01*\x12]\n\x05Login\x12\x1a.the0.auth.v1.LoginRequest\x1a\x18.the0.auth.v1.AuthTokens\"\x1e\x88\xb5\x18\x01\x82\xd3\xe4\x93\x02\x14\"\x0f/api/auth/login:\x01*\x12m\n\x0cRefreshToken\x12!.the0.auth.v1.RefreshTokenRequest\x1a\x18.the0.auth.v1.AuthTokens\" \x88\xb5\x18\x01\x82\xd3\xe4\x93\x02\x16\"\x11/api/auth/refresh:\x01*\x12\x64\n\x06Logout\x12\x1b.the0.auth.v1.LogoutRequest\x1a\x1c.the0.auth.v1.LogoutResponse\"\x1f\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x15\"\x10/api/auth/logout:\x01*\x12_\n\x0eGetCurrentUser\x12#.the0.auth.v1.GetCurrentUserRequest\x1a\x12.the0.auth.v1.User\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/api/auth/meb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fthe0/auth/v1/auth_service.proto\x12\x0cthe0.auth.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17the0/auth/v1/user.proto\x1a the0/common/v1/auth_policy.proto\"\x8d\x03\n\x0fRegisterRequest\x12\x81\x01\n\x05\x65mail\x18\x01 \x01(\tBr\xe2\x41\x01\x02\xbaHkr\x03\x18\xfe\x01\xba\x01`\n\x0c\x65mail.format\x12\x18must be an email address\x1a\x36this.matches(\'^\\\\s*[^@\\\\s]+@[^@\\\\s]+\\\\.[^@\\\\s]+\\\\s*$\')\xd8\x01\x01\x12$\n\x08password\x18\x02 \x01(\tB\x12\xe2\x41\x02\x02\x04\xbaH\nr\x05\x10\x08\x18\x80\x08\xd8\x01\x01\x12\x8e\x01\n\x08username\x18\x03 \x01(\tB|\xe2\x41\x01\x02\xbaHur\x02\x18\x32\xba\x01k\n\x0fusername.format\x12\x30must be 3 to 50 letters, digits, \'_\', \'.\' or \'-\'\x1a&this.matches(\'^[A-Za-z0-9_.-]{3,50}$\')\xd8\x01\x01\x12\x1f\n\nfirst_name\x18\x04 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18\x64\x12\x1e\n\tlast_name\x18\x05 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18\x64\"L\n\x0cLoginRequest\x12\x1b\n\x05\x65mail\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\x18\xfe\x01\x12\x1f\n\x08password\x18\x02 \x01(\tB\r\xe2\x41\x02\x02\x04\xbaH\x05r\x03\x18\x80\x08\";\n\x13RefreshTokenRequest\x12$\n\rrefresh_token\x18\x01 \x01(\tB\r\xe2\x41\x02\x02\x04\xbaH\x05r\x03\x18\x80\x02\"\x0f\n\rLogoutRequest\"\x10\n\x0eLogoutResponse\"\x17\n\x15GetCurrentUserRequest\"\x90\x02\n\nAuthTokens\x12&\n\x04user\x18\x01 \x01(\x0b\x32\x12.the0.auth.v1.UserB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x61\x63\x63\x65ss_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x42\n\x18\x61\x63\x63\x65ss_token_expire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1b\n\rrefresh_token\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x43\n\x19refresh_token_expire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x18\n\ntoken_type\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x32\x8a\x04\n\x0b\x41uthService\x12\x66\n\x08Register\x12\x1d.the0.auth.v1.RegisterRequest\x1a\x18.the0.auth.v1.AuthTokens\"!\x88\xb5\x18\x01\x82\xd3\xe4\x93\x02\x17\"\x12/api/auth/register:\x01*\x12]\n\x05Login\x12\x1a.the0.auth.v1.LoginRequest\x1a\x18.the0.auth.v1.AuthTokens\"\x1e\x88\xb5\x18\x01\x82\xd3\xe4\x93\x02\x14\"\x0f/api/auth/login:\x01*\x12m\n\x0cRefreshToken\x12!.the0.auth.v1.RefreshTokenRequest\x1a\x18.the0.auth.v1.AuthTokens\" \x88\xb5\x18\x01\x82\xd3\xe4\x93\x02\x16\"\x11/api/auth/refresh:\x01*\x12\x64\n\x06Logout\x12\x1b.the0.auth.v1.LogoutRequest\x1a\x1c.the0.auth.v1.LogoutResponse\"\x1f\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x15\"\x10/api/auth/logout:\x01*\x12_\n\x0eGetCurrentUser\x12#.the0.auth.v1.GetCurrentUserRequest\x1a\x12.the0.auth.v1.User\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/api/auth/meb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,11 +38,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'the0.auth.v1.auth_service_p
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REGISTERREQUEST'].fields_by_name['email']._loaded_options = None
-  _globals['_REGISTERREQUEST'].fields_by_name['email']._serialized_options = b'\342A\001\002\272H\005r\003\030\376\001'
+  _globals['_REGISTERREQUEST'].fields_by_name['email']._serialized_options = b'\342A\001\002\272Hkr\003\030\376\001\272\001`\n\014email.format\022\030must be an email address\0326this.matches(\'^\\\\s*[^@\\\\s]+@[^@\\\\s]+\\\\.[^@\\\\s]+\\\\s*$\')\330\001\001'
   _globals['_REGISTERREQUEST'].fields_by_name['password']._loaded_options = None
-  _globals['_REGISTERREQUEST'].fields_by_name['password']._serialized_options = b'\342A\002\002\004\272H\005r\003\030\200\010'
+  _globals['_REGISTERREQUEST'].fields_by_name['password']._serialized_options = b'\342A\002\002\004\272H\nr\005\020\010\030\200\010\330\001\001'
   _globals['_REGISTERREQUEST'].fields_by_name['username']._loaded_options = None
-  _globals['_REGISTERREQUEST'].fields_by_name['username']._serialized_options = b'\342A\001\002\272H\004r\002\0302'
+  _globals['_REGISTERREQUEST'].fields_by_name['username']._serialized_options = b'\342A\001\002\272Hur\002\0302\272\001k\n\017username.format\0220must be 3 to 50 letters, digits, \'_\', \'.\' or \'-\'\032&this.matches(\'^[A-Za-z0-9_.-]{3,50}$\')\330\001\001'
   _globals['_REGISTERREQUEST'].fields_by_name['first_name']._loaded_options = None
   _globals['_REGISTERREQUEST'].fields_by_name['first_name']._serialized_options = b'\342A\001\001\272H\004r\002\030d'
   _globals['_REGISTERREQUEST'].fields_by_name['last_name']._loaded_options = None
@@ -76,19 +76,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUTHSERVICE'].methods_by_name['GetCurrentUser']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['GetCurrentUser']._serialized_options = b'\202\323\344\223\002\016\022\014/api/auth/me'
   _globals['_REGISTERREQUEST']._serialized_start=234
-  _globals['_REGISTERREQUEST']._serialized_end=409
-  _globals['_LOGINREQUEST']._serialized_start=411
-  _globals['_LOGINREQUEST']._serialized_end=487
-  _globals['_REFRESHTOKENREQUEST']._serialized_start=489
-  _globals['_REFRESHTOKENREQUEST']._serialized_end=548
-  _globals['_LOGOUTREQUEST']._serialized_start=550
-  _globals['_LOGOUTREQUEST']._serialized_end=565
-  _globals['_LOGOUTRESPONSE']._serialized_start=567
-  _globals['_LOGOUTRESPONSE']._serialized_end=583
-  _globals['_GETCURRENTUSERREQUEST']._serialized_start=585
-  _globals['_GETCURRENTUSERREQUEST']._serialized_end=608
-  _globals['_AUTHTOKENS']._serialized_start=611
-  _globals['_AUTHTOKENS']._serialized_end=883
-  _globals['_AUTHSERVICE']._serialized_start=886
-  _globals['_AUTHSERVICE']._serialized_end=1408
+  _globals['_REGISTERREQUEST']._serialized_end=631
+  _globals['_LOGINREQUEST']._serialized_start=633
+  _globals['_LOGINREQUEST']._serialized_end=709
+  _globals['_REFRESHTOKENREQUEST']._serialized_start=711
+  _globals['_REFRESHTOKENREQUEST']._serialized_end=770
+  _globals['_LOGOUTREQUEST']._serialized_start=772
+  _globals['_LOGOUTREQUEST']._serialized_end=787
+  _globals['_LOGOUTRESPONSE']._serialized_start=789
+  _globals['_LOGOUTRESPONSE']._serialized_end=805
+  _globals['_GETCURRENTUSERREQUEST']._serialized_start=807
+  _globals['_GETCURRENTUSERREQUEST']._serialized_end=830
+  _globals['_AUTHTOKENS']._serialized_start=833
+  _globals['_AUTHTOKENS']._serialized_end=1105
+  _globals['_AUTHSERVICE']._serialized_start=1108
+  _globals['_AUTHSERVICE']._serialized_end=1630
 # @@protoc_insertion_point(module_scope)
