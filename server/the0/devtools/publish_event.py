@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from the0.server.__main__ import load_settings
 from the0.server.events.envelope import Envelope
@@ -26,7 +27,7 @@ def dev_nats_url(data_dir: Path) -> str | None:
     return path.read_text().strip() if path.exists() else None
 
 
-async def publish(nats_url: str, event_type: str, data: dict) -> Envelope:
+async def publish(nats_url: str, event_type: str, data: dict[str, Any]) -> Envelope:
     envelope = Envelope(type=event_type, data=data)
     nc = await connect_nats(nats_url, name="the0-publish-event")
     try:

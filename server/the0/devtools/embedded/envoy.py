@@ -52,7 +52,9 @@ def envoy_argv(config_path: Path, *, base_id: int | None = None, concurrency: in
 def _ready(admin_port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=0.5) as resp:
-            return resp.status == 200 and resp.read().strip() == b"LIVE"
+            status: int = resp.status
+            body: bytes = resp.read()
+            return status == 200 and body.strip() == b"LIVE"
     except (OSError, urllib.error.URLError):
         return False
 

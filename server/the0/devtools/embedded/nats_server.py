@@ -10,6 +10,7 @@ import shutil
 import sys
 import sysconfig
 from pathlib import Path
+from typing import Self
 
 from the0.devtools.embedded.processes import ChildProcess, free_port, wait_for_tcp
 
@@ -75,7 +76,7 @@ class EmbeddedNats:
         await self.stop()
         await self.start(timeout)
 
-    async def __aenter__(self) -> EmbeddedNats:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 # Pause between readiness probes: short, because the binaries start in ~0.1 s.
 _PROBE_INTERVAL = 0.02
@@ -89,7 +90,8 @@ class ChildProcess:
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 cwd=self.cwd,
-                preexec_fn=_die_with_parent,
+                # Runs before exec in the child; the dev stack starts its children before any thread.
+                preexec_fn=_die_with_parent,  # noqa: PLW1509
             )
 
     def stop(self, timeout: float = 5.0) -> int | None:
@@ -127,7 +129,7 @@ class ChildProcess:
                 f"log {self.log_path}:\n{self.log_tail()}"
             )
 
-    def __enter__(self) -> ChildProcess:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import uuid
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -171,7 +171,7 @@ def _store_unavailable(error: ObjectStoreError) -> Unavailable:
     return Unavailable("the object store is unavailable, try again later", metadata={"store": type(error).__name__})
 
 
-async def _memory_chunks(data: bytes, chunk_size: int) -> AsyncIterator[bytes]:
+async def _memory_chunks(data: bytes, chunk_size: int) -> AsyncGenerator[bytes, None]:
     view = memoryview(data)
     for start in range(0, len(view), chunk_size):
         yield bytes(view[start : start + chunk_size])
@@ -310,7 +310,7 @@ class BacktestService:
 
     async def open_results(
         self, owner_id: str, backtest_id: str, chunk_size: int = DEFAULT_CHUNK_SIZE
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """The completed backtest's analysis.json, checked to be JSON before any byte is returned."""
         backtest = await self.get(owner_id, backtest_id)
         if backtest.state != "COMPLETED":
@@ -338,7 +338,7 @@ class BacktestService:
 
     async def open_logs(
         self, owner_id: str, backtest_id: str, chunk_size: int = DEFAULT_CHUNK_SIZE
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """The run's logs.txt as far as the runtime wrote it, in any state, streamed from the store."""
         await self.get(owner_id, backtest_id)
         try:
@@ -359,7 +359,7 @@ class BacktestService:
 
     # -- watching ------------------------------------------------------------
 
-    async def watch(self, owner_id: str, backtest_id: str) -> AsyncIterator[Backtest | Heartbeat]:
+    async def watch(self, owner_id: str, backtest_id: str) -> AsyncGenerator[Backtest | Heartbeat, None]:
         """Current backtest, then each change, heartbeats; ends at a terminal state. NotFound if not the caller's."""
 
         async def load() -> Snapshot[Backtest]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator
 
+import grpc.aio
 from google.api import httpbody_pb2
 from google.protobuf import json_format
 
@@ -20,11 +22,11 @@ RESULTS_CONTENT_TYPE = "application/json"
 LOGS_CONTENT_TYPE = "text/plain; charset=utf-8"
 
 
-def state_to_proto(state: str) -> int:
+def state_to_proto(state: str) -> backtest_pb2.BacktestState.ValueType:
     return backtest_pb2.BacktestState.Value(f"BACKTEST_STATE_{state}")
 
 
-def state_from_proto(value: int) -> str | None:
+def state_from_proto(value: backtest_pb2.BacktestState.ValueType) -> str | None:
     """None for UNSPECIFIED (no filter); INVALID_ARGUMENT for numbers the contract does not know."""
     if value == backtest_pb2.BACKTEST_STATE_UNSPECIFIED:
         return None
@@ -62,7 +64,11 @@ class BacktestServicer(backtest_service_pb2_grpc.BacktestServiceServicer):
     def __init__(self, service: BacktestService) -> None:
         self._service = service
 
-    async def CreateBacktest(self, request, context):  # type: ignore[no-untyped-def]
+    async def CreateBacktest(
+        self,
+        request: backtest_service_pb2.CreateBacktestRequest,
+        context: grpc.aio.ServicerContext[backtest_service_pb2.CreateBacktestRequest, backtest_pb2.Backtest],
+    ) -> backtest_pb2.Backtest:
         owner = current_principal().user_id
         validate_request(request)
         backtest = await self._service.create(
@@ -73,7 +79,11 @@ class BacktestServicer(backtest_service_pb2_grpc.BacktestServiceServicer):
         )
         return backtest_to_proto(backtest)
 
-    async def ListBacktests(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListBacktests(
+        self,
+        request: backtest_service_pb2.ListBacktestsRequest,
+        context: grpc.aio.ServicerContext[backtest_service_pb2.ListBacktestsRequest, backtest_service_pb2.ListBacktestsResponse],
+    ) -> backtest_service_pb2.ListBacktestsResponse:
         owner = current_principal().user_id
         page = await self._service.list(
             owner,
@@ -85,17 +95,29 @@ class BacktestServicer(backtest_service_pb2_grpc.BacktestServiceServicer):
             backtests=[backtest_to_proto(b) for b in page.backtests], next_page_token=page.next_page_token
         )
 
-    async def GetBacktest(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetBacktest(
+        self,
+        request: backtest_service_pb2.GetBacktestRequest,
+        context: grpc.aio.ServicerContext[backtest_service_pb2.GetBacktestRequest, backtest_pb2.Backtest],
+    ) -> backtest_pb2.Backtest:
         owner = current_principal().user_id
         validate_request(request)
         return backtest_to_proto(await self._service.get(owner, request.id))
 
-    async def CancelBacktest(self, request, context):  # type: ignore[no-untyped-def]
+    async def CancelBacktest(
+        self,
+        request: backtest_service_pb2.CancelBacktestRequest,
+        context: grpc.aio.ServicerContext[backtest_service_pb2.CancelBacktestRequest, backtest_pb2.Backtest],
+    ) -> backtest_pb2.Backtest:
         owner = current_principal().user_id
         validate_request(request)
         return backtest_to_proto(await self._service.cancel(owner, request.id))
 
-    async def GetBacktestResults(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetBacktestResults(
+        self,
+        request: backtest_service_pb2.GetBacktestResultsRequest,
+        context: grpc.aio.ServicerContext[backtest_service_pb2.GetBacktestResultsRequest, httpbody_pb2.HttpBody],
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         owner = current_principal().user_id
         validate_request(request)
         chunks = await self._service.open_results(owner, request.id)
@@ -103,7 +125,11 @@ class BacktestServicer(backtest_service_pb2_grpc.BacktestServiceServicer):
             async for chunk in chunks:
                 yield httpbody_pb2.HttpBody(content_type=RESULTS_CONTENT_TYPE, data=chunk)
 
-    async def GetBacktestLogs(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetBacktestLogs(
+        self,
+        request: backtest_service_pb2.GetBacktestLogsRequest,
+        context: grpc.aio.ServicerContext[backtest_service_pb2.GetBacktestLogsRequest, httpbody_pb2.HttpBody],
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         owner = current_principal().user_id
         validate_request(request)
         chunks = await self._service.open_logs(owner, request.id)
@@ -111,7 +137,11 @@ class BacktestServicer(backtest_service_pb2_grpc.BacktestServiceServicer):
             async for chunk in chunks:
                 yield httpbody_pb2.HttpBody(content_type=LOGS_CONTENT_TYPE, data=chunk)
 
-    async def WatchBacktest(self, request, context):  # type: ignore[no-untyped-def]
+    async def WatchBacktest(
+        self,
+        request: backtest_service_pb2.WatchBacktestRequest,
+        context: grpc.aio.ServicerContext[backtest_service_pb2.WatchBacktestRequest, backtest_service_pb2.WatchBacktestResponse],
+    ) -> AsyncIterator[backtest_service_pb2.WatchBacktestResponse]:
         owner = current_principal().user_id
         validate_request(request)
         stream = self._service.watch(owner, request.id)

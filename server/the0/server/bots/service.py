@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -356,7 +356,7 @@ class BotService:
 
     # -- watching ------------------------------------------------------------
 
-    async def watch(self, owner_id: str, bot_id: str) -> AsyncIterator[Bot | BotDeleted | Heartbeat]:
+    async def watch(self, owner_id: str, bot_id: str) -> AsyncGenerator[Bot | BotDeleted | Heartbeat, None]:
         """Current bot, then each change, heartbeats; ends with BotDeleted. NotFound if not the caller's."""
         first = True
 

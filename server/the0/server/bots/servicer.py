@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import grpc.aio
 from cachetools import LRUCache
 from google.protobuf import empty_pb2, json_format, timestamp_pb2
 
@@ -35,11 +37,11 @@ def _iso_timestamp(value: Any) -> timestamp_pb2.Timestamp | None:
         return None
 
 
-def state_to_proto(state: str) -> int:
+def state_to_proto(state: str) -> bot_pb2.BotState.ValueType:
     return bot_pb2.BotState.Value(f"BOT_STATE_{state}")
 
 
-def state_from_proto(value: int) -> str | None:
+def state_from_proto(value: bot_pb2.BotState.ValueType) -> str | None:
     """None for UNSPECIFIED (no filter); INVALID_ARGUMENT for numbers the contract does not know."""
     if value == bot_pb2.BOT_STATE_UNSPECIFIED:
         return None
@@ -107,7 +109,11 @@ class BotServicer(bot_service_pb2_grpc.BotServiceServicer):
             self._watch_messages[key] = message
         return message
 
-    async def ListBots(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListBots(
+        self,
+        request: bot_service_pb2.ListBotsRequest,
+        context: grpc.aio.ServicerContext[bot_service_pb2.ListBotsRequest, bot_service_pb2.ListBotsResponse],
+    ) -> bot_service_pb2.ListBotsResponse:
         state = state_from_proto(request.state)
         page = await self._service.list(
             current_principal().user_id,
@@ -119,7 +125,11 @@ class BotServicer(bot_service_pb2_grpc.BotServiceServicer):
             bots=[bot_to_proto(b) for b in page.bots], next_page_token=page.next_page_token
         )
 
-    async def CreateBot(self, request, context):  # type: ignore[no-untyped-def]
+    async def CreateBot(
+        self,
+        request: bot_service_pb2.CreateBotRequest,
+        context: grpc.aio.ServicerContext[bot_service_pb2.CreateBotRequest, bot_pb2.Bot],
+    ) -> bot_pb2.Bot:
         owner = current_principal().user_id
         validate_request(request)
         bot = await self._service.create(
@@ -127,12 +137,20 @@ class BotServicer(bot_service_pb2_grpc.BotServiceServicer):
         )
         return bot_to_proto(bot)
 
-    async def GetBot(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetBot(
+        self,
+        request: bot_service_pb2.GetBotRequest,
+        context: grpc.aio.ServicerContext[bot_service_pb2.GetBotRequest, bot_pb2.Bot],
+    ) -> bot_pb2.Bot:
         owner = current_principal().user_id
         validate_request(request)
         return bot_to_proto(await self._service.get(owner, request.id))
 
-    async def UpdateBot(self, request, context):  # type: ignore[no-untyped-def]
+    async def UpdateBot(
+        self,
+        request: bot_service_pb2.UpdateBotRequest,
+        context: grpc.aio.ServicerContext[bot_service_pb2.UpdateBotRequest, bot_pb2.Bot],
+    ) -> bot_pb2.Bot:
         owner = current_principal().user_id
         if not request.HasField("bot"):
             raise InvalidArgument(
@@ -167,23 +185,39 @@ class BotServicer(bot_service_pb2_grpc.BotServiceServicer):
         )
         return bot_to_proto(bot)
 
-    async def DeleteBot(self, request, context):  # type: ignore[no-untyped-def]
+    async def DeleteBot(
+        self,
+        request: bot_service_pb2.DeleteBotRequest,
+        context: grpc.aio.ServicerContext[bot_service_pb2.DeleteBotRequest, empty_pb2.Empty],
+    ) -> empty_pb2.Empty:
         owner = current_principal().user_id
         validate_request(request)
         await self._service.delete(owner, request.id, etag=request.etag)
         return empty_pb2.Empty()
 
-    async def DeployBot(self, request, context):  # type: ignore[no-untyped-def]
+    async def DeployBot(
+        self,
+        request: bot_service_pb2.DeployBotRequest,
+        context: grpc.aio.ServicerContext[bot_service_pb2.DeployBotRequest, bot_pb2.Bot],
+    ) -> bot_pb2.Bot:
         owner = current_principal().user_id
         validate_request(request)
         return bot_to_proto(await self._service.deploy(owner, request.id, request_id=request.request_id))
 
-    async def StopBot(self, request, context):  # type: ignore[no-untyped-def]
+    async def StopBot(
+        self,
+        request: bot_service_pb2.StopBotRequest,
+        context: grpc.aio.ServicerContext[bot_service_pb2.StopBotRequest, bot_pb2.Bot],
+    ) -> bot_pb2.Bot:
         owner = current_principal().user_id
         validate_request(request)
         return bot_to_proto(await self._service.stop(owner, request.id))
 
-    async def WatchBot(self, request, context):  # type: ignore[no-untyped-def]
+    async def WatchBot(
+        self,
+        request: bot_service_pb2.WatchBotRequest,
+        context: grpc.aio.ServicerContext[bot_service_pb2.WatchBotRequest, bot_service_pb2.WatchBotResponse],
+    ) -> AsyncIterator[bot_service_pb2.WatchBotResponse]:
         owner = current_principal().user_id
         validate_request(request)
         stream = self._service.watch(owner, request.id)

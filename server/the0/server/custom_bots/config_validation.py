@@ -178,8 +178,8 @@ def schema_violations(
     # jsonschema yields one `required` error per missing property, in the
     # schema's order: count them per object to know which one each is.
     required_seen: dict[tuple[Any, ...], int] = {}
-    for error in validator.iter_errors(values):
-        violations.extend(_field_violations(error, required_seen))
+    for problem in validator.iter_errors(values):
+        violations.extend(_field_violations(problem, required_seen))
     return violations
 
 

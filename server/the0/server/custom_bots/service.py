@@ -12,7 +12,7 @@ import logging
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -324,7 +324,7 @@ class CustomBotService:
         )
         return Page(items=[CustomBot.from_row(row) for row in rows], next_page_token=next_token)
 
-    async def open_archive(self, owner_id: str, custom_bot_id: str) -> AsyncIterator[bytes]:
+    async def open_archive(self, owner_id: str, custom_bot_id: str) -> AsyncGenerator[bytes, None]:
         """The stored zip in chunks (raises NOT_FOUND / UNAVAILABLE before the first byte)."""
         row = await self.get(owner_id, custom_bot_id)
         try:
@@ -335,7 +335,7 @@ class CustomBotService:
         except ObjectStoreError:
             raise Unavailable("the archive store is unavailable; try again later") from None
 
-    async def watch(self, owner_id: str, custom_bot_id: str) -> AsyncIterator[CustomBot | Heartbeat]:
+    async def watch(self, owner_id: str, custom_bot_id: str) -> AsyncGenerator[CustomBot | Heartbeat, None]:
         async def load() -> Snapshot[CustomBot]:
             custom_bot = await self.get(owner_id, custom_bot_id)
             return Snapshot(custom_bot, custom_bot.etag, CUSTOM_BOT_LIFECYCLE.is_terminal(custom_bot.state))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+import grpc.aio
 from google.api import httpbody_pb2
 
 from the0.common.v1 import watch_pb2
@@ -87,12 +88,20 @@ class CustomBotServicer(custom_bot_service_pb2_grpc.CustomBotServiceServicer):
     def __init__(self, service: CustomBotService) -> None:
         self._service = service
 
-    async def UploadCustomBot(self, request_iterator, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def UploadCustomBot(
+        self,
+        request_iterator: AsyncIterator[custom_bot_service_pb2.UploadCustomBotRequest],
+        context: grpc.aio.ServicerContext[custom_bot_service_pb2.UploadCustomBotRequest, custom_bot_pb2.CustomBot],
+    ) -> custom_bot_pb2.CustomBot:
         principal = current_principal()
         custom_bot = await self._service.upload(principal.user_id, _chunks(request_iterator))
         return custom_bot_to_proto(custom_bot)
 
-    async def ListCustomBots(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def ListCustomBots(
+        self,
+        request: custom_bot_service_pb2.ListCustomBotsRequest,
+        context: grpc.aio.ServicerContext[custom_bot_service_pb2.ListCustomBotsRequest, custom_bot_service_pb2.ListCustomBotsResponse],
+    ) -> custom_bot_service_pb2.ListCustomBotsResponse:
         principal = current_principal()
         validate_request(request)
         page = await self._service.list_versions(
@@ -103,12 +112,20 @@ class CustomBotServicer(custom_bot_service_pb2_grpc.CustomBotServiceServicer):
             custom_bots=[custom_bot_to_proto(item) for item in page.items], next_page_token=page.next_page_token
         )
 
-    async def GetCustomBot(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def GetCustomBot(
+        self,
+        request: custom_bot_service_pb2.GetCustomBotRequest,
+        context: grpc.aio.ServicerContext[custom_bot_service_pb2.GetCustomBotRequest, custom_bot_pb2.CustomBot],
+    ) -> custom_bot_pb2.CustomBot:
         principal = current_principal()
         validate_request(request)
         return custom_bot_to_proto(await self._service.get(principal.user_id, request.id))
 
-    async def DownloadCustomBotArchive(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def DownloadCustomBotArchive(
+        self,
+        request: custom_bot_service_pb2.DownloadCustomBotArchiveRequest,
+        context: grpc.aio.ServicerContext[custom_bot_service_pb2.DownloadCustomBotArchiveRequest, httpbody_pb2.HttpBody],
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         principal = current_principal()
         validate_request(request)
         chunks = await self._service.open_archive(principal.user_id, request.id)
@@ -116,7 +133,11 @@ class CustomBotServicer(custom_bot_service_pb2_grpc.CustomBotServiceServicer):
             async for chunk in chunks:
                 yield httpbody_pb2.HttpBody(content_type="application/zip", data=chunk)
 
-    async def ReviewCustomBot(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def ReviewCustomBot(
+        self,
+        request: custom_bot_service_pb2.ReviewCustomBotRequest,
+        context: grpc.aio.ServicerContext[custom_bot_service_pb2.ReviewCustomBotRequest, custom_bot_pb2.CustomBot],
+    ) -> custom_bot_pb2.CustomBot:
         principal = current_principal()
         # The service checks the role before the request, so non-admins learn nothing about ids.
         custom_bot = await self._service.review(
@@ -125,7 +146,11 @@ class CustomBotServicer(custom_bot_service_pb2_grpc.CustomBotServiceServicer):
         )
         return custom_bot_to_proto(custom_bot)
 
-    async def WatchCustomBot(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def WatchCustomBot(
+        self,
+        request: custom_bot_service_pb2.WatchCustomBotRequest,
+        context: grpc.aio.ServicerContext[custom_bot_service_pb2.WatchCustomBotRequest, custom_bot_service_pb2.WatchCustomBotResponse],
+    ) -> AsyncIterator[custom_bot_service_pb2.WatchCustomBotResponse]:
         principal = current_principal()
         validate_request(request)
         async for item in self._service.watch(principal.user_id, request.id):

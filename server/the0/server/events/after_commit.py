@@ -30,7 +30,7 @@ def _run_callbacks(session: Session) -> None:
     for callback in callbacks:
         try:
             callback()
-        except Exception:  # noqa: BLE001 - a notification must never undo a commit
+        except Exception:  # a notification must never undo a commit
             log.exception("after-commit callback failed")
 
 

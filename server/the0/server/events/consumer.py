@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from nats.aio.client import Client as Nats
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.client import JetStreamContext
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -119,10 +120,12 @@ class EventConsumers:
                     await subscription.unsubscribe()
                 await asyncio.sleep(self._retry_delay)
 
-    async def _fetch_loop(self, subscription: object, event_type: str, handler: Handler) -> None:
+    async def _fetch_loop(
+        self, subscription: JetStreamContext.PullSubscription, event_type: str, handler: Handler
+    ) -> None:
         while True:
             try:
-                messages = await subscription.fetch(self._batch_size, timeout=self._fetch_timeout)  # type: ignore[attr-defined]
+                messages = await subscription.fetch(self._batch_size, timeout=self._fetch_timeout)
             except TimeoutError:
                 continue
             for message in messages:

@@ -70,7 +70,7 @@ async def connect_nats(url: str, *, name: str = "the0-api", timeout: float = 5.0
 async def _close_quietly(nc: Client) -> None:
     try:
         await nc.close()
-    except Exception:  # noqa: BLE001 - best effort after a failed connect
+    except Exception:  # best effort after a failed connect
         logger.debug("closing a failed nats client", exc_info=True)
 
 

@@ -25,7 +25,7 @@ class Outbox:
     def add(
         self,
         session: AsyncSession,
-        type: str,  # noqa: A002 - the envelope's field name
+        type: str,  # shadows the builtin: the envelope's field name
         data: dict[str, Any],
         correlation_id: str | None = None,
     ) -> Envelope:

@@ -18,12 +18,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import orjson
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from the0.server.background import BackgroundTasks
@@ -65,7 +67,7 @@ class WatchHub:
         self._prefix = prefix
         self.heartbeat_seconds = heartbeat_seconds
         self._watchers: dict[tuple[str, str], set[asyncio.Event]] = {}
-        self._subscription: object | None = None
+        self._subscription: Subscription | None = None
         self._publishes: set[asyncio.Task[None]] = set()
         self.subscribed = asyncio.Event()
 
@@ -85,7 +87,7 @@ class WatchHub:
         """After the background tasks have stopped: unsubscribe and let every watcher go."""
         if self._subscription is not None:
             with contextlib.suppress(Exception):
-                await self._subscription.unsubscribe()  # type: ignore[attr-defined]
+                await self._subscription.unsubscribe()
         for task in list(self._publishes):
             task.cancel()
         # Wake every watcher so its stream can end promptly on shutdown.
@@ -126,9 +128,9 @@ class WatchHub:
         task.add_done_callback(self._publishes.discard)
 
     @staticmethod
-    async def _publish(client: object, subject: str, payload: bytes) -> None:
+    async def _publish(client: NatsClient, subject: str, payload: bytes) -> None:
         try:
-            await client.publish(subject, payload)  # type: ignore[attr-defined]
+            await client.publish(subject, payload)
         except Exception as error:  # noqa: BLE001 - best effort; heartbeats re-read anyway
             log.warning("watch notification not sent", extra={"subject": subject, "error": repr(error)})
 
@@ -140,7 +142,7 @@ class WatchHub:
 
     async def watch(
         self, kind: str, resource_id: str, load: Callable[[], Awaitable[Snapshot[T]]]
-    ) -> AsyncIterator[T | Heartbeat]:
+    ) -> AsyncGenerator[T | Heartbeat, None]:
         """The current value, then each change, ``HEARTBEAT`` when idle; stops after a terminal value.
 
         ``load`` raises (e.g. NotFound) if the resource is not the caller's.

@@ -21,7 +21,7 @@ from the0.server.background import BackgroundTasks
 from the0.server.errors import Unauthenticated
 from the0.server.identity import api_key_secrets
 from the0.server.identity.api_key_secrets import ApiKeyHasher
-from the0.server.identity.principal import Principal
+from the0.server.identity.principal import Principal, role_of
 from the0.server.identity.repository import CredentialRepository
 from the0.server.identity.revocations import Revocations
 from the0.server.identity.tokens import AccessTokens
@@ -64,7 +64,7 @@ class Authenticator:
         claims = self._tokens.verify(token)
         if self._revocations.session_revoked(claims.session_id):
             raise Unauthenticated("the session of this access token was logged out", reason="TOKEN_REVOKED")
-        return Principal(user_id=claims.user_id, role=claims.role, auth_kind="jwt",  # type: ignore[arg-type]
+        return Principal(user_id=claims.user_id, role=role_of(claims.role), auth_kind="jwt",
                          session_id=claims.session_id)
 
     async def authenticate_api_key(self, secret: str) -> Principal:
@@ -81,7 +81,7 @@ class Authenticator:
             self._keys.pop(key_hash, None)
             raise _invalid_key()
         self._record_use(cached.api_key_id, now)
-        return Principal(user_id=cached.user_id, role=cached.role, auth_kind="api_key",  # type: ignore[arg-type]
+        return Principal(user_id=cached.user_id, role=role_of(cached.role), auth_kind="api_key",
                          api_key_id=cached.api_key_id)
 
     async def _load(self, key_hash: str) -> _CachedKey:

@@ -12,6 +12,15 @@ AuthKind = Literal["jwt", "api_key"]
 Role = Literal["user", "admin"]
 
 
+def role_of(value: str) -> Role:
+    """The Role a verified token or a stored user names (both are checked where they are made)."""
+    if value == "user":
+        return "user"
+    if value == "admin":
+        return "admin"
+    raise ValueError(f"unknown role {value!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     user_id: str

@@ -82,8 +82,9 @@ class SessionRepository:
             update(RefreshTokenRow)
             .where(RefreshTokenRow.id == token_id, RefreshTokenRow.rotated_at.is_(None))
             .values(rotated_at=now)
+            .returning(RefreshTokenRow.id)
         )
-        return result.rowcount == 1  # type: ignore[attr-defined]
+        return result.scalar_one_or_none() is not None
 
     async def revoke(self, session_id: str, now: datetime, reason: str) -> None:
         await self._db.execute(
@@ -103,7 +104,7 @@ class ApiKeyRepository:
         self._db = db
         self._owner_id = owner_id
 
-    def _base(self) -> Select[tuple[ApiKeyRow]]:
+    def _base(self) -> Select[ApiKeyRow]:
         return select(ApiKeyRow).where(ApiKeyRow.user_id == self._owner_id)
 
     async def name_taken(self, name: str) -> bool:
@@ -156,11 +157,13 @@ class CredentialRepository:
         params = [{"key_id": key_id, "used": used} for key_id, used in uses]
         if not params:
             return
+        # The Core table: an executemany UPDATE with its own WHERE (the ORM's bulk
+        # update matches by primary key only).
+        table = ApiKeyRow.metadata.tables[ApiKeyRow.__tablename__]
         statement = (
-            update(ApiKeyRow.__table__)  # type: ignore[arg-type]
-            .where(ApiKeyRow.__table__.c.id == bindparam("key_id"))
-            .where(or_(ApiKeyRow.__table__.c.last_used_at.is_(None),
-                       ApiKeyRow.__table__.c.last_used_at < bindparam("used")))
+            update(table)
+            .where(table.c.id == bindparam("key_id"))
+            .where(or_(table.c.last_used_at.is_(None), table.c.last_used_at < bindparam("used")))
             .values(last_used_at=bindparam("used"))
         )
         await self._db.execute(statement, params)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from datetime import UTC
+from typing import Any
 
 import grpc.aio
 
@@ -57,7 +58,7 @@ def api_key_to_proto(key: ApiKey) -> api_key_pb2.ApiKey:
     return message
 
 
-def client_address(context: grpc.aio.ServicerContext) -> str:
+def client_address(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     """The caller's IP: the entry Envoy appended to x-forwarded-for (the last one —
     earlier entries come from the client and can be forged), else the TCP peer."""
     for key, value in context.invocation_metadata() or ():
@@ -81,7 +82,11 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
     def __init__(self, service: AuthService) -> None:
         self._service = service
 
-    async def Register(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def Register(
+        self,
+        request: auth_service_pb2.RegisterRequest,
+        context: grpc.aio.ServicerContext[auth_service_pb2.RegisterRequest, auth_service_pb2.AuthTokens],
+    ) -> auth_service_pb2.AuthTokens:
         clear_output_only(request)
         tokens = await self._service.register(
             Registration(email=request.email, password=request.password, username=request.username,
@@ -89,20 +94,36 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         )
         return tokens_to_proto(tokens)
 
-    async def Login(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def Login(
+        self,
+        request: auth_service_pb2.LoginRequest,
+        context: grpc.aio.ServicerContext[auth_service_pb2.LoginRequest, auth_service_pb2.AuthTokens],
+    ) -> auth_service_pb2.AuthTokens:
         validate_request(request)
         tokens = await self._service.login(request.email, request.password, client_address=client_address(context))
         return tokens_to_proto(tokens)
 
-    async def RefreshToken(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def RefreshToken(
+        self,
+        request: auth_service_pb2.RefreshTokenRequest,
+        context: grpc.aio.ServicerContext[auth_service_pb2.RefreshTokenRequest, auth_service_pb2.AuthTokens],
+    ) -> auth_service_pb2.AuthTokens:
         validate_request(request)
         return tokens_to_proto(await self._service.refresh(request.refresh_token))
 
-    async def Logout(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def Logout(
+        self,
+        request: auth_service_pb2.LogoutRequest,
+        context: grpc.aio.ServicerContext[auth_service_pb2.LogoutRequest, auth_service_pb2.LogoutResponse],
+    ) -> auth_service_pb2.LogoutResponse:
         await self._service.logout(current_principal())
         return auth_service_pb2.LogoutResponse()
 
-    async def GetCurrentUser(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def GetCurrentUser(
+        self,
+        request: auth_service_pb2.GetCurrentUserRequest,
+        context: grpc.aio.ServicerContext[auth_service_pb2.GetCurrentUserRequest, user_pb2.User],
+    ) -> user_pb2.User:
         return user_to_proto(await self._service.current_user(current_principal()))
 
 
@@ -110,7 +131,11 @@ class ApiKeyServicer(api_key_service_pb2_grpc.ApiKeyServiceServicer):
     def __init__(self, service: ApiKeyService) -> None:
         self._service = service
 
-    async def CreateApiKey(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def CreateApiKey(
+        self,
+        request: api_key_service_pb2.CreateApiKeyRequest,
+        context: grpc.aio.ServicerContext[api_key_service_pb2.CreateApiKeyRequest, api_key_service_pb2.CreateApiKeyResponse],
+    ) -> api_key_service_pb2.CreateApiKeyResponse:
         clear_output_only(request)  # the service reports every bad field at once, name included
         expires = request.api_key.expire_time.ToDatetime(tzinfo=UTC) if request.api_key.HasField(
             "expire_time") else None
@@ -118,14 +143,22 @@ class ApiKeyServicer(api_key_service_pb2_grpc.ApiKeyServiceServicer):
         return api_key_service_pb2.CreateApiKeyResponse(api_key=api_key_to_proto(created.api_key),
                                                         secret=created.secret)
 
-    async def ListApiKeys(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def ListApiKeys(
+        self,
+        request: api_key_service_pb2.ListApiKeysRequest,
+        context: grpc.aio.ServicerContext[api_key_service_pb2.ListApiKeysRequest, api_key_service_pb2.ListApiKeysResponse],
+    ) -> api_key_service_pb2.ListApiKeysResponse:
         page = await self._service.list(current_principal(), requested_page_size=request.page_size,
                                         page_token=request.page_token)
         return api_key_service_pb2.ListApiKeysResponse(
             api_keys=[api_key_to_proto(k) for k in page.api_keys], next_page_token=page.next_page_token
         )
 
-    async def RevokeApiKey(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def RevokeApiKey(
+        self,
+        request: api_key_service_pb2.RevokeApiKeyRequest,
+        context: grpc.aio.ServicerContext[api_key_service_pb2.RevokeApiKeyRequest, api_key_pb2.ApiKey],
+    ) -> api_key_pb2.ApiKey:
         validate_request(request)
         return api_key_to_proto(await self._service.revoke(current_principal(), request.id))
 

@@ -16,7 +16,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -170,7 +170,7 @@ class LocalObjectStore:
 
     async def open_stream(
         self, bucket: str, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         target = self._path(bucket, key)
         file = await asyncio.to_thread(self._open, bucket, key, target)
         return _file_chunks(file, chunk_size)
@@ -199,7 +199,7 @@ class LocalObjectStore:
         await asyncio.to_thread(check)
 
 
-async def _file_chunks(file: BinaryIO, chunk_size: int) -> AsyncIterator[bytes]:
+async def _file_chunks(file: BinaryIO, chunk_size: int) -> AsyncGenerator[bytes, None]:
     try:
         while chunk := await asyncio.to_thread(file.read, chunk_size):
             yield chunk

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -116,13 +116,13 @@ class MinioObjectStore:
 
     async def open_stream(
         self, bucket: str, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         response = await self._call(bucket, key, lambda: self._client.get_object(bucket, key))
         return self._chunks(response, bucket, key, chunk_size)
 
     async def _chunks(
         self, response: BaseHTTPResponse, bucket: str, key: str, chunk_size: int
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         # One chunk per thread hop: the object is never held whole in memory.
         stream = response.stream(chunk_size)
         try:

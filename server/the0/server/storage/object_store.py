@@ -5,7 +5,7 @@ It imports no implementation: ``storage/factory.py`` picks one from the settings
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -59,7 +59,7 @@ class ObjectStore(Protocol):
 
     async def open_stream(
         self, bucket: str, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE
-    ) -> AsyncIterator[bytes]: ...
+    ) -> AsyncGenerator[bytes, None]: ...
 
     async def get_bytes(self, bucket: str, key: str, max_bytes: int) -> bytes: ...
 
