@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from tests.bench import auth, interceptors
-from tests.bench import custom_bots, outbox
-from tests.bench import backtests, bots
+from tests.bench import auth, backtests, bots, custom_bots, interceptors, outbox
 
 BENCHMARKS = {
     "interceptors": interceptors.run,

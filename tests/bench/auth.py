@@ -27,8 +27,8 @@ from pathlib import Path
 import grpc
 import grpc.aio
 
-from the0.devtools.embedded.processes import free_port
 from tests.bench.harness import LoadResult, median_result, run_load, start_in_child
+from the0.devtools.embedded.processes import free_port
 
 PUBLIC_ECHO = "/bench.Echo/Public"
 PRIVATE_ECHO = "/bench.Echo/Private"
@@ -41,9 +41,9 @@ async def _echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
 
 def serve_identity(port_queue: mp.Queue, data_dir: str, database_url: str | None) -> None:
     async def main() -> None:
+        from the0.devtools.embedded.nats_server import EmbeddedNats
         from the0.server.app import build
         from the0.server.db.migrate import upgrade_to_head
-        from the0.devtools.embedded.nats_server import EmbeddedNats
         from the0.server.interceptors.auth import ANY_CREDENTIAL, PUBLIC
         from the0.server.settings import Settings
         from the0.server.structured_logging import configure_logging
@@ -67,7 +67,7 @@ def serve_identity(port_queue: mp.Queue, data_dir: str, database_url: str | None
         await app.start()
         await app.nats.connected.wait()
         # Production logging from here on, into /dev/null: its cost counts, its output does not.
-        devnull = open("/dev/null", "w")  # noqa: SIM115
+        devnull = open("/dev/null", "w")  # noqa: SIM115, ASYNC230  /dev/null never blocks
         configure_logging("INFO")
         logging.getLogger().handlers[0].stream = devnull  # type: ignore[attr-defined]
         sys.stderr = devnull  # the access log writes here

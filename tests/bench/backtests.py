@@ -39,14 +39,14 @@ async def run() -> float:
 
 async def measure(store: str) -> float:
     from sqlalchemy import update
-    from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
-    from the0.backtest.v1 import backtest_pb2, backtest_service_pb2, backtest_service_pb2_grpc
-    from the0.server.backtests.models import BacktestRow
-    from the0.server.db.engine import create_engine, session_factory
-    from the0.devtools.embedded.nats_server import EmbeddedNats
-    from the0.server.storage.local import LocalObjectStore
 
     from tests.integration.test_backtests_support import add_backtestable_bot, backtest_config
+    from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
+    from the0.backtest.v1 import backtest_pb2, backtest_service_pb2, backtest_service_pb2_grpc
+    from the0.devtools.embedded.nats_server import EmbeddedNats
+    from the0.server.backtests.models import BacktestRow
+    from the0.server.db.engine import create_engine, session_factory
+    from the0.server.storage.local import LocalObjectStore
 
     work = Path(tempfile.mkdtemp(prefix="the0-bench-backtests-"))
     nats = EmbeddedNats(work / "nats")

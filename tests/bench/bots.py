@@ -28,12 +28,12 @@ import grpc
 import grpc.aio
 from google.protobuf import field_mask_pb2
 from sqlalchemy import insert
-from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
-from the0.bot.v1 import bot_pb2, bot_service_pb2, bot_service_pb2_grpc
 
 from tests.bench.harness import LoadResult, median_result, report, run_load, start_in_child
 from tests.bench.interceptors import measure as measure_echo
 from tests.bench.interceptors import serve_echo
+from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
+from the0.bot.v1 import bot_pb2, bot_service_pb2, bot_service_pb2_grpc
 
 JWT_SECRET = "bench-secret-of-at-least-thirty-two-bytes-0123456789"
 WATCHERS = 1000
@@ -43,9 +43,8 @@ WATCHERS = 1000
 def throwaway_postgres() -> Iterator[str]:
     import os
 
-    from the0.devtools.embedded.processes import free_port
-
     from tests.fixtures.services import PG_BIN, _pg_run
+    from the0.devtools.embedded.processes import free_port
 
     as_root = os.geteuid() == 0
     base = Path(tempfile.mkdtemp(prefix="the0-bench-pg-"))
@@ -140,10 +139,9 @@ async def register(channel: grpc.aio.Channel) -> Caller:
 
 async def seed(database_url: str, owner_id: str, count: int) -> None:
     """Bulk-insert ``count`` bots for ``owner_id`` (plus its approved custom bot)."""
+    from tests.integration.test_bots_support import add_custom_bot, bot_config
     from the0.server.bots.models import BotRow
     from the0.server.db.engine import create_engine, session_factory
-
-    from tests.integration.test_bots_support import add_custom_bot, bot_config
 
     engine = create_engine(database_url)
     try:
@@ -310,8 +308,8 @@ async def watchers(api_port: int, api_pid: int, caller: Caller, bot_id: str, *, 
 
 
 async def run(*, seconds: float = 3.0, rounds: int = 3, concurrency: int = 32) -> float:
-    from the0.server.db.migrate import upgrade_to_head
     from the0.devtools.embedded.nats_server import EmbeddedNats
+    from the0.server.db.migrate import upgrade_to_head
 
     with throwaway_postgres() as database_url, tempfile.TemporaryDirectory() as data_dir:
         await asyncio.to_thread(upgrade_to_head, database_url)

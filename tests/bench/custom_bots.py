@@ -56,7 +56,7 @@ def serve(port_queue: mp.Queue, data_dir: str, nats_url: str, s3_endpoint: str |
 
         configure_logging("DEBUG" if os.environ.get("THE0_BENCH_DEBUG") else "WARNING")
         if not os.environ.get("THE0_BENCH_DEBUG"):
-            logging.getLogger().handlers[0].stream = open(os.devnull, "w")  # noqa: SIM115
+            logging.getLogger().handlers[0].stream = open(os.devnull, "w")  # noqa: SIM115, ASYNC230  never blocks
         settings = Settings(
             nats_url=nats_url, jwt_secret="bench-secret-of-at-least-thirty-two-bytes!!", grpc_host="127.0.0.1",
             grpc_port=0, data_dir=Path(data_dir), max_upload_bytes=UPLOAD_MB * 1024 * 1024 + 1024 * 1024,

@@ -12,9 +12,9 @@ EVENTS = 20_000
 
 
 async def run() -> float:
+    from the0.devtools.embedded.nats_server import EmbeddedNats
     from the0.server.db.engine import create_engine, session_factory
     from the0.server.db.migrate import upgrade_to_head
-    from the0.devtools.embedded.nats_server import EmbeddedNats
     from the0.server.events.nats_connection import connect_nats, ensure_stream
     from the0.server.events.outbox import Outbox
     from the0.server.events.relay import OutboxRelay

@@ -22,13 +22,13 @@ from google.protobuf import json_format, message_factory, struct_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from tests.fixtures.accounts import new_account
+from tests.integration.test_backtests_support import add_backtestable_bot, backtest_config
 from the0.backtest.v1 import backtest_pb2, backtest_service_pb2, backtest_service_pb2_grpc
 from the0.server.db.engine import create_engine, session_factory
 from the0.server.events.consumer import durable_name
 from the0.server.events.envelope import Envelope
-
-from tests.integration.test_backtests_support import add_backtestable_bot, backtest_config
-from tests.fixtures.accounts import new_account
 
 SERVICE = backtest_service_pb2.DESCRIPTOR.services_by_name["BacktestService"]
 STATE = backtest_pb2.BacktestState

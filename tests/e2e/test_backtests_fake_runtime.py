@@ -8,12 +8,12 @@ import json
 import uuid
 
 import pytest
-from the0.backtest.v1 import backtest_pb2, backtest_service_pb2
-from the0.server.events.nats_connection import EVENTS_STREAM
-from the0.devtools.fake_runtime import FakeRuntime
 
 from tests.e2e.test_backtests import create, read_all, register, states_until_done
 from tests.integration.test_backtests_support import add_backtestable_bot
+from the0.backtest.v1 import backtest_pb2, backtest_service_pb2
+from the0.devtools.fake_runtime import FakeRuntime
+from the0.server.events.nats_connection import EVENTS_STREAM
 
 
 @pytest.fixture

@@ -9,24 +9,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Any
 
 import grpc
 import httpx
 import pytest
-from buf.validate import validate_pb2
 from google.protobuf import struct_pb2, timestamp_pb2
 from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from buf.validate import validate_pb2
+from tests.fixtures.accounts import new_account
+from tests.request_fields import every_method, string_fields
 from the0.api_key.v1 import api_key_pb2, api_key_service_pb2
 from the0.auth.v1 import auth_service_pb2
 from the0.bot.v1 import bot_pb2, bot_service_pb2
 from the0.custom_bot.v1 import custom_bot_service_pb2
-from tests.fixtures.accounts import new_account
-from tests.request_fields import every_method, string_fields
 
 
 @pytest.fixture
@@ -78,7 +77,7 @@ def _path(method: MethodDescriptor) -> str:
 async def call_raw(channel: grpc.aio.Channel, method: MethodDescriptor, payload: bytes | list[bytes], token: str):
     """Call ``method`` with raw request bytes; returns the AioRpcError it ends with (or None)."""
     metadata = (("authorization", f"Bearer {token}"),) if token else ()
-    identity = lambda raw: raw  # noqa: E731 - bytes in, bytes out
+    identity = lambda raw: raw  # bytes in, bytes out
     try:
         if method.client_streaming:
             chunks = payload if isinstance(payload, list) else [payload]

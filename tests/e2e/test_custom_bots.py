@@ -22,10 +22,10 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from tests.unit.test_archive_checks import bot_zip, make_zip
 from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from the0.custom_bot.v1 import custom_bot_pb2, custom_bot_service_pb2, custom_bot_service_pb2_grpc
 from the0.server.events.nats_connection import EVENTS_STREAM, connect_nats
-from tests.unit.test_archive_checks import bot_zip, make_zip
 
 ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.com", "admin password 123"
 PENDING = custom_bot_pb2.CUSTOM_BOT_STATE_PENDING_REVIEW
@@ -275,24 +275,25 @@ async def test_review_loop_through_jetstream_with_a_watcher(stack_factory: Any, 
         assert changed.review.score == 61
 
         # REST watcher too: newline-delimited JSON through Envoy.
-        async with httpx.AsyncClient(base_url=stack.http_url, timeout=20) as http_client:
-            async with http_client.stream("GET", f"/api/custom-bots/{created.id}/watch",
-                                          headers=dict(auth)) as rest_watch:
-                lines = rest_watch.aiter_lines()
-                first_line = json.loads(await anext(lines))
-                assert first_line["customBot"]["state"] == "CUSTOM_BOT_STATE_AWAITING_HUMAN_REVIEW"
-                review = await http_client.post(
-                    f"/api/custom-bots/{created.id}/review",
-                    json={"decision": "REVIEW_DECISION_APPROVE", "reasons": ["fine: read-only network"]},
-                    headers=dict(await admin(stack)))
-                assert review.status_code == 200, review.text
-                assert review.json()["state"] == "CUSTOM_BOT_STATE_APPROVED"
-                rest_states = []
-                async for line in lines:
-                    item = json.loads(line)
-                    if "customBot" in item:
-                        rest_states.append(item["customBot"]["state"])
-                assert rest_states[-1] == "CUSTOM_BOT_STATE_APPROVED"  # and the stream ended
+        async with (
+            httpx.AsyncClient(base_url=stack.http_url, timeout=20) as http_client,
+            http_client.stream("GET", f"/api/custom-bots/{created.id}/watch", headers=dict(auth)) as rest_watch,
+        ):
+            lines = rest_watch.aiter_lines()
+            first_line = json.loads(await anext(lines))
+            assert first_line["customBot"]["state"] == "CUSTOM_BOT_STATE_AWAITING_HUMAN_REVIEW"
+            review = await http_client.post(
+                f"/api/custom-bots/{created.id}/review",
+                json={"decision": "REVIEW_DECISION_APPROVE", "reasons": ["fine: read-only network"]},
+                headers=dict(await admin(stack)))
+            assert review.status_code == 200, review.text
+            assert review.json()["state"] == "CUSTOM_BOT_STATE_APPROVED"
+            rest_states = []
+            async for line in lines:
+                item = json.loads(line)
+                if "customBot" in item:
+                    rest_states.append(item["customBot"]["state"])
+            assert rest_states[-1] == "CUSTOM_BOT_STATE_APPROVED"  # and the stream ended
 
         final = await _next_bot(watch)
         assert final.state == APPROVED

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from the0.server.app import API_SERVICES
 from the0.devtools.embedded.processes import free_port
+from the0.server.app import API_SERVICES
 
 READY_LINE = "Ctrl-C stops everything."
 

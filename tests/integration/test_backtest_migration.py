@@ -6,6 +6,7 @@ from alembic import command
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import inspect
 from sqlalchemy.pool import NullPool
+
 from the0.server.db.engine import sync_url
 from the0.server.db.migrate import alembic_config, current_revision, upgrade_to_head
 

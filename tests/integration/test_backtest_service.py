@@ -7,10 +7,6 @@ import contextlib
 
 import grpc
 import pytest
-from the0.server.backtests.service import BUCKET
-from the0.server.errors import ApiError
-from the0.server.events.consumer import Outcome
-from the0.server.events.watch_hub import Heartbeat
 
 from tests.integration.test_backtests_support import (
     add_backtestable_bot,
@@ -19,6 +15,10 @@ from tests.integration.test_backtests_support import (
     outbox_events,
 )
 from tests.integration.test_bots_support import add_user
+from the0.server.backtests.service import BUCKET
+from the0.server.errors import ApiError
+from the0.server.events.consumer import Outcome
+from the0.server.events.watch_hub import Heartbeat
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tests.integration.test_bots_support import add_custom_bot
 from the0.server.backtests.events import BacktestEventHandlers
 from the0.server.backtests.service import BacktestService
 from the0.server.custom_bots.catalog import CustomBotTableCatalog
@@ -24,8 +26,6 @@ from the0.server.events.watch_hub import WatchHub
 from the0.server.pagination import PageTokens
 from the0.server.storage.local import LocalObjectStore
 from the0.server.storage.object_store import ObjectStore
-
-from tests.integration.test_bots_support import add_custom_bot
 
 BACKTEST_SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -10,12 +10,6 @@ import grpc
 import orjson
 import pytest
 from sqlalchemy import insert
-from the0.server.bots.events import BotEventHandlers
-from the0.server.bots.models import BotRow
-from the0.server.errors import ApiError
-from the0.server.events.consumer import EventConsumers, Outcome
-from the0.server.events.envelope import Envelope
-from the0.server.events.watch_hub import Heartbeat
 
 from tests.integration.test_bots_support import (
     add_custom_bot,
@@ -25,6 +19,12 @@ from tests.integration.test_bots_support import (
     outbox_events,
     set_custom_bot_state,
 )
+from the0.server.bots.events import BotEventHandlers
+from the0.server.bots.models import BotRow
+from the0.server.errors import ApiError
+from the0.server.events.consumer import EventConsumers, Outcome
+from the0.server.events.envelope import Envelope
+from the0.server.events.watch_hub import Heartbeat
 
 
 @pytest.fixture

@@ -11,8 +11,9 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from the0.server.custom_bots.catalog import CustomBotTableCatalog
+
 from the0.server.bots.service import BotService
+from the0.server.custom_bots.catalog import CustomBotTableCatalog
 from the0.server.custom_bots.models import CustomBotRow
 from the0.server.db.engine import create_engine, session_factory
 from the0.server.db.models import UserRow

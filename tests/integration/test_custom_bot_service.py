@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tests.unit.test_archive_checks import bot_zip, make_zip
 from the0.server.custom_bots.service import BUCKET, CustomBotService
 from the0.server.db.engine import create_engine, session_factory
 from the0.server.db.models import UserRow
@@ -27,7 +28,6 @@ from the0.server.events.models import OutboxRow
 from the0.server.events.outbox import Outbox
 from the0.server.events.watch_hub import WatchHub
 from the0.server.pagination import PageTokens
-from tests.unit.test_archive_checks import bot_zip, make_zip
 
 
 async def chunks(data: bytes, size: int = 64 * 1024) -> AsyncIterator[bytes]:

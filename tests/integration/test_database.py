@@ -15,10 +15,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
+from the0.devtools.embedded.processes import free_port
 from the0.server.db.engine import create_engine, ping, session_factory, sync_url
 from the0.server.db.migrate import current_revision
 from the0.server.db.models import Base, UserRow
-from the0.devtools.embedded.processes import free_port
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ async def test_server_defaults_apply_to_raw_inserts(engine: AsyncEngine) -> None
             UserRow.__table__.insert().values(
                 id=str(uuid.uuid4()), email="raw@example.com", username="raw",
                 password_hash="h", created_at=now, updated_at=now,
-            )  # fmt: skip
+            )
         )
         row = (await conn.execute(text("SELECT first_name, role, active FROM users"))).one()
     assert (row[0], row[1], bool(row[2])) == ("", "user", True)
@@ -93,7 +93,7 @@ async def test_server_defaults_apply_to_raw_inserts(engine: AsyncEngine) -> None
 
 async def test_naive_datetime_is_rejected(engine: AsyncEngine) -> None:
     user = _user("naive@example.com", "naive")
-    user.last_login_at = datetime(2024, 1, 1)  # noqa: DTZ001 - the point of the test
+    user.last_login_at = datetime(2024, 1, 1)  # naive on purpose: the point of the test
     async with session_factory(engine)() as session:
         session.add(user)
         with pytest.raises(Exception, match="naive datetime"):

@@ -24,11 +24,11 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from tests.fixtures.accounts import new_account
+from tests.fixtures.services import PG_BIN, _pg_run, service_unavailable
 from the0.api_key.v1 import api_key_pb2, api_key_service_pb2, api_key_service_pb2_grpc
 from the0.devtools.embedded.processes import free_port
 from the0.server.db.migrate import upgrade_to_head
-from tests.fixtures.accounts import new_account
-from tests.fixtures.services import PG_BIN, _pg_run, service_unavailable
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 REQUEST_TIMEOUT = 2.0

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import grpc
 import pytest
+
 from the0.backtest.v1 import backtest_pb2
 from the0.server.backtests.lifecycle import STATES, TERMINAL
 from the0.server.backtests.models import BacktestRow

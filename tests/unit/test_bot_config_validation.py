@@ -6,6 +6,7 @@ from typing import Any
 
 import grpc
 import pytest
+
 from the0.server.custom_bots.catalog import CustomBotVersion
 from the0.server.custom_bots.config_validation import normalise, validate_config
 from the0.server.errors import ApiError

@@ -18,7 +18,13 @@ from the0.server.identity import api_key_secrets
 from the0.server.identity.passwords import OWASP_MEMORY_KIB, OWASP_TIME_COST, Passwords
 from the0.server.identity.throttle import LoginThrottle
 from the0.server.identity.tokens import AccessTokens
-from the0.server.interceptors.auth import ANY_CREDENTIAL, PUBLIC, USER_SESSION, AuthInterceptor, policies_from_services
+from the0.server.interceptors.auth import (
+    ANY_CREDENTIAL,
+    PUBLIC,
+    USER_SESSION,
+    AuthInterceptor,
+    policies_from_services,
+)
 from the0.server.settings import Settings, SettingsError
 
 SECRET = "unit-test-secret-of-at-least-thirty-two-bytes"

@@ -4,15 +4,15 @@ can send, and the rules for every value (NUL, Struct depth/size/numbers, times, 
 from __future__ import annotations
 
 import pytest
-from buf.validate import validate_pb2
 from google.protobuf import field_mask_pb2, struct_pb2, timestamp_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
+from buf.validate import validate_pb2
+from tests.request_fields import every_request_type, string_fields
 from the0.api_key.v1 import api_key_pb2, api_key_service_pb2
 from the0.bot.v1 import bot_pb2, bot_service_pb2
 from the0.server.errors import InvalidArgument
 from the0.server.input_gate import MAX_STRUCT_DEPTH, MAX_STRUCT_VALUES, check_request
-from tests.request_fields import every_request_type, string_fields
 
 
 def violations_of(message) -> dict[str, str]:
