@@ -14,7 +14,7 @@ PROTOS := $(shell find proto/the0 -name '*.proto' | LC_ALL=C sort)
 # google.protobuf Python code, so gen/ has it beside ours.
 VENDORED_PROTOS := proto/buf/validate/validate.proto
 
-.PHONY: help install system-deps run fake-runtime serve test test-unit gen gen-check lint breaking bench envoy-config clean
+.PHONY: help install system-deps run fake-runtime serve test test-unit gen gen-check lint breaking bench envoy-config clean check
 
 help:
 	@echo "make run        dev stack on embedded defaults: gRPC :50051, REST (Envoy) :8080"
@@ -23,6 +23,7 @@ help:
 	@echo "make test       the whole test suite (starts its own PostgreSQL, NATS, S3, Envoy)"
 	@echo "make gen        regenerate gen/ from proto/;  make gen-check: fail if gen/ is stale"
 	@echo "make lint       buf lint + buf format;        make bench [BENCH=name]: benchmarks"
+	@echo "make check      mypy (strict), ruff and the import contracts over the Python code"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -87,6 +88,13 @@ gen-check: gen
 lint: $(STAMP)
 	$(BIN)/buf lint
 	$(BIN)/buf format -d --exit-code
+
+# Static checks of the Python code; configuration in pyproject.toml ([tool.mypy],
+# [tool.ruff], [tool.importlinter]).
+check: $(STAMP)
+	$(BIN)/mypy
+	$(BIN)/ruff check server clients tests
+	$(BIN)/lint-imports
 
 breaking: $(STAMP)
 	$(BIN)/buf breaking --against '.git#branch=main'
