@@ -69,6 +69,8 @@ async def run(settings: Settings) -> None:
                 grpc_port=app.port,
                 frontend_url=settings.frontend_url,
                 descriptor_path=str(descriptor_set_path()),
+                # Envoy refuses oversized uploads itself (413): the same limit as the server's.
+                max_upload_bytes=settings.max_upload_bytes,
             ),
             settings.data_dir / "envoy",
             admin_port,
