@@ -27,6 +27,7 @@ from grpc_status import rpc_status
 from tests.fixtures.accounts import new_account
 from tests.fixtures.services import PG_BIN, _pg_run, service_unavailable
 from the0.api_key.v1 import api_key_pb2, api_key_service_pb2, api_key_service_pb2_grpc
+from the0.bot.v1 import bot_service_pb2, bot_service_pb2_grpc
 from the0.devtools.embedded.processes import free_port
 from the0.server.db.migrate import upgrade_to_head
 
@@ -159,6 +160,18 @@ class Writer:
                 return set(self.acknowledged) - names
 
 
+async def _watch_a_bot(channel: grpc.aio.Channel, token: str) -> tuple[grpc.StatusCode, float]:
+    bots = bot_service_pb2_grpc.BotServiceStub(channel)
+    started = time.monotonic()
+    request = bot_service_pb2.WatchBotRequest(id=str(uuid.uuid4()))
+    try:
+        async for _ in bots.WatchBot(request, metadata=(("authorization", f"Bearer {token}"),), timeout=8):
+            break
+    except grpc.aio.AioRpcError as error:
+        return error.code(), time.monotonic() - started
+    return grpc.StatusCode.OK, time.monotonic() - started
+
+
 async def _recovered(writer: Writer, within: float) -> float:
     """Seconds until a write succeeds again."""
     started = time.monotonic()
@@ -211,12 +224,16 @@ async def test_a_frozen_postgres_costs_a_call_its_bound_not_the_clients_patience
         os.kill(pid, signal.SIGSTOP)
     try:
         calls = [asyncio.create_task(writer.write_once()) for _ in range(3)]
+        watch = asyncio.create_task(_watch_a_bot(stack.channel, token))
         await asyncio.gather(*calls)
+        watch_status, watch_took = await watch
     finally:
         for pid in pids:
             os.kill(pid, signal.SIGCONT)
     assert writer.wrong == []
     assert writer.statuses.get("UNAVAILABLE", 0) == 3, writer.statuses
     assert writer.slowest < REQUEST_TIMEOUT + 2, writer.slowest  # the client allowed 8 s
+    # A stream's first read is bounded too: the watcher hears UNAVAILABLE, not silence.
+    assert watch_status == grpc.StatusCode.UNAVAILABLE and watch_took < REQUEST_TIMEOUT + 2
     await _recovered(writer, within=20)
     assert await writer.all_acknowledged_exist() == set()

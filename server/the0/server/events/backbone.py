@@ -18,7 +18,7 @@ from the0.server.events.consumer import EventConsumers
 from the0.server.events.nats_connection import ensure_stream
 from the0.server.events.outbox import Outbox
 from the0.server.events.relay import OutboxRelay
-from the0.server.events.watch_hub import DEFAULT_HEARTBEAT_SECONDS, WatchHub
+from the0.server.events.watch_hub import DEFAULT_HEARTBEAT_SECONDS, DEFAULT_READ_BOUND_SECONDS, WatchHub
 from the0.server.nats_link import NatsLink
 
 log = logging.getLogger("the0.events")
@@ -32,13 +32,14 @@ class EventBackbone:
         nats: NatsLink,
         *,
         heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
+        read_bound_seconds: float = DEFAULT_READ_BOUND_SECONDS,
         relay_poll_seconds: float = 1.0,
     ) -> None:
         self.nats = nats
         self.outbox = Outbox()
         self.relay = OutboxRelay(sessions, self.outbox, lambda: nats.client, poll_seconds=relay_poll_seconds)
         self.consumers = EventConsumers(sessions, lambda: nats.client)
-        self.watch_hub = WatchHub(nats, heartbeat_seconds=heartbeat_seconds)
+        self.watch_hub = WatchHub(nats, heartbeat_seconds=heartbeat_seconds, read_bound_seconds=read_bound_seconds)
         self.stream_ready = asyncio.Event()
 
     def start(self, tasks: BackgroundTasks) -> None:

@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Generic, TypeVar
 
 import orjson
@@ -29,12 +30,16 @@ from nats.aio.subscription import Subscription
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from the0.server.background import BackgroundTasks
+from the0.server.dependency_faults import dependency_fault
+from the0.server.errors import Unavailable
 from the0.server.events.after_commit import on_commit
 from the0.server.nats_link import NatsLink
 
 log = logging.getLogger("the0.events.watch")
 WATCH_PREFIX = "the0-watch"
 DEFAULT_HEARTBEAT_SECONDS = 25.0
+# One read of a watched resource; the App passes THE0_REQUEST_TIMEOUT.
+DEFAULT_READ_BOUND_SECONDS = 10.0
 
 T = TypeVar("T")
 
@@ -62,7 +67,9 @@ class WatchHub:
         *,
         prefix: str = WATCH_PREFIX,
         heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
+        read_bound_seconds: float = DEFAULT_READ_BOUND_SECONDS,
     ) -> None:
+        self.read_bound_seconds = read_bound_seconds
         self._nats = nats
         self._prefix = prefix
         self.heartbeat_seconds = heartbeat_seconds
@@ -140,6 +147,11 @@ class WatchHub:
 
     # -- watching ------------------------------------------------------------
 
+    async def _bounded(self, load: Callable[[], Awaitable[Snapshot[T]]]) -> Snapshot[T]:
+        """One read, bounded: a frozen database must not stall a stream past its heartbeats."""
+        async with asyncio.timeout(self.read_bound_seconds):
+            return await load()
+
     async def watch(
         self, kind: str, resource_id: str, load: Callable[[], Awaitable[Snapshot[T]]]
     ) -> AsyncGenerator[T | Heartbeat, None]:
@@ -152,7 +164,14 @@ class WatchHub:
         # Registered before the first read, so a change between the two is not missed.
         self._watchers.setdefault(key, set()).add(signal)
         try:
-            snapshot = await load()
+            try:
+                snapshot = await self._bounded(load)
+            except TimeoutError:
+                raise Unavailable(
+                    "the database did not answer in time; retry the watch shortly",
+                    metadata={"dependency": "database"},
+                    retry_after=timedelta(seconds=1),
+                ) from None
             yield snapshot.value
             if snapshot.terminal:
                 return
@@ -164,7 +183,18 @@ class WatchHub:
                     async with asyncio.timeout(max(remaining, 0)):
                         await signal.wait()
                 signal.clear()
-                snapshot = await load()
+                try:
+                    snapshot = await self._bounded(load)
+                except Exception as error:
+                    if not isinstance(error, TimeoutError) and dependency_fault(error) is None:
+                        raise
+                    # The database is away: keep the stream (heartbeats say it is alive) and
+                    # read again at the next wake-up or heartbeat; nothing is lost meanwhile.
+                    log.warning("watch re-read failed", extra={"kind": kind, "error_type": type(error).__name__})
+                    if time.monotonic() - last_sent >= self.heartbeat_seconds:
+                        last_sent = time.monotonic()
+                        yield HEARTBEAT
+                    continue
                 if snapshot.etag != etag:
                     etag = snapshot.etag
                     last_sent = time.monotonic()
