@@ -68,6 +68,28 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The server gave up waiting for a dependency within its own bound or the
     caller's deadline. Code: DEADLINE_EXCEEDED.
     """
+    ERROR_REASON_TOO_MANY_STREAMS: _ErrorReason.ValueType  # 15
+    """Limits per caller and per server (docs/limits.md).
+
+    The caller already has as many streams (watches, downloads) open as it may;
+    metadata `limit` names the cap. Close one first. Code: RESOURCE_EXHAUSTED.
+    """
+    ERROR_REASON_TOO_MANY_UPLOADS: _ErrorReason.ValueType  # 16
+    """The caller already has as many uploads in progress as it may; metadata
+    `limit` names the cap. Code: RESOURCE_EXHAUSTED.
+    """
+    ERROR_REASON_SERVER_BUSY: _ErrorReason.ValueType  # 17
+    """The server holds as much upload data as it may (all callers together); a
+    google.rpc.RetryInfo says when to retry. Code: RESOURCE_EXHAUSTED.
+    """
+    ERROR_REASON_UPLOAD_IDLE: _ErrorReason.ValueType  # 18
+    """An upload sent no data for longer than the idle timeout and was abandoned;
+    metadata `idleSeconds` names it. Code: DEADLINE_EXCEEDED.
+    """
+    ERROR_REASON_QUOTA_EXCEEDED: _ErrorReason.ValueType  # 19
+    """The owner has as many resources of this kind as allowed; metadata `limit`
+    names the quota and `resource` the kind. Code: RESOURCE_EXHAUSTED.
+    """
     ERROR_REASON_MALFORMED_JSON: _ErrorReason.ValueType  # 50
     """Replies of the REST edge (Envoy) itself, in the same JSON shape.
 
@@ -191,6 +213,28 @@ ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 13
 ERROR_REASON_DEADLINE_EXCEEDED: ErrorReason.ValueType  # 14
 """The server gave up waiting for a dependency within its own bound or the
 caller's deadline. Code: DEADLINE_EXCEEDED.
+"""
+ERROR_REASON_TOO_MANY_STREAMS: ErrorReason.ValueType  # 15
+"""Limits per caller and per server (docs/limits.md).
+
+The caller already has as many streams (watches, downloads) open as it may;
+metadata `limit` names the cap. Close one first. Code: RESOURCE_EXHAUSTED.
+"""
+ERROR_REASON_TOO_MANY_UPLOADS: ErrorReason.ValueType  # 16
+"""The caller already has as many uploads in progress as it may; metadata
+`limit` names the cap. Code: RESOURCE_EXHAUSTED.
+"""
+ERROR_REASON_SERVER_BUSY: ErrorReason.ValueType  # 17
+"""The server holds as much upload data as it may (all callers together); a
+google.rpc.RetryInfo says when to retry. Code: RESOURCE_EXHAUSTED.
+"""
+ERROR_REASON_UPLOAD_IDLE: ErrorReason.ValueType  # 18
+"""An upload sent no data for longer than the idle timeout and was abandoned;
+metadata `idleSeconds` names it. Code: DEADLINE_EXCEEDED.
+"""
+ERROR_REASON_QUOTA_EXCEEDED: ErrorReason.ValueType  # 19
+"""The owner has as many resources of this kind as allowed; metadata `limit`
+names the quota and `resource` the kind. Code: RESOURCE_EXHAUSTED.
 """
 ERROR_REASON_MALFORMED_JSON: ErrorReason.ValueType  # 50
 """Replies of the REST edge (Envoy) itself, in the same JSON shape.
