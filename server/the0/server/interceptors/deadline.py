@@ -19,7 +19,7 @@ import grpc
 import grpc.aio
 
 from the0.server.errors import DeadlineExceeded, Unavailable
-from the0.server.interceptors.wrapping import AnyContext, AnyHandler
+from the0.server.interceptors.wrapping import AnyContext, AnyHandler, HandlerRewriter
 
 # Leave the client a moment to receive our answer before its own deadline fires.
 _CLIENT_MARGIN_SECONDS = 0.05
@@ -31,28 +31,17 @@ def _consume_outcome(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-class DeadlineInterceptor(grpc.aio.ServerInterceptor):
+class DeadlineInterceptor(HandlerRewriter):
     def __init__(self, bound_seconds: float) -> None:
+        super().__init__()
         self._bound = bound_seconds
-        self._bounded: dict[str, tuple[AnyHandler, AnyHandler]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[AnyHandler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> AnyHandler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None or not handler.unary_unary:
+    def rewrite(self, handler: AnyHandler, method: str) -> AnyHandler:
+        if not handler.unary_unary:
             return handler
-        method = handler_call_details.method
-        cached = self._bounded.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        bounded = grpc.unary_unary_rpc_method_handler(
+        return grpc.unary_unary_rpc_method_handler(
             self._bound_behaviour(handler.unary_unary), handler.request_deserializer, handler.response_serializer
         )
-        self._bounded[method] = (handler, bounded)
-        return bounded
 
     def _bound_behaviour(self, inner: Callable[..., Awaitable[Any]]) -> Callable[[Any, AnyContext], Awaitable[Any]]:
         server_bound = self._bound

@@ -22,32 +22,18 @@ from google.protobuf.message import DecodeError
 
 from the0.server.errors import InvalidArgument
 from the0.server.input_gate import check_request
-from the0.server.interceptors.wrapping import AnyContext, AnyHandler
+from the0.server.interceptors.wrapping import AnyContext, AnyHandler, HandlerRewriter
 
 log = logging.getLogger("the0.input")
 
 Decode = Callable[[bytes], Any]
 
 
-class InputGateInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self) -> None:
-        self._gated: dict[str, tuple[AnyHandler, AnyHandler]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[AnyHandler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> AnyHandler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.request_deserializer is None:
-            return handler
-        method = handler_call_details.method
-        cached = self._gated.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        gated = gate_handler(handler, method)
-        self._gated[method] = (handler, gated)
-        return gated
+class InputGateInterceptor(HandlerRewriter):
+    def rewrite(self, handler: AnyHandler, method: str) -> AnyHandler:
+        if handler.request_deserializer is None:
+            return handler  # a generic handler that takes raw bytes has nothing to decode
+        return gate_handler(handler, method)
 
 
 def gate_handler(handler: AnyHandler, method: str) -> AnyHandler:

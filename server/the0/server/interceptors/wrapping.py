@@ -25,14 +25,19 @@ AnyHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Around: TypeAlias = "Callable[[str, AnyContext], AbstractAsyncContextManager[None]]"
 
 
-class WrappingInterceptor(grpc.aio.ServerInterceptor, ABC):
+class HandlerRewriter(grpc.aio.ServerInterceptor, ABC):
+    """An interceptor that replaces each method's handler, once per method.
+
+    ``intercept_service`` runs for every call; the replacement is built on the first call of
+    a method and reused while the inner handler stays the same object.
+    """
+
     def __init__(self) -> None:
-        # intercept_service runs for every call; wrap each method's handler once.
-        self._wrapped: dict[str, tuple[AnyHandler, AnyHandler]] = {}
+        self._rewritten: dict[str, tuple[AnyHandler, AnyHandler]] = {}
 
     @abstractmethod
-    def around(self, method: str, context: AnyContext) -> AbstractAsyncContextManager[None]:
-        """What to run around one call of ``method`` (e.g. ``/the0.bot.v1.BotService/GetBot``)."""
+    def rewrite(self, handler: AnyHandler, method: str) -> AnyHandler:
+        """The handler to serve ``method`` with instead of ``handler`` (may be ``handler`` itself)."""
 
     async def intercept_service(
         self,
@@ -43,12 +48,21 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor, ABC):
         if handler is None:
             return None
         method = handler_call_details.method
-        cached = self._wrapped.get(method)
+        cached = self._rewritten.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        wrapped = wrap_handler(handler, method, self.around)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+        rewritten = self.rewrite(handler, method)
+        self._rewritten[method] = (handler, rewritten)
+        return rewritten
+
+
+class WrappingInterceptor(HandlerRewriter):
+    @abstractmethod
+    def around(self, method: str, context: AnyContext) -> AbstractAsyncContextManager[None]:
+        """What to run around one call of ``method`` (e.g. ``/the0.bot.v1.BotService/GetBot``)."""
+
+    def rewrite(self, handler: AnyHandler, method: str) -> AnyHandler:
+        return wrap_handler(handler, method, self.around)
 
 
 def wrap_handler(handler: AnyHandler, method: str, around: Around) -> AnyHandler:
