@@ -17,30 +17,49 @@ rest of the config against that version's JSON Schema. Outcomes:
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import re
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import orjson
 from cachetools import LRUCache
 from cronsim import CronSim, CronSimError
-from jsonschema import Draft202012Validator, ValidationError
+from jsonschema import ValidationError
 from jsonschema.exceptions import SchemaError
-from jsonschema.validators import validator_for
+from referencing.exceptions import Unresolvable
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from the0.server.custom_bots.catalog import CustomBotCatalog, CustomBotVersion
+from the0.server.custom_bots.schema_safety import (
+    CompiledSchema,
+    UnsafeSchema,
+    ValidationTimedOut,
+    compile_schema,
+)
 from the0.server.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 
 SchemaKind = Literal["bot", "backtest"]
 BOT_TYPES = ("scheduled", "realtime", "event")
 RESERVED_KEYS = ("type", "version", "schedule")
 MAX_CONFIG_BYTES = 64 * 1024
+# The input gate's bounds of a Struct, repeated here for callers that do not come through it (events).
+MAX_CONFIG_DEPTH, MAX_CONFIG_VALUES = 16, 10_000
+# Validation runs on a small pool of its own, never on the event loop. A config gets VALIDATION_SECONDS
+# of it (every keyword checks the deadline); compiling a version's schema, once per replica and cached,
+# gets COMPILE_SECONDS (the meta-schema check of a 5,000-object schema takes ~1.2 s).
+VALIDATION_WORKERS = 2
+VALIDATION_SECONDS = 1.0
+COMPILE_SECONDS = 10.0
 _TYPE = re.compile(r"^(scheduled|realtime|event)/([a-z0-9-]{3,50})$")
 _MAX_DESCRIPTION = 300
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,28 +149,63 @@ def check_schedule(config: dict[str, Any], bot_type: str, schema: SchemaKind) ->
 
 
 class _ValidatorCache:
-    """Compiled validators per custom-bot version and schema (versions are immutable)."""
+    """Compiled schemas per custom-bot version and schema kind (versions are immutable).
+
+    A schema that cannot be compiled is cached too (as its error), so a stored hostile schema costs one
+    safety check per replica, not one per request. The key holds the schema's digest, not the schema.
+    """
 
     def __init__(self, size: int = 256) -> None:
-        self._items: LRUCache[tuple[str, str, bytes], Any] = LRUCache(maxsize=size)
-        # Requests validate on the event loop and in threads alike; cachetools caches are not thread-safe.
+        self._items: LRUCache[tuple[str, str, bytes], CompiledSchema | Exception] = LRUCache(maxsize=size)
+        # Lookups come from several worker threads; cachetools caches are not thread-safe.
         self._lock = threading.Lock()
 
-    def get(self, key: str, kind: str, schema: dict[str, Any]) -> Any:
-        cache_key = (key, kind, orjson.dumps(schema, option=orjson.OPT_SORT_KEYS))
+    def get(self, key: str, kind: str, schema: dict[str, Any]) -> CompiledSchema:
+        digest = hashlib.sha256(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)).digest()
+        cache_key = (key, kind, digest)
         with self._lock:
-            validator = self._items.get(cache_key)
-        if validator is not None:
-            return validator
-        cls = validator_for(schema, default=Draft202012Validator)
-        cls.check_schema(schema)
-        validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
-        with self._lock:
-            self._items[cache_key] = validator
-        return validator
+            compiled = self._items.get(cache_key)
+        if compiled is None:
+            try:
+                compiled = compile_schema(schema)
+            except (SchemaError, UnsafeSchema, RecursionError) as error:
+                compiled = error
+            with self._lock:
+                self._items[cache_key] = compiled
+        if isinstance(compiled, Exception):
+            raise _schema_unusable(kind, compiled)
+        return compiled
 
 
 _validators = _ValidatorCache()
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    """Made on first use (nothing starts at import); a validation that ran over keeps its worker only
+    until its next keyword, so the pool cannot fill up with abandoned work for long."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(VALIDATION_WORKERS, thread_name_prefix="config-validation")
+        return _pool
+
+
+def _schema_unusable(kind: str, error: Exception) -> FailedPrecondition:
+    """A stored schema that fails today's rules: the config is not at fault, the custom bot is."""
+    if isinstance(error, UnsafeSchema):
+        detail = "; ".join(p.describe() for p in error.problems[:3])
+        message = f"the custom bot's {kind} config schema is refused: {_describe(detail)}"
+    else:
+        message = f"the custom bot's {kind} config schema does not compile"
+    return FailedPrecondition(message, reason="CONFIG_INVALID", metadata={"schema": kind})
+
+
+def _too_slow() -> InvalidArgument:
+    return config_error(
+        [FieldViolation("config", f"validation took too long (over {VALIDATION_SECONDS:g} s): simplify it")]
+    )
 
 
 def _path(parts: Iterable[Any]) -> str:
@@ -163,28 +217,30 @@ def _describe(text: str) -> str:
 
 
 def schema_violations(
-    schema: dict[str, Any], values: dict[str, Any], *, cache_key: str, kind: str
+    schema: dict[str, Any], values: dict[str, Any], *, cache_key: str, kind: str, deadline: float = float("inf")
 ) -> list[FieldViolation]:
-    """One violation per problem, with the path of the offending field (``config.a.0.b``)."""
+    """One violation per problem, with the path of the offending field (``config.a.0.b``).
+
+    Runs in a worker thread; raises ``ValidationTimedOut`` once ``time.monotonic()`` passes ``deadline``.
+    """
+    compiled = _validators.get(cache_key, kind, schema)
     try:
-        validator = _validators.get(cache_key, kind, schema)
-    except SchemaError as error:
-        raise FailedPrecondition(
-            "the custom bot's config schema does not compile",
-            reason="CONFIG_INVALID",
-            metadata={"schema": kind},
-        ) from error
+        problems = compiled.errors_within(values, deadline)
+    except (RecursionError, Unresolvable) as error:
+        # A `$ref` loop that consumes nothing of the config, or a reference that needs a retrieval the
+        # registry refuses (only a schema stored before the upload rules can get this far).
+        raise _schema_unusable(kind, error) from error
     violations: list[FieldViolation] = []
     # jsonschema yields one `required` error per missing property, in the
     # schema's order: count them per object to know which one each is.
     required_seen: dict[tuple[Any, ...], int] = {}
-    for problem in validator.iter_errors(values):
-        violations.extend(_field_violations(problem, required_seen))
+    for problem in problems:
+        violations.extend(_field_violations(problem, required_seen, compiled))
     return violations
 
 
 def _field_violations(
-    error: ValidationError, required_seen: dict[tuple[Any, ...], int]
+    error: ValidationError, required_seen: dict[tuple[Any, ...], int], compiled: CompiledSchema
 ) -> list[FieldViolation]:
     path = list(error.absolute_path)
     instance = error.instance
@@ -207,7 +263,7 @@ def _field_violations(
         schema = error.schema if isinstance(error.schema, dict) else {}
         known = schema.get("properties", {})
         patterns = schema.get("patternProperties", {})
-        extras = [k for k in instance if k not in known and not any(re.search(p, k) for p in patterns)]
+        extras = [k for k in instance if k not in known and not compiled.matches_any(patterns, k)]
         if extras:
             return [
                 FieldViolation(_path([*path, extra]), "is not allowed by the custom bot's schema")
@@ -217,9 +273,16 @@ def _field_violations(
 
 
 def check_config(
-    config: dict[str, Any], custom_bot: CustomBotVersion, schema: SchemaKind, bot_type: str
+    config: dict[str, Any],
+    custom_bot: CustomBotVersion,
+    schema: SchemaKind,
+    bot_type: str,
+    deadline: float = float("inf"),
 ) -> ValidatedConfig:
-    """The rules that need the resolved version: type, schedule, JSON Schema. Raises with all violations."""
+    """The rules that need the resolved version: type, schedule, JSON Schema. Raises with all violations.
+
+    CPU-bound on an untrusted schema: call it in a worker thread (``validate_config`` does).
+    """
     violations: list[FieldViolation] = []
     if bot_type != custom_bot.type:
         violations.append(
@@ -231,7 +294,9 @@ def check_config(
     values = {key: value for key, value in config.items() if key not in RESERVED_KEYS}
     json_schema = custom_bot.bot_schema if schema == "bot" else custom_bot.backtest_schema
     if json_schema is not None:
-        violations.extend(schema_violations(json_schema, values, cache_key=custom_bot.id, kind=schema))
+        violations.extend(
+            schema_violations(json_schema, values, cache_key=custom_bot.id, kind=schema, deadline=deadline)
+        )
     if violations:
         raise config_error(violations)
     schedule = config.get("schedule")
@@ -252,6 +317,9 @@ async def validate_config(
     schema: SchemaKind,
 ) -> ValidatedConfig:
     """Resolve and check ``config`` for ``owner_id``; raise the first kind of problem with all its details."""
+    shape = _shape_problem(config)
+    if shape is not None:
+        raise config_error([FieldViolation("config", shape)])
     config = normalise(config)
     if not isinstance(config, dict):
         raise config_error([FieldViolation("config", "must be an object")])
@@ -283,4 +351,37 @@ async def validate_config(
             reason="BACKTEST_NOT_SUPPORTED",
             metadata={"customBot": name, "version": version},
         )
-    return check_config(config, custom_bot, schema, bot_type)
+    json_schema = custom_bot.bot_schema if schema == "bot" else custom_bot.backtest_schema
+    if json_schema is not None:
+        await _off_loop(_validators.get, custom_bot.id, schema, json_schema, seconds=COMPILE_SECONDS)
+    deadline = time.monotonic() + VALIDATION_SECONDS
+    return await _off_loop(check_config, config, custom_bot, schema, bot_type, deadline, seconds=VALIDATION_SECONDS)
+
+
+async def _off_loop(function: Callable[..., _T], *args: Any, seconds: float) -> _T:
+    """``function(*args)`` on the validation pool, refused as too slow after ``seconds``."""
+    future = asyncio.get_running_loop().run_in_executor(_executor(), function, *args)
+    try:
+        return await asyncio.wait_for(future, seconds)
+    except (TimeoutError, ValidationTimedOut):
+        raise _too_slow() from None
+
+
+def _shape_problem(config: object) -> str | None:
+    """Depth and count of the config's values, walked without recursion (it may be deeper than Python's stack)."""
+    if not isinstance(config, dict):
+        return "must be an object"
+    # Counted as the input gate counts a Struct: the top object is level 1 and not a value itself.
+    stack: list[tuple[object, int]] = [(item, 1) for item in config.values()]
+    values = 0
+    while stack:
+        value, depth = stack.pop()
+        values += 1
+        if values > MAX_CONFIG_VALUES:
+            return f"must hold at most {MAX_CONFIG_VALUES} values"
+        if isinstance(value, dict | list):
+            if depth + 1 > MAX_CONFIG_DEPTH:
+                return f"must be at most {MAX_CONFIG_DEPTH} levels deep"
+            items = value.values() if isinstance(value, dict) else value
+            stack.extend((item, depth + 1) for item in items)
+    return None

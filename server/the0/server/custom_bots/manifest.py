@@ -15,10 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from jsonschema.validators import validator_for
 
+from the0.server.custom_bots import schema_safety
 from the0.server.custom_bots.semver import SemVer
 from the0.server.errors import FieldViolation
 
@@ -280,8 +279,14 @@ def _schema(
     if not isinstance(schema, dict):
         bad(where, f"{path} must hold a JSON Schema object")
         return None
+    # The safety rules first: they bound the document that the meta-schema check then walks.
+    unsafe = schema_safety.problems(schema)
+    for problem in unsafe:
+        bad(where, f"{path} {problem.describe()}")
+    if unsafe:
+        return None
     try:
-        validator_for(schema, default=Draft202012Validator).check_schema(schema)
+        schema_safety.check_schema(schema)
     except SchemaError as error:
         location = "/".join(str(p) for p in error.path) or "(root)"
         bad(where, f"{path} is not a valid JSON Schema at {location}: {error.message[:200]}")
