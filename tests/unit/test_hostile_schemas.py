@@ -4,7 +4,7 @@ Observation is real, not mocked: a local HTTP server counts requests, and a FIFO
 opened it for reading (a writer's non-blocking open succeeds only while a reader has it open). Each
 observer is first shown to see a real read, so a silent observer cannot make a test pass.
 
-``FileWatch``, ``HitCounter`` and ``loop_stall`` are used by tests/e2e/test_hostile_schemas.py too.
+``observed_hits``, ``observed_file`` and ``loop_stall`` are used by tests/e2e/test_hostile_schemas.py too.
 """
 
 from __future__ import annotations
@@ -94,8 +94,8 @@ class FileWatch:
         self._thread.join()
 
 
-@pytest.fixture
-def hits() -> Iterator[HitCounter]:
+def observed_hits() -> Iterator[HitCounter]:
+    """A ``HitCounter`` shown to see a real request first (the body of the ``hits`` fixtures)."""
     counter = HitCounter()
     # The observer sees a real request (the control), then is reset for the test.
     urllib.request.urlopen(counter.url + "/control", timeout=5).read()
@@ -105,8 +105,8 @@ def hits() -> Iterator[HitCounter]:
     counter.close()
 
 
-@pytest.fixture
-def secret_file(tmp_path: Path) -> Iterator[FileWatch]:
+def observed_file(tmp_path: Path) -> Iterator[FileWatch]:
+    """A ``FileWatch`` shown to see a real read first (the body of the ``secret_file`` fixtures)."""
     watch = FileWatch(tmp_path / "secret.json")
     with open(watch.path, "rb") as control:  # the control: a real read is seen
         control.read()
@@ -117,6 +117,16 @@ def secret_file(tmp_path: Path) -> Iterator[FileWatch]:
     watch.reads = 0
     yield watch
     watch.close()
+
+
+@pytest.fixture
+def hits() -> Iterator[HitCounter]:
+    yield from observed_hits()
+
+
+@pytest.fixture
+def secret_file(tmp_path: Path) -> Iterator[FileWatch]:
+    yield from observed_file(tmp_path)
 
 
 async def loop_stall(work: Awaitable[Any]) -> tuple[float, Any]:
