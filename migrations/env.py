@@ -16,6 +16,7 @@ from the0.server.db.models import Base
 import the0.server.backtests.models  # noqa: E402,F401
 import the0.server.bots.models  # noqa: E402,F401
 import the0.server.custom_bots.models  # noqa: E402,F401
+import the0.server.db.counters  # noqa: E402,F401
 import the0.server.events.models  # noqa: E402,F401
 
 config = context.config

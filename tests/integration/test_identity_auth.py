@@ -230,7 +230,7 @@ async def test_wrong_password_unknown_email_and_inactive_user_answer_alike(stack
 async def test_unknown_email_takes_as_long_as_a_wrong_password_at_owasp_cost(stack_factory):
     stack = await stack_factory(argon2_memory_kib=OWASP_MEMORY_KIB, argon2_time_cost=OWASP_TIME_COST,
                                 argon2_parallelism=OWASP_PARALLELISM,
-                                login_max_failures_per_email=100, login_max_failures_per_address=100)
+                                login_attempts_per_account_address=100, login_attempts_per_address=100)
     await register(stack.channel, "ada")
     login = auth(stack.channel).Login
 
@@ -254,7 +254,8 @@ async def test_login_is_throttled_per_email_with_retry_info(stack_factory):
     wrong = auth_service_pb2.LoginRequest(email="ada@example.com", password="wrong password")
     for _ in range(5):
         await expect_error(login(wrong), grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIALS")
-    # Even the right password is refused now: the limit is on attempts to this account.
+    # Even the right password is refused now, from this address: the limit is on attempts to
+    # this account from here (tests/integration/test_throttles.py: the owner elsewhere is not).
     error = await expect_error(login(auth_service_pb2.LoginRequest(email="ADA@example.com", password=PASSWORD)),
                                grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
     delay = retry_info(error)
@@ -266,7 +267,7 @@ async def test_login_is_throttled_per_email_with_retry_info(stack_factory):
 
 @SQLITE_ONLY
 async def test_login_is_throttled_per_client_address(stack_factory):
-    stack = await stack_factory(login_max_failures_per_address=4)
+    stack = await stack_factory(login_attempts_per_address=4)
     await register(stack.channel, "ada")
     login = auth(stack.channel).Login
     for i in range(4):
@@ -275,13 +276,11 @@ async def test_login_is_throttled_per_client_address(stack_factory):
     error = await expect_error(login(auth_service_pb2.LoginRequest(email="ada@example.com", password=PASSWORD)),
                                grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
     assert retry_info(error) is not None
-    # Envoy appends the real peer to x-forwarded-for; another address is not blocked, and a
-    # forged first entry does not help the blocked one.
+    # The test client is on loopback, a trusted proxy by default, so it may name the address it
+    # speaks for (as Envoy does): another address is not blocked. Forged headers from a peer
+    # that is not a trusted proxy: tests/integration/test_throttles.py.
     other = (("x-forwarded-for", "203.0.113.9"),)
     await login(auth_service_pb2.LoginRequest(email="ada@example.com", password=PASSWORD), metadata=other)
-    forged = (("x-forwarded-for", "198.51.100.1, 127.0.0.1"),)
-    await expect_error(login(auth_service_pb2.LoginRequest(email="ada@example.com", password=PASSWORD),
-                             metadata=forged), grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
 
 
 async def test_bcrypt_hash_from_the_old_platform_is_rehashed_with_argon2id(stack_factory, database_url):

@@ -16,7 +16,7 @@ from the0.server.app import _ALL_API_SERVICES
 from the0.server.errors import Unauthenticated
 from the0.server.identity import api_key_secrets
 from the0.server.identity.passwords import OWASP_MEMORY_KIB, OWASP_TIME_COST, Passwords
-from the0.server.identity.throttle import LoginThrottle
+from the0.server.identity.servicers import client_address
 from the0.server.identity.tokens import AccessTokens
 from the0.server.interceptors.auth import (
     ANY_CREDENTIAL,
@@ -98,19 +98,34 @@ async def test_default_password_hashes_meet_owasp():
     assert (settings.argon2_memory_kib, settings.argon2_time_cost) == (OWASP_MEMORY_KIB, OWASP_TIME_COST)
 
 
-def test_login_throttle_counts_failures_in_a_sliding_minute():
-    now = [1000.0]
-    throttle = LoginThrottle(per_email=2, per_address=3, clock=lambda: now[0])
-    throttle.record_failure("a@x.io", "10.0.0.1")
-    assert throttle.retry_after("a@x.io", "10.0.0.1") is None
-    throttle.record_failure("a@x.io", "10.0.0.1")
-    wait = throttle.retry_after("a@x.io", "10.0.0.1")
-    assert wait is not None and timedelta(seconds=59) <= wait <= timedelta(seconds=60)
-    assert throttle.retry_after("b@x.io", "10.0.0.2") is None
-    throttle.record_failure("c@x.io", "10.0.0.1")
-    assert throttle.retry_after("d@x.io", "10.0.0.1") is not None  # the address hit 3
-    now[0] += 61
-    assert throttle.retry_after("a@x.io", "10.0.0.1") is None
+class _Context:
+    def __init__(self, peer: str, *forwarded: str) -> None:
+        self._peer, self._metadata = peer, tuple(("x-forwarded-for", f) for f in forwarded)
+
+    def peer(self) -> str:
+        return self._peer
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+
+def test_client_address_believes_x_forwarded_for_only_from_trusted_proxies():
+    loopback = Settings().trusted_proxies  # 127.0.0.0/8 and ::1
+    def address(peer: str, *forwarded: str, trusted=loopback) -> str:
+        return client_address(_Context(peer, *forwarded), trusted)  # type: ignore[arg-type]
+
+    assert address("ipv4:192.0.2.7:5555", "203.0.113.1") == "192.0.2.7"  # not a proxy: its own address
+    assert address("ipv4:127.0.0.1:5555", "203.0.113.1") == "203.0.113.1"  # Envoy's appended entry
+    # The right-most untrusted entry: the client's own first entries are ignored.
+    assert address("ipv4:127.0.0.1:5555", "198.51.100.1, 203.0.113.1") == "203.0.113.1"
+    assert address("ipv4:127.0.0.1:5555", "198.51.100.1", "203.0.113.1, 127.0.0.2") == "203.0.113.1"
+    assert address("ipv6:[::1]:5555", "2001:db8::5") == "2001:db8::5"
+    assert address("ipv4:127.0.0.1:5555") == "127.0.0.1"
+    assert address("ipv4:127.0.0.1:5555", "127.0.0.3") == "127.0.0.3"  # every hop trusted: the furthest
+    assert address("ipv4:127.0.0.1:5555", "junk, 127.0.0.3") == "127.0.0.3"  # cannot name who wrote junk
+    assert address("ipv6:[::ffff:192.0.2.7]:1", "203.0.113.1") == "192.0.2.7"
+    assert address("unix:/tmp/sock", "203.0.113.1") == "unknown"
+    assert address("ipv4:127.0.0.1:5555", "203.0.113.1", trusted=()) == "127.0.0.1"
 
 
 def test_auth_policies_come_from_the_proto():
@@ -137,15 +152,20 @@ def test_auth_policies_come_from_the_proto():
 
 def test_settings_for_identity():
     settings = Settings.from_env(ENV | {"THE0_REGISTRATION_ENABLED": "false", "THE0_ADMIN_EMAIL": " Root@X.io ",
-                                        "THE0_ADMIN_PASSWORD": "long enough", "THE0_LOGIN_MAX_FAILURES_PER_EMAIL": "3"})
+                                        "THE0_ADMIN_PASSWORD": "long enough", "THE0_LOGIN_ATTEMPTS_PER_ACCOUNT_ADDRESS": "3",
+                                        "THE0_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.1"})
     assert not settings.registration_enabled
-    assert settings.admin_email == "root@x.io" and settings.login_max_failures_per_email == 3
+    assert settings.admin_email == "root@x.io" and settings.login_attempts_per_account_address == 3
+    assert [str(n) for n in settings.trusted_proxies] == ["10.0.0.0/8", "192.0.2.1/32"]
+    assert [str(n) for n in Settings.from_env(ENV).trusted_proxies] == ["127.0.0.0/8", "::1/128"]
     assert "long enough" not in repr(settings)
     assert Settings.from_env(ENV).registration_enabled
     with pytest.raises(SettingsError) as raised:
-        Settings.from_env(ENV | {"THE0_ADMIN_EMAIL": "root@x.io", "THE0_LOGIN_MAX_FAILURES_PER_ADDRESS": "-1"})
+        Settings.from_env(ENV | {"THE0_ADMIN_EMAIL": "root@x.io", "THE0_LOGIN_ATTEMPTS_PER_ADDRESS": "-1",
+                                 "THE0_TRUSTED_PROXIES": "envoy.local"})
     assert any("THE0_ADMIN_PASSWORD" in p for p in raised.value.problems)
-    assert any("THE0_LOGIN_MAX_FAILURES_PER_ADDRESS" in p for p in raised.value.problems)
+    assert any("THE0_LOGIN_ATTEMPTS_PER_ADDRESS" in p for p in raised.value.problems)
+    assert any("THE0_TRUSTED_PROXIES" in p for p in raised.value.problems)
     with pytest.raises(SettingsError) as raised:
         Settings.from_env({k: v for k, v in ENV.items() if k != "JWT_SECRET"})
     assert any("JWT_SECRET is required" in p for p in raised.value.problems)

@@ -7,6 +7,7 @@ with a message a person can act on.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,6 +16,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Envoy runs beside the server and reaches it over loopback (docs/limits.md).
+DEFAULT_TRUSTED_PROXIES: tuple[IPNetwork, ...] = (
+    ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"),
+)
 _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
@@ -44,9 +50,18 @@ class Settings:
     # Both or neither: an admin created or updated at start-up.
     admin_email: str | None = None
     admin_password: str | None = field(default=None, repr=False)
-    # Failed logins per minute, per replica (in memory): see identity/throttle.py.
-    login_max_failures_per_email: int = 5
-    login_max_failures_per_address: int = 20
+    # Login and registration throttles, shared by every replica (identity/throttle.py,
+    # docs/limits.md): attempts per (account, address) per minute, per account per hour
+    # (NIST 800-63B: at most 100), per address per minute; registrations per address per hour.
+    login_attempts_per_account_address: int = 5
+    login_attempts_per_account: int = 100
+    login_attempts_per_address: int = 20
+    registrations_per_address: int = 10
+    # Peers whose x-forwarded-for is believed (Envoy); anyone else is their own TCP address.
+    trusted_proxies: tuple[IPNetwork, ...] = DEFAULT_TRUSTED_PROXIES
+    # Password hashes waiting for a hashing thread before RESOURCE_EXHAUSTED (registrations
+    # may fill half of it, so a register flood cannot queue every login behind it).
+    password_hashing_queue: int = 32
     # Argon2id cost. The defaults are OWASP's minimum (19 MiB, 2 passes, 1 lane) and
     # from_env never lowers them; only tests construct Settings with cheaper values.
     argon2_memory_kib: int = 19 * 1024
@@ -172,6 +187,14 @@ class Settings:
                 return default
             return int(raw)
 
+        trusted_proxies = DEFAULT_TRUSTED_PROXIES
+        if (raw := get("THE0_TRUSTED_PROXIES")) is not None:
+            try:
+                trusted_proxies = tuple(ipaddress.ip_network(part.strip(), strict=False)
+                                        for part in raw.split(",") if part.strip())
+            except ValueError:
+                problems.append(f"THE0_TRUSTED_PROXIES must be comma-separated IP addresses or CIDRs, got {raw!r}")
+
         frontend_url = get("FRONTEND_URL") or "http://localhost:3000"
         parts = urlsplit(frontend_url)
         if parts.scheme not in {"http", "https"} or not parts.netloc or parts.path not in {"", "/"}:
@@ -218,8 +241,12 @@ class Settings:
             registration_enabled=(get("THE0_REGISTRATION_ENABLED") is None or flag("THE0_REGISTRATION_ENABLED")),
             admin_email=admin_email,
             admin_password=admin_password,
-            login_max_failures_per_email=positive_int("THE0_LOGIN_MAX_FAILURES_PER_EMAIL", 5),
-            login_max_failures_per_address=positive_int("THE0_LOGIN_MAX_FAILURES_PER_ADDRESS", 20),
+            login_attempts_per_account_address=positive_int("THE0_LOGIN_ATTEMPTS_PER_ACCOUNT_ADDRESS", 5),
+            login_attempts_per_account=positive_int("THE0_LOGIN_ATTEMPTS_PER_ACCOUNT", 100),
+            login_attempts_per_address=positive_int("THE0_LOGIN_ATTEMPTS_PER_ADDRESS", 20),
+            registrations_per_address=positive_int("THE0_REGISTRATIONS_PER_ADDRESS", 10),
+            trusted_proxies=trusted_proxies,
+            password_hashing_queue=positive_int("THE0_PASSWORD_HASHING_QUEUE", 32),
             frontend_url=frontend_url,
             grpc_host=get("THE0_GRPC_HOST") or "0.0.0.0",
             grpc_port=port("THE0_GRPC_PORT", 50051),

@@ -17,7 +17,7 @@ from the0.server.identity.passwords import Passwords
 from the0.server.identity.revocations import Revocations
 from the0.server.identity.service import ApiKeyService, AuthService, CredentialHousekeeping
 from the0.server.identity.servicers import ApiKeyServicer, AuthServicer
-from the0.server.identity.throttle import LoginThrottle
+from the0.server.identity.throttle import ThrottleLimits, Throttles
 from the0.server.identity.tokens import AccessTokens
 from the0.server.nats_link import NatsLink
 from the0.server.pagination import PageTokens
@@ -34,7 +34,14 @@ class Identity:
         self._settings = settings
         sessions = session_factory(engine)
         self.passwords = Passwords(memory_kib=settings.argon2_memory_kib, time_cost=settings.argon2_time_cost,
-                                   parallelism=settings.argon2_parallelism)
+                                   parallelism=settings.argon2_parallelism,
+                                   max_waiting=settings.password_hashing_queue)
+        self.throttles = Throttles(sessions, ThrottleLimits(
+            login_per_account_address=settings.login_attempts_per_account_address,
+            login_per_account=settings.login_attempts_per_account,
+            login_per_address=settings.login_attempts_per_address,
+            registrations_per_address=settings.registrations_per_address,
+        ))
         tokens = AccessTokens(settings.jwt_secret, settings.jwt_expires_in)
         hasher = ApiKeyHasher(settings.jwt_secret)
         self._sessions = sessions
@@ -52,15 +59,14 @@ class Identity:
         )
         self.auth_service = AuthService(
             sessions=sessions, passwords=self.passwords, tokens=tokens, revocations=self.revocations,
-            throttle=LoginThrottle(per_email=settings.login_max_failures_per_email,
-                                   per_address=settings.login_max_failures_per_address),
+            throttles=self.throttles,
             refresh_token_ttl=settings.refresh_token_ttl, registration_enabled=settings.registration_enabled,
         )
         self.api_key_service = ApiKeyService(
             sessions=sessions, hasher=hasher, authenticator=self.authenticator, revocations=self.revocations,
             page_tokens=PageTokens(settings.jwt_secret.encode()),
         )
-        self.auth_servicer = AuthServicer(self.auth_service)
+        self.auth_servicer = AuthServicer(self.auth_service, trusted_proxies=settings.trusted_proxies)
         self.api_key_servicer = ApiKeyServicer(self.api_key_service)
         self.admin_ready = asyncio.Event()
 
@@ -68,6 +74,7 @@ class Identity:
         await self.passwords.prepare()
         await self.revocations.start(tasks)
         self.authenticator.start(tasks)
+        tasks.spawn("throttle-prune", self.throttles.prune_forever())
         if self._settings.admin_email and self._settings.admin_password:
             tasks.spawn("admin-bootstrap", self._bootstrap_admin())
         else:

@@ -1,5 +1,11 @@
 """Password hashing: Argon2id, always in a worker thread (it is slow on purpose).
 
+Every hash and verification takes a slot of one bounded queue: ``HASHING_THREADS`` run,
+at most ``max_waiting`` wait, and the next is refused at once with RESOURCE_EXHAUSTED
+(``RATE_LIMITED``, RetryInfo) instead of queueing without end (each waiting request
+holds its memory and its client's deadline). Registrations may fill only half the wait
+list, so a register flood cannot queue every login behind it.
+
 Hashes imported from the original platform are bcrypt (``$2a$``/``$2b$``/``$2y$``);
 they verify with the ``bcrypt`` package and ``needs_rehash`` says to replace
 them with Argon2id on that login, as for Argon2 hashes with outdated parameters.
@@ -15,11 +21,14 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TypeVar
 
 import bcrypt
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
+
+from the0.server.errors import ResourceExhausted
 
 # OWASP Password Storage Cheat Sheet, Argon2id: m=19 MiB, t=2, p=1 (minimum).
 OWASP_MEMORY_KIB = 19 * 1024
@@ -32,6 +41,9 @@ HASHING_THREADS = max(1, (os.cpu_count() or 2) // 2)
 # ...in threads the OS schedules after the event loop's: under CPU pressure a login
 # waits a little longer rather than every other request.
 HASHING_NICENESS = 10
+DEFAULT_MAX_WAITING = 32
+# The wait list drains in well under a second at OWASP cost (~50 ms a hash): retry soon.
+BUSY_RETRY = timedelta(seconds=1)
 T = TypeVar("T")
 
 
@@ -53,6 +65,7 @@ class Passwords:
         memory_kib: int = OWASP_MEMORY_KIB,
         time_cost: int = OWASP_TIME_COST,
         parallelism: int = OWASP_PARALLELISM,
+        max_waiting: int = DEFAULT_MAX_WAITING,
     ) -> None:
         self._hasher = PasswordHasher(
             time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism, type=Type.ID
@@ -61,17 +74,38 @@ class Passwords:
         self._executor = ThreadPoolExecutor(
             max_workers=HASHING_THREADS, thread_name_prefix="password-hashing", initializer=_lower_thread_priority
         )
+        self._slots = asyncio.Semaphore(HASHING_THREADS)
+        self._max_waiting = max_waiting
+        self.waiting = 0
 
-    async def _off_loop(self, work: Callable[..., T], *args: object) -> T:
+    async def _off_loop(self, work: Callable[..., T], *args: object, may_wait: int | None = None) -> T:
         # Never on the event loop: a dedicated, low-priority pool (asyncio.to_thread's
         # shared default pool would let hashing crowd out other blocking work).
-        return await asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
+        limit = self._max_waiting if may_wait is None else may_wait
+        if self._slots.locked() and self.waiting >= limit:
+            raise ResourceExhausted("the server is busy hashing passwords; retry shortly", reason="RATE_LIMITED",
+                                    retry_after=BUSY_RETRY, metadata={"retryAfterSeconds": "1"})
+        self.waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
+        except BaseException:
+            self._slots.release()
+            raise
+        # The slot is free when the thread is, not when the caller stops waiting (a cancelled
+        # request cannot make more hashes run at once than there are threads).
+        future.add_done_callback(lambda _: self._slots.release())
+        return await asyncio.shield(future)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def hash(self, password: str) -> str:
-        return await self._off_loop(self._hasher.hash, password)
+        """For a new password (registration, rehash): may use half the wait list."""
+        return await self._off_loop(self._hasher.hash, password, may_wait=self._max_waiting // 2)
 
     async def verify(self, stored_hash: str, password: str) -> Verification:
         return await self._off_loop(self._verify_sync, stored_hash, password)

@@ -1,11 +1,14 @@
 """Identity rules: registration, login, refresh rotation, logout, API keys.
 
-Never sees protobuf types. Every method opens one database session, commits at
-most once, and raises typed ApiErrors carrying their ErrorReason.
+Never sees protobuf types. Every method commits each session at most once and raises
+typed ApiErrors carrying their ErrorReason. Register and Login hold no database
+connection while a password is hashed (the pool would be the first thing a login storm
+exhausts): they read in one short session, hash, then write in a new one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from dataclasses import dataclass
@@ -39,7 +42,7 @@ from the0.server.identity.repository import (
     new_id,
 )
 from the0.server.identity.revocations import Revocations
-from the0.server.identity.throttle import LoginThrottle
+from the0.server.identity.throttle import Reservation, Throttles
 from the0.server.identity.tokens import AccessTokens, hash_refresh_token, new_refresh_token
 from the0.server.pagination import Cursor, PageTokens, page_size
 
@@ -80,7 +83,7 @@ class AuthService:
         passwords: Passwords,
         tokens: AccessTokens,
         revocations: Revocations,
-        throttle: LoginThrottle,
+        throttles: Throttles,
         refresh_token_ttl: timedelta,
         registration_enabled: bool,
     ) -> None:
@@ -88,7 +91,7 @@ class AuthService:
         self._passwords = passwords
         self._tokens = tokens
         self._revocations = revocations
-        self._throttle = throttle
+        self._throttles = throttles
         self._refresh_ttl = refresh_token_ttl
         self._registration_enabled = registration_enabled
         # GetCurrentUser runs on every dashboard page load and CLI command; a database round
@@ -97,7 +100,7 @@ class AuthService:
         # the TTL. Authorization never reads this cache (credentials are checked per request).
         self._profiles: TTLCache[str, User] = TTLCache(maxsize=PROFILE_CACHE_ENTRIES, ttl=PROFILE_CACHE_SECONDS)
 
-    async def register(self, form: Registration) -> IssuedTokens:
+    async def register(self, form: Registration, *, client_address: str) -> IssuedTokens:
         if not self._registration_enabled:
             raise FailedPrecondition("registration is switched off on this server", reason="REGISTRATION_DISABLED")
         email = normalise_email(form.email)
@@ -105,10 +108,12 @@ class AuthService:
         if violations:
             raise InvalidArgument("the registration has invalid fields: " + ", ".join(v.field for v in violations),
                                   violations=violations)
-        password_hash = await self._passwords.hash(form.password)
+        reservation = await self._throttles.reserve_registration(client_address)
+        async with self._sessions() as db:  # cheap refusal before the expensive hash
+            await _refuse_taken(UserRepository(db), email, form.username)
+        password_hash = await self._hash_or_refund(form.password, reservation)
         async with self._sessions() as db:
             users = UserRepository(db)
-            await _refuse_taken(users, email, form.username)
             now = _now()
             user = UserRow(
                 id=new_id(), email=email, username=form.username, password_hash=password_hash,
@@ -124,6 +129,7 @@ class AuthService:
                 raise AlreadyExists("the email or username is already registered") from None
             tokens = await self._start_session(db, user, now)
             await db.commit()
+        await self._throttles.remember_address(email, client_address)
         log.info("user registered", extra={"userId": user.id})
         return tokens
 
@@ -134,32 +140,44 @@ class AuthService:
             violations.append(FieldViolation("password", f"must be at most {PASSWORD_MAX} characters"))
         if violations:
             raise InvalidArgument("the login has invalid fields", violations=violations)
-        wait = self._throttle.retry_after(email, client_address)
-        if wait is not None:
-            raise ResourceExhausted(
-                f"too many failed logins; retry in {int(wait.total_seconds())} s",
-                reason="RATE_LIMITED", retry_after=wait,
-                metadata={"retryAfterSeconds": str(int(wait.total_seconds()))},
-            )
+        # Counted before the first await that could let a parallel guess through.
+        reservation = await self._throttles.reserve_login(email, client_address)
         async with self._sessions() as db:
-            users = UserRepository(db)
-            user = await users.find_by_email(email)
-            if user is None:
-                await self._passwords.verify_nobody(password)
-                verified = None
+            found = await UserRepository(db).find_by_email(email)
+        try:
+            if found is None:
+                verified = await self._passwords.verify_nobody(password)
             else:
-                verified = await self._passwords.verify(user.password_hash, password)
-            if user is None or verified is None or not verified.ok or not user.active:
-                self._throttle.record_failure(email, client_address)
+                verified = await self._passwords.verify(found.password_hash, password)
+        except ResourceExhausted:  # the hashing queue is full: this attempt did not happen
+            await self._throttles.refund(reservation)
+            raise
+        if found is None or not verified.ok or not found.active:
+            raise Unauthenticated("wrong email or password", reason="INVALID_CREDENTIALS")
+        new_hash = None
+        if verified.needs_rehash:
+            with contextlib.suppress(ResourceExhausted):  # rehashed on a quieter login instead
+                new_hash = await self._passwords.hash(password)
+        async with self._sessions() as db:
+            user = await UserRepository(db).get(found.id)
+            if user is None or not user.active:  # deleted or deactivated while we hashed
                 raise Unauthenticated("wrong email or password", reason="INVALID_CREDENTIALS")
             now = _now()
-            if verified.needs_rehash:
-                user.password_hash = await self._passwords.hash(password)
+            if new_hash is not None and user.password_hash == found.password_hash:
+                user.password_hash = new_hash
             user.last_login_at = now
             tokens = await self._start_session(db, user, now)
             await db.commit()
+        await self._throttles.succeeded(reservation)
         self._profiles.pop(user.id, None)
         return tokens
+
+    async def _hash_or_refund(self, password: str, reservation: Reservation) -> str:
+        try:
+            return await self._passwords.hash(password)
+        except ResourceExhausted:
+            await self._throttles.refund(reservation)
+            raise
 
     async def refresh(self, refresh_token: str) -> IssuedTokens:
         if not refresh_token:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
 
@@ -14,6 +15,7 @@ from the0.server.identity.domain import ApiKey, IssuedTokens, User
 from the0.server.identity.principal import current_principal
 from the0.server.identity.service import ApiKeyService, AuthService, Registration
 from the0.server.proto_values import to_timestamp as _timestamp
+from the0.server.settings import IPNetwork
 from the0.server.validation import clear_output_only, validate_request
 
 _ROLES = {"user": user_pb2.ROLE_USER, "admin": user_pb2.ROLE_ADMIN}
@@ -58,29 +60,54 @@ def api_key_to_proto(key: ApiKey) -> api_key_pb2.ApiKey:
     return message
 
 
-def client_address(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    """The caller's IP: the entry Envoy appended to x-forwarded-for (the last one —
-    earlier entries come from the client and can be forged), else the TCP peer."""
-    for key, value in context.invocation_metadata() or ():
-        if key == "x-forwarded-for" and isinstance(value, str) and value.strip():
-            candidate = value.split(",")[-1].strip()
-            try:
-                return str(ipaddress.ip_address(candidate))
-            except ValueError:
-                break
-    peer = context.peer() or ""
-    # "ipv4:127.0.0.1:1234" or "ipv6:[::1]:1234"
+def client_address(context: grpc.aio.ServicerContext[Any, Any], trusted_proxies: Sequence[IPNetwork]) -> str:
+    """The caller's IP, for per-address limits.
+
+    Only a trusted proxy (Envoy) may speak for someone else: if the TCP peer is one, the
+    answer is the right-most x-forwarded-for entry that is not itself a trusted proxy
+    (each proxy appends the address it saw; everything left of that is the client's own
+    claim); otherwise the peer itself, whatever the header says.
+    """
+    peer = _peer_ip(context.peer() or "")
+    if peer is None:
+        return "unknown"
+    if not _trusted(peer, trusted_proxies):
+        return str(peer)
+    forwarded = ",".join(v for k, v in context.invocation_metadata() or () if k == "x-forwarded-for"
+                         and isinstance(v, str))
+    nearest = peer
+    for entry in reversed([e.strip() for e in forwarded.split(",") if e.strip()]):
+        try:
+            hop = ipaddress.ip_address(entry)
+        except ValueError:  # not an address: the hop that wrote it is the last we can name
+            return str(nearest)
+        if not _trusted(hop, trusted_proxies):
+            return str(hop)
+        nearest = hop
+    return str(nearest)  # every hop is trusted (a request from the proxies' own network)
+
+
+def _peer_ip(peer: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    # "ipv4:127.0.0.1:1234" or "ipv6:[::1]:1234"; a unix socket has no address.
     kind, _, rest = peer.partition(":")
-    if kind == "ipv4":
-        return rest.rsplit(":", 1)[0]
-    if kind == "ipv6":
-        return rest.rsplit(":", 1)[0].strip("[]")
-    return peer or "unknown"
+    host = rest.rsplit(":", 1)[0].strip("[]") if kind in {"ipv4", "ipv6"} else ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped  # a dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d
+    return address
+
+
+def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address, networks: Sequence[IPNetwork]) -> bool:
+    return any(address.version == network.version and address in network for network in networks)
 
 
 class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
-    def __init__(self, service: AuthService) -> None:
+    def __init__(self, service: AuthService, *, trusted_proxies: Sequence[IPNetwork]) -> None:
         self._service = service
+        self._trusted_proxies = tuple(trusted_proxies)
 
     async def Register(
         self,
@@ -90,7 +117,8 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         clear_output_only(request)
         tokens = await self._service.register(
             Registration(email=request.email, password=request.password, username=request.username,
-                         first_name=request.first_name, last_name=request.last_name)
+                         first_name=request.first_name, last_name=request.last_name),
+            client_address=client_address(context, self._trusted_proxies),
         )
         return tokens_to_proto(tokens)
 
@@ -100,7 +128,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         context: grpc.aio.ServicerContext[auth_service_pb2.LoginRequest, auth_service_pb2.AuthTokens],
     ) -> auth_service_pb2.AuthTokens:
         validate_request(request)
-        tokens = await self._service.login(request.email, request.password, client_address=client_address(context))
+        tokens = await self._service.login(request.email, request.password, client_address=client_address(context, self._trusted_proxies))
         return tokens_to_proto(tokens)
 
     async def RefreshToken(
