@@ -7,6 +7,7 @@ Nothing here runs at import time. The server binds to ``settings.grpc_port``
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass, field
 
@@ -33,11 +34,14 @@ from the0.server.events.backbone import EventBackbone
 from the0.server.health.checks import DependencyChecks
 from the0.server.health.servicer import HealthServicer
 from the0.server.identity.component import Identity
+from the0.server.identity.servicers import client_address
 from the0.server.interceptors.auth import AuthInterceptor, policies_from_services
 from the0.server.interceptors.deadline import DeadlineInterceptor
 from the0.server.interceptors.error_mapping import ErrorMappingInterceptor
 from the0.server.interceptors.input_gate import InputGateInterceptor
+from the0.server.interceptors.rate_limit import CallerLimits, RateLimitInterceptor, request_costs
 from the0.server.interceptors.request_logging import RequestLoggingInterceptor
+from the0.server.limits import RatePolicy
 from the0.server.nats_link import NatsLink
 from the0.server.settings import Settings
 from the0.server.storage.factory import object_store_from_settings
@@ -65,13 +69,18 @@ HEALTH_POLL_SECONDS = 5.0
 
 
 def interceptor_chain(
-    auth: AuthInterceptor | None = None, *, request_timeout_seconds: float = 10.0
+    auth: AuthInterceptor | None = None,
+    *,
+    request_timeout_seconds: float = 10.0,
+    rate_limit: RateLimitInterceptor | None = None,
 ) -> list[grpc.aio.ServerInterceptor]:
-    """Outermost first: request id + logging, error mapping, the per-call bound, auth, input gate.
+    """Outermost first: request id + logging, error mapping, the per-call bound, auth,
+    the caller's limits, input gate.
 
-    ``build`` always passes ``auth``; without it (the interceptor benchmark's
-    echo server) the chain has no notion of the API's methods to authenticate.
+    ``build`` always passes ``auth`` and ``rate_limit``; without them (the interceptor
+    benchmark's echo server) the chain has no notion of the API's methods or callers.
     The bound sits inside error mapping so that its UNAVAILABLE is mapped like any other.
+    The limits sit inside auth, which names the caller they count against.
     """
     chain: list[grpc.aio.ServerInterceptor] = [
         RequestLoggingInterceptor(),
@@ -80,10 +89,36 @@ def interceptor_chain(
     ]
     if auth is not None:
         chain.append(auth)
+    if rate_limit is not None:
+        chain.append(rate_limit)
     # Innermost, because it decodes requests itself: every layer above sees a malformed
     # body or a bad field as an ordinary INVALID_ARGUMENT, with its access line.
     chain.append(InputGateInterceptor())
     return chain
+
+
+def connection_options(settings: Settings) -> list[tuple[str, int]]:
+    """Keepalive and connection age (docs/limits.md, "Server").
+
+    The server pings an idle connection every ``keepalive_time`` and closes it when no
+    answer comes within ``keepalive_timeout``: a vanished client (or Envoy) stops holding
+    its streams. Clients may ping every 10 s at the most, even without calls; faster
+    pingers get GOAWAY (gRPC's default minimum is 5 min). Connections are closed after
+    ``max_connection_age`` (gRPC adds ±10 % jitter) so long-lived HTTP/2 connections,
+    Envoy's included, spread again over replicas; their RPCs get the grace to finish,
+    after which a watch ends and its client watches again (the first message is the
+    current state, so nothing is lost).
+    """
+    return [
+        ("grpc.keepalive_time_ms", int(settings.keepalive_time_seconds * 1000)),
+        ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_seconds * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),  # our own pings: unlimited
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_ping_strikes", 2),
+        ("grpc.max_connection_age_ms", int(settings.max_connection_age_seconds * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace_seconds * 1000)),
+    ]
 
 
 @dataclass
@@ -102,6 +137,8 @@ class App:
     bots: Bots
     backtests: Backtests
     tasks: BackgroundTasks = field(default_factory=BackgroundTasks)
+    # The caller limits (its counters are what tests of the limits look at).
+    rate_limit: RateLimitInterceptor | None = None
 
     async def start(self) -> None:
         # Identity first: the revoked sessions and keys are known before the first call.
@@ -171,9 +208,23 @@ async def build(settings: Settings) -> App:
     bots = Bots(settings, session_factory(engine), events)
     backtests = Backtests(settings, session_factory(engine), object_store, events)
     auth = AuthInterceptor(policies_from_services(_ALL_API_SERVICES), identity.authenticator)
+    rate_limit = RateLimitInterceptor(
+        CallerLimits(
+            rate=RatePolicy(settings.rate_limit_per_second, settings.rate_limit_burst),
+            write_cost=settings.rate_limit_write_cost,
+            max_streams=settings.max_streams_per_caller,
+            max_uploads=settings.max_uploads_per_caller,
+        ),
+        request_costs(_ALL_API_SERVICES, settings.rate_limit_write_cost),
+        address_of=functools.partial(client_address, trusted_proxies=settings.trusted_proxies),
+    )
     server = grpc.aio.server(
-        interceptors=interceptor_chain(auth, request_timeout_seconds=settings.request_timeout_seconds),
+        interceptors=interceptor_chain(
+            auth, request_timeout_seconds=settings.request_timeout_seconds, rate_limit=rate_limit
+        ),
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         options=[
+            *connection_options(settings),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             # Well above Envoy's request-header limit (envoy_config.MAX_REQUEST_HEADERS_KB, 32 KiB),
@@ -215,4 +266,5 @@ async def build(settings: Settings) -> App:
         custom_bots=custom_bots,
         bots=bots,
         backtests=backtests,
+        rate_limit=rate_limit,
     )

@@ -56,7 +56,8 @@ DOWNSTREAM_CONNECTIONS_CONFIG = (
 
 CORS_ALLOW_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 CORS_ALLOW_HEADERS = "authorization, content-type, x-api-key, x-request-id, x-grpc-web, grpc-timeout"
-CORS_EXPOSE_HEADERS = "grpc-status, grpc-message, x-request-id"
+# The rate-limit fields too (docs/limits.md): a browser's script may read only what is listed.
+CORS_EXPOSE_HEADERS = "grpc-status, grpc-message, x-request-id, retry-after, ratelimit, ratelimit-policy"
 
 # One JSON object per request on stdout. Method and path are the client's: the
 # transcoder rewrites :method/:path to the gRPC call but keeps the originals in

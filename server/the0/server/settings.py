@@ -92,6 +92,27 @@ class Settings:
     request_timeout_seconds: float = 10.0
     # Watch streams send a heartbeat after this long without a change (Envoy drops idle streams).
     watch_heartbeat_seconds: float = 25.0
+    # Limits per caller (the user, or the address of an anonymous caller), per replica:
+    # docs/limits.md. A read costs 1 token, a write rate_limit_write_cost.
+    rate_limit_per_second: float = 20.0
+    rate_limit_burst: int = 100
+    rate_limit_write_cost: int = 5
+    max_streams_per_caller: int = 50
+    max_uploads_per_caller: int = 3
+    # An upload that sends nothing for this long is abandoned and its spool file removed.
+    upload_idle_timeout_seconds: float = 60.0
+    # Upload bytes spooled to disk at once on this replica, every caller together.
+    max_upload_spool_bytes: int = 256 * 1024 * 1024
+    # Quotas per owner, counted in the creating transaction.
+    max_bots_per_user: int = 100
+    max_active_backtests_per_user: int = 10
+    max_custom_bot_versions_per_user: int = 500
+    # The gRPC server (docs/limits.md, "Server").
+    max_concurrent_rpcs: int = 4096
+    keepalive_time_seconds: float = 60.0
+    keepalive_timeout_seconds: float = 20.0
+    max_connection_age_seconds: float = 1800.0
+    max_connection_age_grace_seconds: float = 300.0
 
     @property
     def sqlite_path(self) -> Path:
@@ -218,6 +239,37 @@ class Settings:
                 if not 1 <= request_timeout <= 300:
                     problems.append("THE0_REQUEST_TIMEOUT must be between 1s and 5m")
 
+        def seconds(name: str, default: float, low: float, high: float) -> float:
+            raw = get(name)
+            if raw is None:
+                return default
+            try:
+                value = parse_duration(raw).total_seconds()
+            except ValueError:
+                problems.append(f"{name} must be a duration like 30s, 5m or 1h, got {raw!r}")
+                return default
+            if not low <= value <= high:
+                problems.append(f"{name} must be between {low:g}s and {high:g}s, got {raw!r}")
+                return default
+            return value
+
+        rate_limit_per_second = 20.0
+        if (raw := get("THE0_RATE_LIMIT_PER_SECOND")) is not None:
+            try:
+                rate_limit_per_second = float(raw)
+            except ValueError:
+                rate_limit_per_second = -1.0
+            if not 0.01 <= rate_limit_per_second <= 1_000_000:
+                problems.append(f"THE0_RATE_LIMIT_PER_SECOND must be a number 0.01-1000000, got {raw!r}")
+                rate_limit_per_second = 20.0
+
+        max_spool = 256 * 1024 * 1024
+        if (raw := get("THE0_MAX_UPLOAD_SPOOL_BYTES")) is not None:
+            if not raw.isdigit() or not 1024 <= int(raw) <= 1024**4:
+                problems.append(f"THE0_MAX_UPLOAD_SPOOL_BYTES must be 1024 to 1099511627776, got {raw!r}")
+            else:
+                max_spool = int(raw)
+
         log_level = (get("THE0_LOG_LEVEL") or "INFO").upper()
         if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             problems.append(f"THE0_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
@@ -256,6 +308,21 @@ class Settings:
             max_upload_bytes=max_upload,
             log_level=log_level,
             request_timeout_seconds=request_timeout,
+            rate_limit_per_second=rate_limit_per_second,
+            rate_limit_burst=positive_int("THE0_RATE_LIMIT_BURST", 100),
+            rate_limit_write_cost=positive_int("THE0_RATE_LIMIT_WRITE_COST", 5),
+            max_streams_per_caller=positive_int("THE0_MAX_STREAMS_PER_CALLER", 50),
+            max_uploads_per_caller=positive_int("THE0_MAX_UPLOADS_PER_CALLER", 3),
+            upload_idle_timeout_seconds=seconds("THE0_UPLOAD_IDLE_TIMEOUT", 60.0, 1, 3600),
+            max_upload_spool_bytes=max_spool,
+            max_bots_per_user=positive_int("THE0_MAX_BOTS_PER_USER", 100),
+            max_active_backtests_per_user=positive_int("THE0_MAX_ACTIVE_BACKTESTS_PER_USER", 10),
+            max_custom_bot_versions_per_user=positive_int("THE0_MAX_CUSTOM_BOT_VERSIONS_PER_USER", 500),
+            max_concurrent_rpcs=positive_int("THE0_MAX_CONCURRENT_RPCS", 4096),
+            keepalive_time_seconds=seconds("THE0_KEEPALIVE_TIME", 60.0, 10, 86400),
+            keepalive_timeout_seconds=seconds("THE0_KEEPALIVE_TIMEOUT", 20.0, 1, 600),
+            max_connection_age_seconds=seconds("THE0_MAX_CONNECTION_AGE", 1800.0, 10, 7 * 86400),
+            max_connection_age_grace_seconds=seconds("THE0_MAX_CONNECTION_AGE_GRACE", 300.0, 1, 86400),
         )
         if problems:
             raise SettingsError(problems)

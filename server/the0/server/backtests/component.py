@@ -33,6 +33,7 @@ class Backtests:
             catalog=catalog or CustomBotTableCatalog(),
             page_tokens=page_tokens_for(settings, "backtests"),
             object_store=object_store,
+            max_active_backtests_per_user=settings.max_active_backtests_per_user,
         )
         self.servicer = BacktestServicer(self.service)
         self.event_handlers = BacktestEventHandlers(events.watch_hub)

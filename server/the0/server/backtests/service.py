@@ -44,6 +44,7 @@ from the0.server.errors import (
 from the0.server.events.outbox import Outbox
 from the0.server.events.watch_hub import Heartbeat, Snapshot, WatchHub
 from the0.server.pagination import Cursor, PageTokens
+from the0.server.quotas import enforce_quota
 from the0.server.storage.object_store import (
     DEFAULT_CHUNK_SIZE,
     ObjectNotFound,
@@ -187,8 +188,10 @@ class BacktestService:
         catalog: CustomBotCatalog,
         page_tokens: PageTokens,
         object_store: ObjectStore,
+        max_active_backtests_per_user: int = 10,
     ) -> None:
         self._sessions = sessions
+        self._max_active = max_active_backtests_per_user
         self._read_sessions = autocommit_sessions(sessions)
         self._reads = OwnedReads(
             self._read_sessions,
@@ -255,6 +258,14 @@ class BacktestService:
                 if request is not None:
                     backtests.remember_request(request, row.id)
                 await session.flush()
+                # Only unfinished runs count: they are what costs the runtime, and there is no
+                # DeleteBacktest, so a cap on every backtest ever run would lock a user out for good.
+                await enforce_quota(
+                    session, BacktestRow, owner_id, limit=self._max_active, resource="activeBacktests",
+                    what="active backtests",
+                    conditions=(BacktestRow.state.not_in(BACKTEST_LIFECYCLE.terminal),),
+                    hint="; wait for one to finish or cancel one",
+                )
                 self._outbox.add(session, "backtest.created", created_event_data(row, validated.custom_bot))
                 self._hub.notify_after_commit(session, WATCH_KIND, row.id, row.etag)
         except IntegrityError:

@@ -30,6 +30,7 @@ class Bots:
             watch_hub=events.watch_hub,
             catalog=catalog or CustomBotTableCatalog(),
             page_tokens=page_tokens_for(settings, "bots"),
+            max_bots_per_user=settings.max_bots_per_user,
         )
         self.servicer = BotServicer(self.service)
         self.event_handlers = BotEventHandlers(events.watch_hub)

@@ -39,6 +39,7 @@ from the0.server.errors import (
 from the0.server.events.outbox import Outbox
 from the0.server.events.watch_hub import Heartbeat, Snapshot, WatchHub
 from the0.server.pagination import Cursor, PageTokens
+from the0.server.quotas import enforce_quota
 from the0.server.validation import check_display_name, check_request_id
 
 log = logging.getLogger("the0.bots")
@@ -157,8 +158,10 @@ class BotService:
         watch_hub: WatchHub,
         catalog: CustomBotCatalog,
         page_tokens: PageTokens,
+        max_bots_per_user: int = 100,
     ) -> None:
         self._sessions = sessions
+        self._max_bots = max_bots_per_user
         self._read_sessions = autocommit_sessions(sessions)
         self._reads = OwnedReads(
             self._read_sessions,
@@ -215,6 +218,8 @@ class BotService:
                 if request is not None:
                     bots.remember_request("create", request, row.id)
                 await session.flush()
+                await enforce_quota(session, BotRow, owner_id, limit=self._max_bots, resource="bots",
+                                    what="bots", hint="; delete one first")
                 self._outbox.add(session, "bot.created", event_data(row, validated.custom_bot))
                 self._hub.notify_after_commit(session, WATCH_KIND, row.id, row.etag)
         except IntegrityError:

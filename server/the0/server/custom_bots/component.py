@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from the0.server.custom_bots.service import CustomBotService
+from the0.server.custom_bots.service import CustomBotService, SpoolBudget
 from the0.server.custom_bots.servicer import CustomBotServicer
 from the0.server.domain_page_tokens import page_tokens_for
 from the0.server.events.backbone import EventBackbone
@@ -28,6 +28,9 @@ class CustomBots:
             page_tokens=page_tokens_for(settings, "custom bots"),
             max_upload_bytes=settings.max_upload_bytes,
             spool_dir=settings.data_dir / "uploads",
+            upload_idle_seconds=settings.upload_idle_timeout_seconds,
+            spool_budget=SpoolBudget(settings.max_upload_spool_bytes),
+            max_versions_per_user=settings.max_custom_bot_versions_per_user,
         )
         self.service.register_consumers(events.consumers)
         self.servicer = CustomBotServicer(self.service)

@@ -12,9 +12,9 @@ import logging
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -37,6 +37,7 @@ from the0.server.db.repository import get_any_for_update
 from the0.server.errors import (
     AlreadyExists,
     ApiError,
+    DeadlineExceeded,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -50,6 +51,7 @@ from the0.server.events.envelope import Envelope
 from the0.server.events.outbox import Outbox
 from the0.server.events.watch_hub import Heartbeat, Snapshot, WatchHub
 from the0.server.pagination import Cursor, PageTokens, page_size
+from the0.server.quotas import enforce_quota
 from the0.server.storage.object_store import ObjectNotFound, ObjectStore, ObjectStoreError
 
 log = logging.getLogger("the0.custom_bots")
@@ -130,6 +132,33 @@ def _mb(limit: int) -> str:
     return f"{limit / (1024 * 1024):g} MB"
 
 
+class SpoolBudget:
+    """Upload bytes on this replica's disk at once, every caller together.
+
+    Taken chunk by chunk as they arrive and given back when the spool file is removed, so
+    many uploads at once cost at most ``limit`` bytes of disk (40 parallel 8 MiB uploads
+    spooled 317 MB before there was a limit). Over it the upload is refused with
+    SERVER_BUSY and a RetryInfo: the space frees as soon as other uploads finish.
+    """
+
+    RETRY_AFTER = timedelta(seconds=5)
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, size: int) -> None:
+        if self.used + size > self.limit:
+            raise ResourceExhausted(
+                "the server is receiving as many uploads as it can hold; retry shortly",
+                reason="SERVER_BUSY", metadata={"limit": str(self.limit)}, retry_after=self.RETRY_AFTER,
+            )
+        self.used += size
+
+    def give_back(self, size: int) -> None:
+        self.used = max(0, self.used - size)
+
+
 class CustomBotService:
     def __init__(
         self,
@@ -142,6 +171,9 @@ class CustomBotService:
         max_upload_bytes: int,
         spool_dir: Path,
         limits: ArchiveLimits = DEFAULT_LIMITS,
+        upload_idle_seconds: float = 60.0,
+        spool_budget: SpoolBudget | None = None,
+        max_versions_per_user: int = 500,
     ) -> None:
         self._sessions = sessions
         self._store = object_store
@@ -151,6 +183,9 @@ class CustomBotService:
         self.max_upload_bytes = max_upload_bytes
         self._spool_dir = spool_dir
         self._limits = limits
+        self._idle_seconds = upload_idle_seconds
+        self.spool_budget = spool_budget or SpoolBudget(256 * 1024 * 1024)
+        self._max_versions = max_versions_per_user
 
     async def prepare(self) -> None:
         """At start-up: the bucket exists (best effort: a store that is down is retried per upload)."""
@@ -179,17 +214,24 @@ class CustomBotService:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 await asyncio.to_thread(os.unlink, path)
+            self.spool_budget.give_back(size)
 
     async def _spool(self, chunks: AsyncIterable[bytes]) -> tuple[Path, int, str]:
-        """Write the chunks to a temp file, one chunk in memory at a time, hashing and counting."""
+        """Write the chunks to a temp file, one chunk in memory at a time, hashing and counting.
+
+        Each chunk must arrive within the idle timeout: a client that stops sending is
+        dropped with its file, instead of holding a descriptor and disk for ever.
+        """
         await asyncio.to_thread(self._spool_dir.mkdir, parents=True, exist_ok=True)
         fd, name = await asyncio.to_thread(tempfile.mkstemp, suffix=".zip", dir=self._spool_dir)
         path = Path(name)
         digest = hashlib.sha256()
         size = 0
+        incoming = aiter(chunks)
         try:
             with os.fdopen(fd, "wb") as file:
-                async for chunk in chunks:
+                while (chunk := await self._next_chunk(incoming)) is not None:
+                    self.spool_budget.take(len(chunk))
                     size += len(chunk)
                     if size > self.max_upload_bytes:
                         raise ResourceExhausted(
@@ -202,8 +244,21 @@ class CustomBotService:
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+            self.spool_budget.give_back(size)
             raise
         return path, size, digest.hexdigest()
+
+    async def _next_chunk(self, incoming: AsyncIterator[bytes]) -> bytes | None:
+        try:
+            async with asyncio.timeout(self._idle_seconds):
+                return await anext(incoming)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"the upload sent nothing for {self._idle_seconds:g} s and was abandoned",
+                reason="UPLOAD_IDLE", metadata={"idleSeconds": f"{self._idle_seconds:g}"},
+            ) from None
 
     async def _check(self, path: Path, size: int) -> CheckedManifest:
         try:
@@ -272,6 +327,10 @@ class CustomBotService:
                 repository = CustomBotRepository(session, owner_id)
                 previous = await self._check_version(repository, manifest.name, manifest.version)
                 await repository.add_version(row, previous)
+                await enforce_quota(
+                    session, CustomBotRow, owner_id, limit=self._max_versions, resource="customBotVersions",
+                    what="custom-bot versions",
+                )
                 self._outbox.add(
                     session,
                     SUBMITTED,
