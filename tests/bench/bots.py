@@ -29,7 +29,7 @@ import grpc.aio
 from google.protobuf import field_mask_pb2
 from sqlalchemy import insert
 
-from tests.bench.harness import LoadResult, median_result, report, run_load, start_in_child
+from tests.bench.harness import BENCH_CALLER_LIMITS, LoadResult, median_result, report, run_load, start_in_child
 from tests.bench.interceptors import measure as measure_echo
 from tests.bench.interceptors import serve_echo
 from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
@@ -98,6 +98,7 @@ def serve_api(port_queue: mp.Queue, database_url: str, nats_url: str, data_dir: 
             grpc_host="127.0.0.1",
             grpc_port=0,
             data_dir=Path(data_dir),
+            **BENCH_CALLER_LIMITS,
         )
         app = await build(settings)
         await app.start()

@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc.aio
 
-from tests.bench.harness import start_in_child
+from tests.bench.harness import BENCH_CALLER_LIMITS, start_in_child
 
 UPLOAD_MB = 10
 ROUNDS = 5
@@ -62,6 +62,7 @@ def serve(port_queue: mp.Queue, data_dir: str, nats_url: str, s3_endpoint: str |
             grpc_port=0, data_dir=Path(data_dir), max_upload_bytes=UPLOAD_MB * 1024 * 1024 + 1024 * 1024,
             argon2_memory_kib=1024, argon2_time_cost=1,
             minio_endpoint=s3_endpoint, minio_access_key="testing", minio_secret_key="testing",
+            **BENCH_CALLER_LIMITS,
         )
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(upgrade_to_head, settings.effective_database_url)
