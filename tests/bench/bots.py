@@ -29,7 +29,14 @@ import grpc.aio
 from google.protobuf import field_mask_pb2
 from sqlalchemy import insert
 
-from tests.bench.harness import BENCH_CALLER_LIMITS, LoadResult, median_result, report, run_load, start_in_child
+from tests.bench.harness import (
+    BENCH_CALLER_LIMITS,
+    LoadResult,
+    median_result,
+    report,
+    run_load,
+    start_in_child,
+)
 from tests.bench.interceptors import measure as measure_echo
 from tests.bench.interceptors import serve_echo
 from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
