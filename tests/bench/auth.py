@@ -31,7 +31,7 @@ from pathlib import Path
 import grpc
 import grpc.aio
 
-from tests.bench.harness import LoadResult, median_result, run_load, start_in_child
+from tests.bench.harness import BENCH_CALLER_LIMITS, LoadResult, median_result, run_load, start_in_child
 from the0.devtools.embedded.processes import free_port
 
 PUBLIC_ECHO = "/bench.Echo/Public"
@@ -45,7 +45,6 @@ async def _echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
 
 def serve_identity(port_queue: mp.Queue, data_dir: str, database_url: str | None) -> None:
     async def main() -> None:
-        from tests.fixtures import server as test_server
         from the0.devtools.embedded.nats_server import EmbeddedNats
         from the0.server.app import build
         from the0.server.db.migrate import upgrade_to_head
@@ -60,11 +59,7 @@ def serve_identity(port_queue: mp.Queue, data_dir: str, database_url: str | None
         settings = Settings(database_url=database_url or f"sqlite:///{base / 'the0.db'}", nats_url=nats.url,
                             jwt_secret=secrets.token_urlsafe(48), grpc_host="127.0.0.1", grpc_port=0,
                             data_dir=base)  # production Argon2id parameters (OWASP)
-        # This bench is one caller at full speed: the per-caller request limits (tested on
-        # their own) would measure themselves, not authentication.
-        settings = dataclasses.replace(settings, **{
-            k: v for k, v in getattr(test_server, "RELAXED_CALLER_LIMITS", {}).items()
-            if k in Settings.__dataclass_fields__})
+        settings = dataclasses.replace(settings, **BENCH_CALLER_LIMITS)  # one client at full speed
         await asyncio.to_thread(upgrade_to_head, settings.effective_database_url)
         app = await build(settings)
         handler = grpc.method_handlers_generic_handler("bench.Echo", {
