@@ -93,10 +93,11 @@ async def test_make_run_serves_rest_and_grpc_and_stops_cleanly(devstack):
         names = {s.name async for r in replies for s in r.list_services_response.service}
     assert set(API_SERVICES) | {"grpc.health.v1.Health"} <= names
 
-    # Embedded defaults all live in the data dir; the dev JWT secret is private.
+    # Embedded defaults all live in the data dir; the dev keys (one ring per purpose) are private.
     assert (data_dir / "the0.db").is_file()
     assert (data_dir / "nats").is_dir()
-    assert (data_dir / "jwt-secret").stat().st_mode & 0o077 == 0
+    for ring in ("jwt", "api-key-hash", "page-token"):
+        assert (data_dir / "keys" / ring).stat().st_mode & 0o077 == 0
 
     children = children_of(process.pid)
     assert len(children) >= 2, "expected NATS and Envoy as child processes"

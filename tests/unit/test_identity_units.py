@@ -25,10 +25,15 @@ from the0.server.interceptors.auth import (
     AuthInterceptor,
     policies_from_services,
 )
+from the0.server.keys import KeyRing, key_ring
 from the0.server.settings import Settings, SettingsError
 
 SECRET = "unit-test-secret-of-at-least-thirty-two-bytes"
 ENV = {"JWT_SECRET": SECRET, "DATABASE_URL": "sqlite:///x.db", "NATS_URL": "nats://127.0.0.1:4222"}
+
+
+def ring(secret: str) -> KeyRing:
+    return key_ring((), secret)
 
 
 def test_api_key_secrets_are_well_formed_and_checksummed():
@@ -47,13 +52,13 @@ def test_api_key_secrets_are_well_formed_and_checksummed():
 
 def test_api_key_hash_is_keyed_by_the_server_secret():
     secret = api_key_secrets.new_secret()
-    one, other = api_key_secrets.ApiKeyHasher(SECRET), api_key_secrets.ApiKeyHasher(SECRET + "x")
+    one, other = api_key_secrets.ApiKeyHasher(ring(SECRET)), api_key_secrets.ApiKeyHasher(ring(SECRET + "x"))
     assert one.hash(secret) == one.hash(secret) != other.hash(secret)
     assert secret not in one.hash(secret)
 
 
 def test_access_tokens_round_trip_and_expire():
-    tokens = AccessTokens(SECRET, timedelta(minutes=15))
+    tokens = AccessTokens(ring(SECRET), timedelta(minutes=15))
     token, expires = tokens.issue(user_id="u1", session_id="s1", role="admin")
     claims = tokens.verify(token)
     assert (claims.user_id, claims.session_id, claims.role, claims.expires_at) == ("u1", "s1", "admin", expires)
@@ -62,10 +67,10 @@ def test_access_tokens_round_trip_and_expire():
         tokens.verify(old)
     assert raised.value.reason == "TOKEN_EXPIRED"
     with pytest.raises(Unauthenticated) as raised:
-        AccessTokens(SECRET + "x", timedelta(minutes=15)).verify(token)
+        AccessTokens(ring(SECRET + "x"), timedelta(minutes=15)).verify(token)
     assert raised.value.reason == "TOKEN_INVALID"
     # A token verified before (cached) still expires on time.
-    short = AccessTokens(SECRET, timedelta(minutes=15))
+    short = AccessTokens(ring(SECRET), timedelta(minutes=15))
     token, _ = short.issue(user_id="u1", session_id="s1", role="user",
                            now=datetime.now(UTC) - timedelta(minutes=15) + timedelta(seconds=1))
     short.verify(token)

@@ -23,7 +23,9 @@ from the0.server.__main__ import load_settings, wait_for_stop_signal
 from the0.server.app import build
 from the0.server.db.migrate import upgrade_to_head
 from the0.server.envoy_config import render_envoy_config
-from the0.server.settings import Settings
+from the0.server.keys import parse_key_list
+from the0.server.redaction import redact_url
+from the0.server.settings import Settings, SettingsError
 from the0.server.structured_logging import configure_logging
 
 
@@ -34,19 +36,45 @@ def descriptor_set_path() -> Path:
     return Path(spec.origin).resolve().parents[3] / "the0.binpb"
 
 
-def dev_jwt_secret(data_dir: Path) -> str:
-    """A random secret kept in the data dir, so dev sessions survive restarts."""
+def dev_jwt_secret(data_dir: Path) -> str | None:
+    """The single secret of data dirs made before key rings, so their sessions and API keys survive."""
     path = data_dir / "jwt-secret"
+    return path.read_text().strip() if path.exists() else None
+
+
+def dev_key_ring(data_dir: Path, name: str) -> tuple[tuple[str, str], ...]:
+    """A ring of one random key (``dev1``), kept in the data dir so dev sessions survive restarts.
+
+    To try a rotation, put ``dev2:<new secret>,`` in front of the file's content.
+    """
+    path = data_dir / "keys" / name
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(48))
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        path.write_text(f"dev1:{secrets.token_urlsafe(48)}")
         path.chmod(0o600)
-    return path.read_text().strip()
+    problems: list[str] = []
+    ring = parse_key_list(str(path), path.read_text().strip(), problems)
+    if problems:
+        raise SettingsError(problems)
+    return ring
+
+
+def with_dev_keys(settings: Settings) -> Settings:
+    """Keys the environment does not set, generated once and kept in the data dir."""
+    if settings.jwt_secret is None:
+        settings = dataclasses.replace(settings, jwt_secret=dev_jwt_secret(settings.data_dir))
+    data_dir = settings.data_dir
+    return dataclasses.replace(
+        settings,
+        jwt_keys=settings.jwt_keys or dev_key_ring(data_dir, "jwt"),
+        api_key_hash_keys=settings.api_key_hash_keys or dev_key_ring(data_dir, "api-key-hash"),
+        page_token_keys=settings.page_token_keys or dev_key_ring(data_dir, "page-token"),
+    )
 
 
 async def run(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    if settings.jwt_secret is None:
-        settings = dataclasses.replace(settings, jwt_secret=dev_jwt_secret(settings.data_dir))
+    settings = with_dev_keys(settings)
 
     nats = None
     if settings.nats_url is None:
@@ -90,11 +118,11 @@ async def run(settings: Settings) -> None:
 
 
 def print_summary(settings: Settings, grpc_port: int, admin_port: int, *, embedded_nats: bool) -> None:
-    database = settings.database_url or f"SQLite {settings.sqlite_path}"
+    database = redact_url(settings.database_url) if settings.database_url else f"SQLite {settings.sqlite_path}"
     objects = (
         f"MinIO {settings.minio_endpoint}" if settings.minio_endpoint else f"local folder {settings.object_store_dir}"
     )
-    nats = f"{settings.nats_url}" + (" (embedded, JetStream)" if embedded_nats else "")
+    nats = redact_url(settings.nats_url or "") + (" (embedded, JetStream)" if embedded_nats else "")
     lines = [
         "the0 API dev stack is up:",
         f"  REST (Envoy)   http://localhost:{settings.http_port}   e.g. curl localhost:{settings.http_port}/health",

@@ -15,6 +15,7 @@ from nats.aio.client import Client as Nats
 
 from the0.server.background import BackgroundTasks
 from the0.server.events.nats_connection import connect_nats, ping_nats
+from the0.server.redaction import redact_url, scrub
 
 log = logging.getLogger("the0.nats")
 RETRY_SECONDS = 2.0
@@ -45,7 +46,8 @@ class NatsLink:
             try:
                 self.client = await connect_nats(self.url)
             except Exception as error:  # noqa: BLE001 - any failure to connect: try again
-                log.warning("NATS not reachable yet", extra={"url": self.url, "error": repr(error)})
+                log.warning("NATS not reachable yet",
+                            extra={"url": redact_url(self.url), "error": scrub(repr(error), self.url)})
                 await asyncio.sleep(RETRY_SECONDS)
             else:
                 self.connected.set()

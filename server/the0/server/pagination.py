@@ -1,8 +1,11 @@
 """Keyset pagination: page sizes and opaque, signed page tokens.
 
-A token holds the last row's ``(create_time, id)`` and the scope it was issued
-for (RPC + filter), signed with HMAC-SHA256 so clients cannot forge or reuse
-it for another query. Queries continue strictly after that key — never OFFSET,
+A token holds the last row's ``(create_time, id)``, the scope it was issued
+for (RPC + filter) and the caller it was issued to (the authenticated user id,
+from ``request_context.caller_id_var``), signed with HMAC-SHA256 so clients
+cannot forge it, reuse it for another query or hand it to another user. The
+signer holds the current page-token key and the older ones of its ring: tokens
+of a retired key verify until it is removed. Queries continue strictly after that key — never OFFSET,
 so page 50 costs what page 1 costs.
 """
 
@@ -18,6 +21,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from the0.server.errors import FieldViolation, InvalidArgument
+from the0.server.request_context import caller_id_var
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
@@ -44,15 +48,16 @@ def page_size(requested: int) -> int:
 
 
 class PageTokens:
-    def __init__(self, secret: bytes) -> None:
-        # A key of its own, derived from the server secret: a page token is never a JWT.
-        self._key = hmac.new(secret, b"the0 page tokens v1", hashlib.sha256).digest()
+    def __init__(self, secret: bytes, *older: bytes) -> None:
+        # Keys of their own, derived from the configured secrets: a page token is never a JWT.
+        self._keys = [hmac.new(key, b"the0 page tokens v1", hashlib.sha256).digest() for key in (secret, *older)]
 
     def encode(self, cursor: Cursor, *, scope: str) -> str:
         payload = json.dumps(
-            [cursor.create_time.astimezone(UTC).isoformat(), cursor.id, scope], separators=(",", ":")
+            [cursor.create_time.astimezone(UTC).isoformat(), cursor.id, scope, caller_id_var.get()],
+            separators=(",", ":"),
         ).encode()
-        return _b64(payload) + "." + _b64(self._mac(payload))
+        return _b64(payload) + "." + _b64(self._mac(self._keys[0], payload))
 
     def decode(self, token: str, *, scope: str) -> Cursor | None:
         """None for an empty token (first page); InvalidArgument for anything not ours."""
@@ -61,11 +66,15 @@ class PageTokens:
         try:
             body, _, mac = token.partition(".")
             payload = _unb64(body)
-            if not hmac.compare_digest(_unb64(mac), self._mac(payload)):
+            presented = _unb64(mac)
+            # Every key is tried (no early exit), so timing says nothing about which one matched.
+            if not sum(hmac.compare_digest(presented, self._mac(key, payload)) for key in self._keys):
                 raise ValueError("bad signature")
-            create_time, row_id, token_scope = json.loads(payload)
+            create_time, row_id, token_scope, token_caller = json.loads(payload)
             if token_scope != scope:
                 raise ValueError("token of another query")
+            if token_caller != caller_id_var.get():
+                raise ValueError("token of another caller")
             return Cursor(datetime.fromisoformat(create_time), str(row_id))
         except (ValueError, TypeError) as error:
             raise InvalidArgument(
@@ -83,8 +92,9 @@ class PageTokens:
         page = list(rows[:limit])
         return page, self.encode(cursor(page[-1]), scope=scope)
 
-    def _mac(self, payload: bytes) -> bytes:
-        return hmac.new(self._key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
+    @staticmethod
+    def _mac(key: bytes, payload: bytes) -> bytes:
+        return hmac.new(key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
 
 
 def _b64(data: bytes) -> str:

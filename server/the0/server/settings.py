@@ -15,6 +15,9 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from the0.server.keys import parse_key_list
+from the0.server.redaction import redact_url
+
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Envoy runs beside the server and reaches it over loopback (docs/limits.md).
@@ -44,6 +47,11 @@ class Settings:
     minio_use_ssl: bool = False
     # Auth.
     jwt_secret: str | None = field(default=None, repr=False)
+    # One key ring per purpose, ((kid, secret), ...), the first current (keys.py): JWT
+    # signing, API-key hashing, page tokens. JWT_SECRET joins each as a verify-only key.
+    jwt_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    api_key_hash_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    page_token_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     jwt_expires_in: timedelta = timedelta(minutes=15)
     refresh_token_ttl: timedelta = timedelta(days=30)
     registration_enabled: bool = True
@@ -72,6 +80,8 @@ class Settings:
     # How long a verified API key is trusted without a database read (revocation is
     # still checked on every request against the in-memory revoked set).
     api_key_cache_seconds: float = 60.0
+    # How long a well-formed API key the database does not know is refused without a read.
+    api_key_miss_cache_seconds: float = 10.0
     # How often pending API-key last-used times are written (one batched UPDATE).
     api_key_last_used_flush_seconds: float = 30.0
     # Network.
@@ -160,7 +170,7 @@ class Settings:
 
         nats_url = get("NATS_URL")
         if nats_url is not None and urlsplit(nats_url).scheme not in {"nats", "tls", "ws", "wss"}:
-            problems.append(f"NATS_URL must look like nats://host:4222, got {nats_url!r}")
+            problems.append(f"NATS_URL must look like nats://host:4222, got {redact_url(nats_url)!r}")
 
         minio_endpoint = get("MINIO_ENDPOINT")
         minio_access_key, minio_secret_key = get("MINIO_ACCESS_KEY"), get("MINIO_SECRET_KEY")
@@ -176,8 +186,16 @@ class Settings:
         jwt_secret = get("JWT_SECRET")
         if jwt_secret is not None and len(jwt_secret.encode()) < 32:
             problems.append("JWT_SECRET must be at least 32 bytes (HS256 needs a 256-bit key)")
+        rings = {
+            name: parse_key_list(name, raw, problems) if (raw := get(name)) is not None else ()
+            for name in ("THE0_JWT_KEYS", "THE0_API_KEY_HASH_KEYS", "THE0_PAGE_TOKEN_KEYS")
+        }
         if jwt_secret is None and not dev_mode:
-            problems.append("JWT_SECRET is required outside dev mode (make run generates one)")
+            if not any(rings.values()):
+                problems.append("JWT_SECRET is required outside dev mode (make run generates one)")
+            else:
+                problems.extend(f"{name} is required unless JWT_SECRET is set"
+                                for name, ring in rings.items() if not ring)
 
         jwt_expires_in = timedelta(minutes=15)
         if (raw := get("JWT_EXPIRES_IN")) is not None:
@@ -270,6 +288,16 @@ class Settings:
             else:
                 max_spool = int(raw)
 
+        api_key_miss_cache = 10.0
+        if (raw := get("THE0_API_KEY_MISS_CACHE")) is not None:
+            try:
+                api_key_miss_cache = parse_duration(raw).total_seconds()
+            except ValueError:
+                api_key_miss_cache = -1.0
+            if not 0 <= api_key_miss_cache <= 300:
+                problems.append(f"THE0_API_KEY_MISS_CACHE must be a duration from 0s to 5m, got {raw!r}")
+                api_key_miss_cache = 10.0
+
         log_level = (get("THE0_LOG_LEVEL") or "INFO").upper()
         if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             problems.append(f"THE0_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
@@ -289,6 +317,10 @@ class Settings:
             minio_secret_key=minio_secret_key,
             minio_use_ssl=flag("MINIO_USE_SSL"),
             jwt_secret=jwt_secret,
+            api_key_miss_cache_seconds=api_key_miss_cache,
+            jwt_keys=rings["THE0_JWT_KEYS"],
+            api_key_hash_keys=rings["THE0_API_KEY_HASH_KEYS"],
+            page_token_keys=rings["THE0_PAGE_TOKEN_KEYS"],
             jwt_expires_in=jwt_expires_in,
             registration_enabled=(get("THE0_REGISTRATION_ENABLED") is None or flag("THE0_REGISTRATION_ENABLED")),
             admin_email=admin_email,
@@ -341,7 +373,8 @@ def normalise_database_url(url: str, problems: list[str]) -> str:
     """Accept the usual spellings and return a SQLAlchemy URL for psycopg 3 or SQLite."""
     scheme, sep, rest = url.partition("://")
     if not sep:
-        problems.append(f"DATABASE_URL must be a URL like postgresql://user@host/db, got {url!r}")
+        shown = "(hidden: it may hold a password)" if "@" in url else repr(url)
+        problems.append(f"DATABASE_URL must be a URL like postgresql://user@host/db, got {shown}")
         return url
     if scheme in {"postgres", "postgresql", "postgresql+psycopg"}:
         return f"postgresql+psycopg://{rest}"

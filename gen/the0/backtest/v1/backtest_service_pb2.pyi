@@ -226,6 +226,7 @@ class WatchBacktestResponse(_message.Message):
 
     BACKTEST_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
+    UNAUTHENTICATED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def backtest(self) -> _backtest_pb2.Backtest:
         """The backtest's current state: first message, then after each change."""
@@ -234,17 +235,24 @@ class WatchBacktestResponse(_message.Message):
     def heartbeat(self) -> _watch_pb2.Heartbeat:
         """Nothing changed for a while; the stream is alive."""
 
+    @_builtins.property
+    def unauthenticated(self) -> _watch_pb2.Unauthenticated:
+        """The caller's credentials ended (logout, revoked key, expired token); this
+        is the last message, then UNAUTHENTICATED.
+        """
+
     def __init__(
         self,
         *,
         backtest: _backtest_pb2.Backtest | None = ...,
         heartbeat: _watch_pb2.Heartbeat | None = ...,
+        unauthenticated: _watch_pb2.Unauthenticated | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["backtest", b"backtest", "event", b"event", "heartbeat", b"heartbeat"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["backtest", b"backtest", "event", b"event", "heartbeat", b"heartbeat", "unauthenticated", b"unauthenticated"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backtest", b"backtest", "event", b"event", "heartbeat", b"heartbeat"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backtest", b"backtest", "event", b"event", "heartbeat", b"heartbeat", "unauthenticated", b"unauthenticated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["backtest", "heartbeat"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["backtest", "heartbeat", "unauthenticated"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

@@ -73,6 +73,8 @@ class BacktestServiceStub:
     """Streams the backtest: its current state first, then every change (from
     any server replica), and a heartbeat at least every 30 seconds. Ends with
     OK at a terminal state. REST: newline-delimited JSON.
+    Ends with UNAUTHENTICATED after an `unauthenticated` message when the
+    caller's session is logged out, its API key revoked or its token expires.
     Errors: NOT_FOUND, UNAUTHENTICATED.
     """
 
@@ -119,6 +121,8 @@ class BacktestServiceAsyncStub(BacktestServiceStub):
     """Streams the backtest: its current state first, then every change (from
     any server replica), and a heartbeat at least every 30 seconds. Ends with
     OK at a terminal state. REST: newline-delimited JSON.
+    Ends with UNAUTHENTICATED after an `unauthenticated` message when the
+    caller's session is logged out, its API key revoked or its token expires.
     Errors: NOT_FOUND, UNAUTHENTICATED.
     """
 
@@ -204,6 +208,8 @@ class BacktestServiceServicer(metaclass=_abc_1.ABCMeta):
         """Streams the backtest: its current state first, then every change (from
         any server replica), and a heartbeat at least every 30 seconds. Ends with
         OK at a terminal state. REST: newline-delimited JSON.
+        Ends with UNAUTHENTICATED after an `unauthenticated` message when the
+        caller's session is logged out, its API key revoked or its token expires.
         Errors: NOT_FOUND, UNAUTHENTICATED.
         """
 

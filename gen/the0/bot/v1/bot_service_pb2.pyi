@@ -270,6 +270,7 @@ class WatchBotResponse(_message.Message):
     BOT_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     DELETED_FIELD_NUMBER: _builtins.int
+    UNAUTHENTICATED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def bot(self) -> _bot_pb2.Bot:
         """The bot's current state: first message, then after each change."""
@@ -282,18 +283,25 @@ class WatchBotResponse(_message.Message):
     def deleted(self) -> _watch_pb2.Deleted:
         """The bot was deleted; this is the last message."""
 
+    @_builtins.property
+    def unauthenticated(self) -> _watch_pb2.Unauthenticated:
+        """The caller's credentials ended (logout, revoked key, expired token); this
+        is the last message, then UNAUTHENTICATED.
+        """
+
     def __init__(
         self,
         *,
         bot: _bot_pb2.Bot | None = ...,
         heartbeat: _watch_pb2.Heartbeat | None = ...,
         deleted: _watch_pb2.Deleted | None = ...,
+        unauthenticated: _watch_pb2.Unauthenticated | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["bot", b"bot", "deleted", b"deleted", "event", b"event", "heartbeat", b"heartbeat"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bot", b"bot", "deleted", b"deleted", "event", b"event", "heartbeat", b"heartbeat", "unauthenticated", b"unauthenticated"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bot", b"bot", "deleted", b"deleted", "event", b"event", "heartbeat", b"heartbeat"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bot", b"bot", "deleted", b"deleted", "event", b"event", "heartbeat", b"heartbeat", "unauthenticated", b"unauthenticated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["bot", "heartbeat", "deleted"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["bot", "heartbeat", "deleted", "unauthenticated"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

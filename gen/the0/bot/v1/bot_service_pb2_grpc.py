@@ -158,6 +158,8 @@ class BotServiceServicer:
         """Streams the bot: its current state first, then every change (from any
         server replica), and a heartbeat at least every 30 seconds. Ends with OK
         after a `deleted` message when the bot is deleted. REST: newline-delimited JSON.
+        Ends with UNAUTHENTICATED after an `unauthenticated` message when the
+        caller's session is logged out, its API key revoked or its token expires.
         Errors: NOT_FOUND, UNAUTHENTICATED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -81,6 +81,8 @@ class BotServiceStub:
     """Streams the bot: its current state first, then every change (from any
     server replica), and a heartbeat at least every 30 seconds. Ends with OK
     after a `deleted` message when the bot is deleted. REST: newline-delimited JSON.
+    Ends with UNAUTHENTICATED after an `unauthenticated` message when the
+    caller's session is logged out, its API key revoked or its token expires.
     Errors: NOT_FOUND, UNAUTHENTICATED.
     """
 
@@ -135,6 +137,8 @@ class BotServiceAsyncStub(BotServiceStub):
     """Streams the bot: its current state first, then every change (from any
     server replica), and a heartbeat at least every 30 seconds. Ends with OK
     after a `deleted` message when the bot is deleted. REST: newline-delimited JSON.
+    Ends with UNAUTHENTICATED after an `unauthenticated` message when the
+    caller's session is logged out, its API key revoked or its token expires.
     Errors: NOT_FOUND, UNAUTHENTICATED.
     """
 
@@ -234,6 +238,8 @@ class BotServiceServicer(metaclass=_abc_1.ABCMeta):
         """Streams the bot: its current state first, then every change (from any
         server replica), and a heartbeat at least every 30 seconds. Ends with OK
         after a `deleted` message when the bot is deleted. REST: newline-delimited JSON.
+        Ends with UNAUTHENTICATED after an `unauthenticated` message when the
+        caller's session is logged out, its API key revoked or its token expires.
         Errors: NOT_FOUND, UNAUTHENTICATED.
         """
 

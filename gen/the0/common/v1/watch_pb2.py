@@ -26,7 +26,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1athe0/common/v1/watch.proto\x12\x0ethe0.common.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\";\n\tHeartbeat\x12.\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"R\n\x07\x44\x65leted\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x64\x65lete_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1athe0/common/v1/watch.proto\x12\x0ethe0.common.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\";\n\tHeartbeat\x12.\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"R\n\x07\x44\x65leted\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x64\x65lete_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"W\n\x0fUnauthenticated\x12\x14\n\x06reason\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12.\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,8 +39,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETED'].fields_by_name['id']._serialized_options = b'\342A\001\003'
   _globals['_DELETED'].fields_by_name['delete_time']._loaded_options = None
   _globals['_DELETED'].fields_by_name['delete_time']._serialized_options = b'\342A\001\003'
+  _globals['_UNAUTHENTICATED'].fields_by_name['reason']._loaded_options = None
+  _globals['_UNAUTHENTICATED'].fields_by_name['reason']._serialized_options = b'\342A\001\003'
+  _globals['_UNAUTHENTICATED'].fields_by_name['time']._loaded_options = None
+  _globals['_UNAUTHENTICATED'].fields_by_name['time']._serialized_options = b'\342A\001\003'
   _globals['_HEARTBEAT']._serialized_start=112
   _globals['_HEARTBEAT']._serialized_end=171
   _globals['_DELETED']._serialized_start=173
   _globals['_DELETED']._serialized_end=255
+  _globals['_UNAUTHENTICATED']._serialized_start=257
+  _globals['_UNAUTHENTICATED']._serialized_end=344
 # @@protoc_insertion_point(module_scope)

@@ -72,3 +72,36 @@ class Deleted(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Deleted: _TypeAlias = Deleted  # noqa: Y015
+
+@_typing.final
+class Unauthenticated(_message.Message):
+    """Unauthenticated is the last message of a stream whose credentials ended
+    while it was open: the session was logged out, the API key revoked, or the
+    access token expired. The stream then ends with UNAUTHENTICATED and an
+    ErrorInfo of the same reason; this message says so to REST clients, who
+    cannot see a status that arrives after the first message.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """The ErrorReason name: TOKEN_REVOKED, TOKEN_EXPIRED or API_KEY_INVALID."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When the server ended the stream."""
+
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Unauthenticated: _TypeAlias = Unauthenticated  # noqa: Y015

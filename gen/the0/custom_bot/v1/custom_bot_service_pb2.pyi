@@ -236,6 +236,7 @@ class WatchCustomBotResponse(_message.Message):
 
     CUSTOM_BOT_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
+    UNAUTHENTICATED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def custom_bot(self) -> _custom_bot_pb2.CustomBot:
         """The version's current state: first message, then after each change."""
@@ -244,17 +245,24 @@ class WatchCustomBotResponse(_message.Message):
     def heartbeat(self) -> _watch_pb2.Heartbeat:
         """Nothing changed for a while; the stream is alive."""
 
+    @_builtins.property
+    def unauthenticated(self) -> _watch_pb2.Unauthenticated:
+        """The caller's credentials ended (logout, revoked key, expired token); this
+        is the last message, then UNAUTHENTICATED.
+        """
+
     def __init__(
         self,
         *,
         custom_bot: _custom_bot_pb2.CustomBot | None = ...,
         heartbeat: _watch_pb2.Heartbeat | None = ...,
+        unauthenticated: _watch_pb2.Unauthenticated | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["custom_bot", b"custom_bot", "event", b"event", "heartbeat", b"heartbeat"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["custom_bot", b"custom_bot", "event", b"event", "heartbeat", b"heartbeat", "unauthenticated", b"unauthenticated"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["custom_bot", b"custom_bot", "event", b"event", "heartbeat", b"heartbeat"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["custom_bot", b"custom_bot", "event", b"event", "heartbeat", b"heartbeat", "unauthenticated", b"unauthenticated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["custom_bot", "heartbeat"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["custom_bot", "heartbeat", "unauthenticated"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

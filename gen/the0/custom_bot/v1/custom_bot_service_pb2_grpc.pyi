@@ -69,6 +69,8 @@ class CustomBotServiceStub:
     """Streams the version: its current state first, then every change (from any
     server replica), and a heartbeat at least every 30 seconds. Ends with OK
     once the version is APPROVED or DECLINED. REST: newline-delimited JSON.
+    Ends with UNAUTHENTICATED after an `unauthenticated` message when the
+    caller's session is logged out, its API key revoked or its token expires.
     Errors: NOT_FOUND, UNAUTHENTICATED.
     """
 
@@ -111,6 +113,8 @@ class CustomBotServiceAsyncStub(CustomBotServiceStub):
     """Streams the version: its current state first, then every change (from any
     server replica), and a heartbeat at least every 30 seconds. Ends with OK
     once the version is APPROVED or DECLINED. REST: newline-delimited JSON.
+    Ends with UNAUTHENTICATED after an `unauthenticated` message when the
+    caller's session is logged out, its API key revoked or its token expires.
     Errors: NOT_FOUND, UNAUTHENTICATED.
     """
 
@@ -186,6 +190,8 @@ class CustomBotServiceServicer(metaclass=_abc_1.ABCMeta):
         """Streams the version: its current state first, then every change (from any
         server replica), and a heartbeat at least every 30 seconds. Ends with OK
         once the version is APPROVED or DECLINED. REST: newline-delimited JSON.
+        Ends with UNAUTHENTICATED after an `unauthenticated` message when the
+        caller's session is logged out, its API key revoked or its token expires.
         Errors: NOT_FOUND, UNAUTHENTICATED.
         """
 

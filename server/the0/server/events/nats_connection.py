@@ -1,4 +1,7 @@
-"""The NATS connection: fail fast at start-up, then reconnect forever."""
+"""The NATS connection: fail fast at start-up, then reconnect forever.
+
+The URL may carry credentials: it is only ever logged or put in an error through ``redact_url``.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import NotFoundError
+
+from the0.server.redaction import redact_url, scrub
 
 logger = logging.getLogger("the0.nats")
 
@@ -32,15 +37,16 @@ async def connect_nats(url: str, *, name: str = "the0-api", timeout: float = 5.0
     reconnects forever and buffers publishes meanwhile.
     """
     nc = Client()
+    shown = redact_url(url)
 
     async def on_error(exc: Exception) -> None:
-        logger.warning("nats error: %s", exc or type(exc).__name__)
+        logger.warning("nats error: %s", scrub(str(exc), url) or type(exc).__name__)
 
     async def on_disconnected() -> None:
-        logger.warning("nats disconnected from %s", url)
+        logger.warning("nats disconnected from %s", shown)
 
     async def on_reconnected() -> None:
-        logger.info("nats reconnected to %s", nc.connected_url.netloc if nc.connected_url else url)
+        logger.info("nats reconnected to %s", redact_url(nc.connected_url.geturl()) if nc.connected_url else shown)
 
     async def on_closed() -> None:
         logger.info("nats connection closed")
@@ -62,8 +68,10 @@ async def connect_nats(url: str, *, name: str = "the0-api", timeout: float = 5.0
     except (TimeoutError, OSError, nats.errors.Error) as exc:
         last = nc.last_error or exc
         await _close_quietly(nc)
-        raise NatsUnavailable(f"cannot connect to NATS at {url}: {last or 'timed out'}") from exc
-    logger.info("nats connected to %s", url)
+        # nats-py's messages may repeat the server URL, credentials included.
+        reason = scrub(str(last), url) if last else "timed out"
+        raise NatsUnavailable(f"cannot connect to NATS at {shown}: {reason}") from exc
+    logger.info("nats connected to %s", shown)
     return nc
 
 

@@ -1,4 +1,7 @@
-"""HealthService.GetHealth: the dependency checks as a document, 503 without a database."""
+"""HealthService.GetHealth: the dependency checks as a document, 503 without a database.
+
+Served through ``SharedChecks``: a result at most a second old, one probe run in flight.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +13,12 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from the0.health.v1 import health_service_pb2, health_service_pb2_grpc
 from the0.server.errors import Unavailable
-from the0.server.health.checks import OK, DependencyChecks
+from the0.server.health.checks import OK, DependencyChecks, SharedChecks
 
 
 class HealthServicer(health_service_pb2_grpc.HealthServiceServicer):
-    def __init__(self, checks: DependencyChecks, *, version: str) -> None:
-        self._checks = checks
+    def __init__(self, checks: DependencyChecks, *, version: str, max_age: float = 1.0) -> None:
+        self._checks = SharedChecks(checks, max_age=max_age)
         self._version = version
         self._started = time.monotonic()
 

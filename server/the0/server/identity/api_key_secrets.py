@@ -3,6 +3,12 @@
 GitHub-style: the fixed prefix makes leaked keys scannable, and the checksum
 lets the server reject a mistyped or made-up key without a database lookup.
 Only HMAC-SHA256(server key, secret) is stored, with a short display prefix.
+
+The hash key has a ring of its own (THE0_API_KEY_HASH_KEYS, keys.py): new keys
+are hashed with the current one, and a presented key is looked up under each
+key of the ring, so rotating the hash key (or the JWT key) never invalidates
+keys already issued. Keep an old hash key configured while keys hashed with it
+are still in use.
 """
 
 from __future__ import annotations
@@ -13,6 +19,9 @@ import re
 import secrets
 import string
 import zlib
+from collections.abc import Callable
+
+from the0.server.keys import KeyRing
 
 PREFIX = "the0_"
 RANDOM_LENGTH = 32
@@ -52,9 +61,27 @@ def display_prefix(secret: str) -> str:
 
 
 class ApiKeyHasher:
-    def __init__(self, server_secret: str) -> None:
-        # A key of its own, derived from the server secret (as page tokens do).
-        self._key = hmac.new(server_secret.encode(), b"the0 api keys v1", hashlib.sha256).digest()
+    def __init__(self, keys: KeyRing) -> None:
+        # Derived from each configured secret as earlier versions derived it from JWT_SECRET,
+        # so the ring's "jwt-secret" key reproduces the hashes they stored.
+        self._keys = [hmac.new(secret, b"the0 api keys v1", hashlib.sha256).digest() for _, secret in keys.secrets]
+        self._new_key_listeners: list[Callable[[str], None]] = []
+
+    def on_new_key(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(hash)`` whenever a new key is hashed (the authenticator forgets a cached miss)."""
+        self._new_key_listeners.append(listener)
 
     def hash(self, secret: str) -> str:
-        return hmac.new(self._key, secret.encode(), hashlib.sha256).hexdigest()
+        """The hash a new key is stored under (the current hash key). Only for keys being created."""
+        key_hash = self._hash(self._keys[0], secret)
+        for listener in self._new_key_listeners:
+            listener(key_hash)
+        return key_hash
+
+    def candidates(self, secret: str) -> list[str]:
+        """The hashes ``secret`` may be stored under, current key first."""
+        return [self._hash(key, secret) for key in self._keys]
+
+    @staticmethod
+    def _hash(key: bytes, secret: str) -> str:
+        return hmac.new(key, secret.encode(), hashlib.sha256).hexdigest()

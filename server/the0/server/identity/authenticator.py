@@ -3,6 +3,12 @@
 JWTs: signature and claims, then the in-memory revoked-session set.
 API keys: shape and checksum, then a short-lived cache of hash → (key, owner),
 a database read on a miss, and the in-memory revoked-key set on every call.
+A well-formed key that is not ours (the checksum is public, so anyone can make
+one) is remembered as unknown for a few seconds, and concurrent lookups of the
+same key share one read: refusing a fake key costs a query once per
+``api_key_miss_cache_seconds``, not once per request. A key created meanwhile
+is dropped from that memory when it is hashed (``ApiKeyHasher.on_new_key``), and
+a lookup that overlaps a creation does not store its miss.
 ``last_used_at`` is recorded in memory and written in batches (at most one
 write per key per minute) by ``flush_last_used``.
 """
@@ -10,7 +16,9 @@ write per key per minute) by ``flush_last_used``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -23,7 +31,7 @@ from the0.server.identity import api_key_secrets
 from the0.server.identity.api_key_secrets import ApiKeyHasher
 from the0.server.identity.principal import Principal, role_of
 from the0.server.identity.repository import CredentialRepository
-from the0.server.identity.revocations import Revocations
+from the0.server.identity.revocations import API_KEY, SESSION, Revocations
 from the0.server.identity.tokens import AccessTokens
 
 log = logging.getLogger("the0.identity.auth")
@@ -49,6 +57,7 @@ class Authenticator:
         sessions: async_sessionmaker[AsyncSession],
         api_key_cache_seconds: float,
         last_used_flush_seconds: float,
+        api_key_miss_cache_seconds: float = 10.0,
     ) -> None:
         self._tokens = tokens
         self._hasher = hasher
@@ -57,6 +66,12 @@ class Authenticator:
         self._flush_seconds = last_used_flush_seconds
         # hash -> key and owner, for api_key_cache_seconds; the revoked set is still checked per call.
         self._keys: TTLCache[str, _CachedKey] = TTLCache(maxsize=_MAX_CACHED_KEYS, ttl=api_key_cache_seconds)
+        # hash -> True for keys the database did not know (bounded: a flood of distinct fakes
+        # evicts the oldest, and each of those is a miss at most once per ttl anyway).
+        self._unknown: TTLCache[str, bool] = TTLCache(maxsize=_MAX_CACHED_KEYS, ttl=api_key_miss_cache_seconds)
+        self._loading: dict[str, asyncio.Task[_CachedKey | None]] = {}
+        self._creations = 0  # bumped whenever a new key is hashed
+        hasher.on_new_key(self._forget_unknown)
         self._last_written: dict[str, datetime] = {}
         self._pending_uses: dict[str, datetime] = {}
 
@@ -65,15 +80,31 @@ class Authenticator:
         if self._revocations.session_revoked(claims.session_id):
             raise Unauthenticated("the session of this access token was logged out", reason="TOKEN_REVOKED")
         return Principal(user_id=claims.user_id, role=role_of(claims.role), auth_kind="jwt",
-                         session_id=claims.session_id)
+                         session_id=claims.session_id, expires_at=claims.expires_at)
+
+    @contextlib.contextmanager
+    def revocation_signal(self, principal: Principal) -> Iterator[asyncio.Event]:
+        """An event set when ``principal``'s session or API key is revoked, on any replica."""
+        if principal.api_key_id is not None:
+            kind, item_id = API_KEY, principal.api_key_id
+        elif principal.session_id is not None:
+            kind, item_id = SESSION, principal.session_id
+        else:  # no revocable credential: an event that is never set
+            yield asyncio.Event()
+            return
+        with self._revocations.signal(kind, item_id) as event:
+            yield event
 
     async def authenticate_api_key(self, secret: str) -> Principal:
         if not api_key_secrets.is_well_formed(secret):
             raise _invalid_key()
-        key_hash = self._hasher.hash(secret)
+        hashes = self._hasher.candidates(secret)
+        key_hash = hashes[0]
         cached = self._keys.get(key_hash)
         if cached is None:
-            cached = await self._load(key_hash)
+            if key_hash in self._unknown:
+                raise _invalid_key()
+            cached = await self._load_once(hashes)
         now = datetime.now(UTC)
         if self._revocations.api_key_revoked(cached.api_key_id) or (
             cached.expires_at is not None and cached.expires_at <= now
@@ -82,19 +113,52 @@ class Authenticator:
             raise _invalid_key()
         self._record_use(cached.api_key_id, now)
         return Principal(user_id=cached.user_id, role=role_of(cached.role), auth_kind="api_key",
-                         api_key_id=cached.api_key_id)
+                         api_key_id=cached.api_key_id, expires_at=cached.expires_at)
 
-    async def _load(self, key_hash: str) -> _CachedKey:
-        async with self._sessions() as db:
-            found = await CredentialRepository(db).find_api_key_by_hash(key_hash)
-        if found is None:
+    async def _load_once(self, hashes: list[str]) -> _CachedKey:
+        """One database read per key at a time: concurrent callers of the same key share it.
+
+        The read runs in a task of its own, so a caller that gives up does not cancel it for the others.
+        """
+        key_hash = hashes[0]
+        loading = self._loading.get(key_hash)
+        if loading is None:
+            loading = asyncio.get_running_loop().create_task(self._load(hashes))
+            self._loading[key_hash] = loading
+            creations = self._creations
+
+            def settle(task: asyncio.Task[_CachedKey | None]) -> None:
+                del self._loading[key_hash]
+                if not task.cancelled() and task.exception() is None and task.result() is None \
+                        and creations == self._creations:
+                    self._unknown[key_hash] = True
+
+            loading.add_done_callback(settle)
+        entry = await asyncio.shield(loading)
+        if entry is None:
             raise _invalid_key()
+        return entry
+
+    async def _load(self, hashes: list[str]) -> _CachedKey | None:
+        """The key stored under one of ``hashes`` (one per hash key, current first), if usable."""
+        async with self._sessions() as db:
+            repository = CredentialRepository(db)
+            for key_hash in hashes:
+                found = await repository.find_api_key_by_hash(key_hash)
+                if found is not None:
+                    break
+        if found is None:
+            return None
         key, user = found
         if key.revoked_at is not None or not user.active:
-            raise _invalid_key()
+            return None
         entry = _CachedKey(key.id, user.id, user.role, key.expires_at)
-        self._keys[key_hash] = entry
+        self._keys[hashes[0]] = entry
         return entry
+
+    def _forget_unknown(self, key_hash: str) -> None:
+        self._creations += 1
+        self._unknown.pop(key_hash, None)
 
     def forget_api_key(self, api_key_id: str) -> None:
         for key_hash in [h for h, c in self._keys.items() if c.api_key_id == api_key_id]:

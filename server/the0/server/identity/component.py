@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from the0.server.background import BackgroundTasks
 from the0.server.db.engine import session_factory
+from the0.server.domain_page_tokens import page_tokens_for
 from the0.server.identity.admin_bootstrap import bootstrap_admin
 from the0.server.identity.api_key_secrets import ApiKeyHasher
 from the0.server.identity.authenticator import Authenticator
@@ -19,8 +20,8 @@ from the0.server.identity.service import ApiKeyService, AuthService, CredentialH
 from the0.server.identity.servicers import ApiKeyServicer, AuthServicer
 from the0.server.identity.throttle import ThrottleLimits, Throttles
 from the0.server.identity.tokens import AccessTokens
+from the0.server.keys import key_ring
 from the0.server.nats_link import NatsLink
-from the0.server.pagination import PageTokens
 from the0.server.settings import Settings
 
 log = logging.getLogger("the0.identity")
@@ -29,8 +30,6 @@ _ADMIN_RETRY_SECONDS = 2.0
 
 class Identity:
     def __init__(self, settings: Settings, engine: AsyncEngine, nats: NatsLink) -> None:
-        if not settings.jwt_secret:
-            raise ValueError("settings.jwt_secret is required (dev mode generates one)")
         self._settings = settings
         sessions = session_factory(engine)
         self.passwords = Passwords(memory_kib=settings.argon2_memory_kib, time_cost=settings.argon2_time_cost,
@@ -42,8 +41,9 @@ class Identity:
             login_per_address=settings.login_attempts_per_address,
             registrations_per_address=settings.registrations_per_address,
         ))
-        tokens = AccessTokens(settings.jwt_secret, settings.jwt_expires_in)
-        hasher = ApiKeyHasher(settings.jwt_secret)
+        # One key ring per purpose (keys.py): rotating the JWT key leaves API keys valid.
+        tokens = AccessTokens(key_ring(settings.jwt_keys, settings.jwt_secret), settings.jwt_expires_in)
+        hasher = ApiKeyHasher(key_ring(settings.api_key_hash_keys, settings.jwt_secret))
         self._sessions = sessions
         self.revocations = Revocations(
             nats=nats,
@@ -55,6 +55,7 @@ class Identity:
         self.authenticator = Authenticator(
             tokens=tokens, hasher=hasher, revocations=self.revocations, sessions=sessions,
             api_key_cache_seconds=settings.api_key_cache_seconds,
+            api_key_miss_cache_seconds=settings.api_key_miss_cache_seconds,
             last_used_flush_seconds=settings.api_key_last_used_flush_seconds,
         )
         self.auth_service = AuthService(
@@ -64,7 +65,7 @@ class Identity:
         )
         self.api_key_service = ApiKeyService(
             sessions=sessions, hasher=hasher, authenticator=self.authenticator, revocations=self.revocations,
-            page_tokens=PageTokens(settings.jwt_secret.encode()),
+            page_tokens=page_tokens_for(settings, "api keys"),
         )
         self.auth_servicer = AuthServicer(self.auth_service, trusted_proxies=settings.trusted_proxies)
         self.api_key_servicer = ApiKeyServicer(self.api_key_service)

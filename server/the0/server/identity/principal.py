@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from the0.server.errors import Unauthenticated
@@ -28,6 +29,9 @@ class Principal:
     auth_kind: AuthKind
     session_id: str | None = None  # set for JWTs
     api_key_id: str | None = None  # set for API keys
+    # When the credential stops being valid (the JWT's exp, the key's expiry; None: never).
+    # Streams opened with it end then (interceptors/auth.py).
+    expires_at: datetime | None = None
 
     @property
     def is_admin(self) -> bool:

@@ -8,6 +8,10 @@ The check on each request is a set lookup, never a query. The sets are fed by:
 
 The subject is deliberately outside ``the0.>``: that namespace is captured by the
 THE0_EVENTS JetStream stream, and these notices are ephemeral, not events.
+
+Open streams wait on ``signal(kind, id)``: one asyncio.Event per watched session
+or key, set by whichever of the three paths learns of the revocation first, so a
+watch ends within a NATS round trip of a logout on any replica, and no stream polls.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -31,6 +35,7 @@ SUBJECT = "internal.the0.auth.revoked"
 
 # Loads (session ids, api key ids) revoked since the given time from the database.
 Loader = Callable[[datetime], Awaitable[tuple[list[str], list[str]]]]
+SESSION, API_KEY = "session", "api_key"
 
 
 class Revocations:
@@ -42,6 +47,9 @@ class Revocations:
         # id -> when we learnt of it (monotonic enough for pruning: wall clock, UTC).
         self._sessions: dict[str, datetime] = {}
         self._api_keys: dict[str, datetime] = {}
+        self._known = {SESSION: self._sessions, API_KEY: self._api_keys}
+        # (kind, id) -> the events of the open streams that use that session or key.
+        self._waiters: dict[tuple[str, str], set[asyncio.Event]] = {}
         self._subscription: Subscription | None = None
         self.listening = asyncio.Event()
 
@@ -51,14 +59,42 @@ class Revocations:
     def api_key_revoked(self, api_key_id: str) -> bool:
         return api_key_id in self._api_keys
 
+    @contextlib.contextmanager
+    def signal(self, kind: str, item_id: str) -> Iterator[asyncio.Event]:
+        """An event set when the session or API key ``item_id`` is revoked (already set if it is)."""
+        event = asyncio.Event()
+        if item_id in self._known[kind]:
+            event.set()
+        key = (kind, item_id)
+        self._waiters.setdefault(key, set()).add(event)
+        try:
+            yield event
+        finally:
+            waiters = self._waiters.get(key)
+            if waiters is not None:
+                waiters.discard(event)
+                if not waiters:
+                    del self._waiters[key]
+
+    @property
+    def waiter_count(self) -> int:
+        return sum(len(events) for events in self._waiters.values())
+
     async def revoke_session(self, session_id: str) -> None:
         """After the revocation is committed: update this replica, then tell the others."""
-        self._sessions[session_id] = datetime.now(UTC)
-        await self._publish("session", session_id)
+        self._learn(SESSION, session_id, datetime.now(UTC), overwrite=True)
+        await self._publish(SESSION, session_id)
 
     async def revoke_api_key(self, api_key_id: str) -> None:
-        self._api_keys[api_key_id] = datetime.now(UTC)
-        await self._publish("api_key", api_key_id)
+        self._learn(API_KEY, api_key_id, datetime.now(UTC), overwrite=True)
+        await self._publish(API_KEY, api_key_id)
+
+    def _learn(self, kind: str, item_id: str, now: datetime, *, overwrite: bool = False) -> None:
+        known = self._known[kind]
+        if overwrite or item_id not in known:
+            known[item_id] = now
+        for event in self._waiters.get((kind, item_id), ()):
+            event.set()
 
     async def start(self, tasks: BackgroundTasks, *, initial_load_timeout: float = 2.0) -> None:
         # Try to know the revocations before serving; a database that is down must
@@ -81,9 +117,9 @@ class Revocations:
         now = datetime.now(UTC)
         sessions, api_keys = await self._loader(now - self._remember)
         for session_id in sessions:
-            self._sessions.setdefault(session_id, now)
+            self._learn(SESSION, session_id, now)
         for api_key_id in api_keys:
-            self._api_keys.setdefault(api_key_id, now)
+            self._learn(API_KEY, api_key_id, now)
         cutoff = now - self._remember - timedelta(minutes=1)
         for known in (self._sessions, self._api_keys):
             for stale in [k for k, seen in known.items() if seen < cutoff]:
@@ -112,9 +148,8 @@ class Revocations:
         except (orjson.JSONDecodeError, KeyError, TypeError):
             log.warning("malformed revocation notice dropped")
             return
-        target = {"session": self._sessions, "api_key": self._api_keys}.get(kind)
-        if target is not None:
-            target.setdefault(item_id, datetime.now(UTC))
+        if kind in self._known:
+            self._learn(kind, item_id, datetime.now(UTC))
 
     async def _publish(self, kind: str, item_id: str) -> None:
         client = self._nats.client

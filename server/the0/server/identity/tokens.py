@@ -3,7 +3,13 @@
 Verification maps every failure to exactly one ErrorReason: TOKEN_EXPIRED for
 a well-formed, correctly signed token past its ``exp``; TOKEN_INVALID for
 anything else (bad signature, other algorithm, wrong iss/aud/typ, missing
-claims, garbage). Revocation is checked by the caller against the in-memory set.
+claims, garbage, a ``kid`` no configured key has). Revocation is checked by the
+caller against the in-memory set.
+
+Tokens carry the ``kid`` of the key that signed them (the ring's current key);
+any key of the ring verifies its own tokens, so a new key can be introduced and
+an old one retired without logging anybody out. Tokens without a ``kid`` (made
+before key ids) are tried against each key.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import jwt
 from cachetools import LRUCache
 
 from the0.server.errors import Unauthenticated
+from the0.server.keys import KeyRing
 
 ALGORITHM = "HS256"
 ISSUER = "the0-api"
@@ -39,8 +46,8 @@ class AccessClaims:
 
 
 class AccessTokens:
-    def __init__(self, secret: str, lifetime: timedelta) -> None:
-        self._key = secret.encode()
+    def __init__(self, keys: KeyRing, lifetime: timedelta) -> None:
+        self._keys = keys
         self.lifetime = lifetime
         self._verified: LRUCache[str, AccessClaims] = LRUCache(maxsize=_MAX_VERIFIED)
 
@@ -58,7 +65,9 @@ class AccessTokens:
             "jti": uuid.uuid4().hex,
             "typ": ACCESS_TYPE,
         }
-        return jwt.encode(claims, self._key, algorithm=ALGORITHM), expires
+        token = jwt.encode(claims, self._keys.current_secret, algorithm=ALGORITHM,
+                           headers={"kid": self._keys.current})
+        return token, expires
 
     def verify(self, token: str) -> AccessClaims:
         """Verify ``token``; a token verified before is only re-checked for expiry.
@@ -76,11 +85,33 @@ class AccessTokens:
         self._verified[token] = claims
         return claims
 
+    def _candidate_keys(self, token: str) -> list[bytes]:
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError:
+            raise _invalid() from None
+        if kid is None:
+            return [secret for _, secret in self._keys.secrets]
+        key = self._keys.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise _invalid()
+        return [key]
+
     def _verify_uncached(self, token: str) -> AccessClaims:
+        *others, last = self._candidate_keys(token)
+        for key in others:
+            try:
+                return self._verify_with(token, key)
+            except Unauthenticated as error:
+                if error.reason != "TOKEN_INVALID":
+                    raise
+        return self._verify_with(token, last)
+
+    def _verify_with(self, token: str, key: bytes) -> AccessClaims:
         try:
             claims = jwt.decode(
                 token,
-                self._key,
+                key,
                 algorithms=[ALGORITHM],  # pinned: never "none", never RS256 with our secret as a key
                 audience=AUDIENCE,
                 issuer=ISSUER,

@@ -6,12 +6,17 @@ the registered services, once. A method missing from that map is denied.
 Accepted credentials: ``authorization: Bearer <jwt>``, ``authorization: ApiKey
 <key>`` or ``x-api-key: <key>``. The verified caller is set as a frozen
 Principal in a ContextVar for the handler, and reset after the call.
+
+Server streams outlive the moment they were authenticated, so each one is
+guarded (``stream_guard.py``): it ends with UNAUTHENTICATED when its session is
+logged out, its API key revoked (on any replica) or its credential expires.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Protocol
 
 from google.protobuf.descriptor import ServiceDescriptor
@@ -19,7 +24,9 @@ from google.protobuf.descriptor import ServiceDescriptor
 from the0.common.v1 import auth_policy_pb2
 from the0.server.errors import PermissionDenied, Unauthenticated
 from the0.server.identity.principal import Principal, principal_var
-from the0.server.interceptors.wrapping import AnyContext, WrappingInterceptor
+from the0.server.interceptors.stream_guard import guard_stream
+from the0.server.interceptors.wrapping import AnyContext, AnyHandler, WrappingInterceptor, wrap_handler
+from the0.server.request_context import caller_id_var
 
 PUBLIC = auth_policy_pb2.AUTH_POLICY_PUBLIC
 USER_SESSION = auth_policy_pb2.AUTH_POLICY_USER_SESSION
@@ -38,6 +45,8 @@ class Authenticates(Protocol):
     def authenticate_jwt(self, token: str) -> Principal: ...
 
     async def authenticate_api_key(self, secret: str) -> Principal: ...
+
+    def revocation_signal(self, principal: Principal) -> AbstractContextManager[asyncio.Event]: ...
 
 
 def policies_from_services(
@@ -64,6 +73,11 @@ class AuthInterceptor(WrappingInterceptor):
         """Add a method no proto describes (a benchmark's echo). Before the server starts."""
         self._policies[method] = policy
 
+    def rewrite(self, handler: AnyHandler, method: str) -> AnyHandler:
+        if self.policy(method) not in (PUBLIC, None):
+            handler = guard_stream(handler, method, self._authenticator.revocation_signal)
+        return wrap_handler(handler, method, self.around)
+
     def policy(self, method: str) -> int | None:
         policy = self._policies.get(method)
         if policy is None and method.startswith(self._public_prefixes):
@@ -83,9 +97,11 @@ class AuthInterceptor(WrappingInterceptor):
             raise PermissionDenied("this call needs a user session (JWT); API keys are not accepted",
                                    reason="API_KEY_NOT_ALLOWED", metadata={"method": method})
         token = principal_var.set(principal)
+        caller = caller_id_var.set(principal.user_id)
         try:
             yield
         finally:
+            caller_id_var.reset(caller)
             principal_var.reset(token)
 
     async def _authenticate(self, context: AnyContext) -> Principal:
