@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Self
 
 import grpc
 import httpx
@@ -41,7 +41,7 @@ class Statements:
         if self._needle in statement:
             self.count += 1
 
-    def __enter__(self) -> Statements:
+    def __enter__(self) -> Self:
         event.listen(self._engine, "before_cursor_execute", self._seen)
         return self
 
