@@ -306,3 +306,61 @@ class WatchBotResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___WatchBotResponse: _TypeAlias = WatchBotResponse  # noqa: Y015
+
+@_typing.final
+class ListBotExecutionsRequest(_message.Message):
+    """Request of BotService.ListBotExecutions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The bot's id."""
+    page_size: _builtins.int
+    """1 to 200; 0 means 50. Negative is INVALID_ARGUMENT."""
+    page_token: _builtins.str
+    """`next_page_token` of the previous page of the same bot."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBotExecutionsRequest: _TypeAlias = ListBotExecutionsRequest  # noqa: Y015
+
+@_typing.final
+class ListBotExecutionsResponse(_message.Message):
+    """Response of BotService.ListBotExecutions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page; empty on the last page."""
+    @_builtins.property
+    def executions(self) -> _containers.RepeatedCompositeFieldContainer[_bot_pb2.BotExecution]:
+        """The page's executions, newest first."""
+
+    def __init__(
+        self,
+        *,
+        executions: _abc.Iterable[_bot_pb2.BotExecution] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["executions", b"executions", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBotExecutionsResponse: _TypeAlias = ListBotExecutionsResponse  # noqa: Y015

@@ -79,6 +79,11 @@ class BotServiceStub:
                 request_serializer=the0_dot_bot_dot_v1_dot_bot__service__pb2.WatchBotRequest.SerializeToString,
                 response_deserializer=the0_dot_bot_dot_v1_dot_bot__service__pb2.WatchBotResponse.FromString,
                 _registered_method=True)
+        self.ListBotExecutions = channel.unary_unary(
+                '/the0.bot.v1.BotService/ListBotExecutions',
+                request_serializer=the0_dot_bot_dot_v1_dot_bot__service__pb2.ListBotExecutionsRequest.SerializeToString,
+                response_deserializer=the0_dot_bot_dot_v1_dot_bot__service__pb2.ListBotExecutionsResponse.FromString,
+                _registered_method=True)
 
 
 class BotServiceServicer:
@@ -166,6 +171,18 @@ class BotServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListBotExecutions(self, request, context):
+        """Lists the bot's executions as the runtime reported them, newest start
+        first (an execution known only from its end is ordered by that). Kept for
+        THE0_BOT_EXECUTION_RETENTION days and at most THE0_BOT_EXECUTIONS_PER_BOT
+        per bot.
+        Errors: INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN), NOT_FOUND,
+        UNAUTHENTICATED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BotServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -208,6 +225,11 @@ def add_BotServiceServicer_to_server(servicer, server):
                     servicer.WatchBot,
                     request_deserializer=the0_dot_bot_dot_v1_dot_bot__service__pb2.WatchBotRequest.FromString,
                     response_serializer=the0_dot_bot_dot_v1_dot_bot__service__pb2.WatchBotResponse.SerializeToString,
+            ),
+            'ListBotExecutions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBotExecutions,
+                    request_deserializer=the0_dot_bot_dot_v1_dot_bot__service__pb2.ListBotExecutionsRequest.FromString,
+                    response_serializer=the0_dot_bot_dot_v1_dot_bot__service__pb2.ListBotExecutionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -429,6 +451,33 @@ class BotService:
             '/the0.bot.v1.BotService/WatchBot',
             the0_dot_bot_dot_v1_dot_bot__service__pb2.WatchBotRequest.SerializeToString,
             the0_dot_bot_dot_v1_dot_bot__service__pb2.WatchBotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBotExecutions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/the0.bot.v1.BotService/ListBotExecutions',
+            the0_dot_bot_dot_v1_dot_bot__service__pb2.ListBotExecutionsRequest.SerializeToString,
+            the0_dot_bot_dot_v1_dot_bot__service__pb2.ListBotExecutionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

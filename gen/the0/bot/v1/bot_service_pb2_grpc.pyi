@@ -85,6 +85,14 @@ class BotServiceStub:
     caller's session is logged out, its API key revoked or its token expires.
     Errors: NOT_FOUND, UNAUTHENTICATED.
     """
+    ListBotExecutions: _grpc.UnaryUnaryMultiCallable[_bot_service_pb2.ListBotExecutionsRequest, _bot_service_pb2.ListBotExecutionsResponse]
+    """Lists the bot's executions as the runtime reported them, newest start
+    first (an execution known only from its end is ordered by that). Kept for
+    THE0_BOT_EXECUTION_RETENTION days and at most THE0_BOT_EXECUTIONS_PER_BOT
+    per bot.
+    Errors: INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN), NOT_FOUND,
+    UNAUTHENTICATED.
+    """
 
 @_typing.type_check_only
 class BotServiceAsyncStub(BotServiceStub):
@@ -140,6 +148,14 @@ class BotServiceAsyncStub(BotServiceStub):
     Ends with UNAUTHENTICATED after an `unauthenticated` message when the
     caller's session is logged out, its API key revoked or its token expires.
     Errors: NOT_FOUND, UNAUTHENTICATED.
+    """
+    ListBotExecutions: _aio.UnaryUnaryMultiCallable[_bot_service_pb2.ListBotExecutionsRequest, _bot_service_pb2.ListBotExecutionsResponse]  # type: ignore[assignment]
+    """Lists the bot's executions as the runtime reported them, newest start
+    first (an execution known only from its end is ordered by that). Kept for
+    THE0_BOT_EXECUTION_RETENTION days and at most THE0_BOT_EXECUTIONS_PER_BOT
+    per bot.
+    Errors: INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN), NOT_FOUND,
+    UNAUTHENTICATED.
     """
 
 class BotServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -241,6 +257,20 @@ class BotServiceServicer(metaclass=_abc_1.ABCMeta):
         Ends with UNAUTHENTICATED after an `unauthenticated` message when the
         caller's session is logged out, its API key revoked or its token expires.
         Errors: NOT_FOUND, UNAUTHENTICATED.
+        """
+
+    @_abc_1.abstractmethod
+    def ListBotExecutions(
+        self,
+        request: _bot_service_pb2.ListBotExecutionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_bot_service_pb2.ListBotExecutionsResponse, _abc.Awaitable[_bot_service_pb2.ListBotExecutionsResponse]]:
+        """Lists the bot's executions as the runtime reported them, newest start
+        first (an execution known only from its end is ordered by that). Kept for
+        THE0_BOT_EXECUTION_RETENTION days and at most THE0_BOT_EXECUTIONS_PER_BOT
+        per bot.
+        Errors: INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN), NOT_FOUND,
+        UNAUTHENTICATED.
         """
 
 def add_BotServiceServicer_to_server(servicer: BotServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
