@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from the0.bot.v1 import bot_pb2 as _bot_pb2
 from the0.common.v1 import watch_pb2 as _watch_pb2
@@ -364,3 +365,189 @@ class ListBotExecutionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListBotExecutionsResponse: _TypeAlias = ListBotExecutionsResponse  # noqa: Y015
+
+@_typing.final
+class BotLogLine(_message.Message):
+    """One line of a bot's log."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    level: _builtins.str
+    """The level if the runtime knew it (`info`, `warn`, `error`, ...); else empty."""
+    text: _builtins.str
+    """The text, at most 4 KiB (longer lines are cut), without NUL characters."""
+    cursor: _builtins.str
+    """Opaque position of this line: pass it as StreamBotLogsRequest.after_cursor
+    to resume right after it.
+    """
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When the runtime wrote the line."""
+
+    def __init__(
+        self,
+        *,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        level: _builtins.str = ...,
+        text: _builtins.str = ...,
+        cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "level", b"level", "text", b"text", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BotLogLine: _TypeAlias = BotLogLine  # noqa: Y015
+
+@_typing.final
+class ListBotLogsRequest(_message.Message):
+    """Request of BotService.ListBotLogs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The bot's id."""
+    page_size: _builtins.int
+    """1 to 1000; 0 means 200. Negative is INVALID_ARGUMENT."""
+    page_token: _builtins.str
+    """`next_page_token` of the previous page (same bot, since and until)."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Only lines at or after this time; unset means from the oldest kept."""
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp:
+        """Only lines before this time; unset means up to now."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "page_size", b"page_size", "page_token", b"page_token", "since", b"since", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBotLogsRequest: _TypeAlias = ListBotLogsRequest  # noqa: Y015
+
+@_typing.final
+class ListBotLogsResponse(_message.Message):
+    """Response of BotService.ListBotLogs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page; empty on the last page."""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___BotLogLine]:
+        """The page's lines, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        lines: _abc.Iterable[Global___BotLogLine] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lines", b"lines", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBotLogsResponse: _TypeAlias = ListBotLogsResponse  # noqa: Y015
+
+@_typing.final
+class StreamBotLogsRequest(_message.Message):
+    """Request of BotService.StreamBotLogs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    TAIL_LINES_FIELD_NUMBER: _builtins.int
+    AFTER_CURSOR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The bot's id."""
+    tail_lines: _builtins.int
+    """How many of the latest lines to send first: 0 means 100, at most 1000.
+    Ignored when `after_cursor` is set.
+    """
+    after_cursor: _builtins.str
+    """The `cursor` of the last line received: the stream starts right after it."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        tail_lines: _builtins.int = ...,
+        after_cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_cursor", b"after_cursor", "id", b"id", "tail_lines", b"tail_lines"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamBotLogsRequest: _TypeAlias = StreamBotLogsRequest  # noqa: Y015
+
+@_typing.final
+class StreamBotLogsResponse(_message.Message):
+    """Response of BotService.StreamBotLogs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINE_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_FIELD_NUMBER: _builtins.int
+    DELETED_FIELD_NUMBER: _builtins.int
+    UNAUTHENTICATED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def line(self) -> Global___BotLogLine:
+        """A log line, in the log's order."""
+
+    @_builtins.property
+    def heartbeat(self) -> _watch_pb2.Heartbeat:
+        """No new line for a while; the stream is alive."""
+
+    @_builtins.property
+    def deleted(self) -> _watch_pb2.Deleted:
+        """The bot was deleted; this is the last message."""
+
+    @_builtins.property
+    def unauthenticated(self) -> _watch_pb2.Unauthenticated:
+        """The caller's credentials ended (logout, revoked key, expired token); this
+        is the last message, then UNAUTHENTICATED.
+        """
+
+    def __init__(
+        self,
+        *,
+        line: Global___BotLogLine | None = ...,
+        heartbeat: _watch_pb2.Heartbeat | None = ...,
+        deleted: _watch_pb2.Deleted | None = ...,
+        unauthenticated: _watch_pb2.Unauthenticated | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "event", b"event", "heartbeat", b"heartbeat", "line", b"line", "unauthenticated", b"unauthenticated"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "event", b"event", "heartbeat", b"heartbeat", "line", b"line", "unauthenticated", b"unauthenticated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["line", "heartbeat", "deleted", "unauthenticated"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___StreamBotLogsResponse: _TypeAlias = StreamBotLogsResponse  # noqa: Y015

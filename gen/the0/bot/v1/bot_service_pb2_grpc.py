@@ -84,6 +84,16 @@ class BotServiceStub:
                 request_serializer=the0_dot_bot_dot_v1_dot_bot__service__pb2.ListBotExecutionsRequest.SerializeToString,
                 response_deserializer=the0_dot_bot_dot_v1_dot_bot__service__pb2.ListBotExecutionsResponse.FromString,
                 _registered_method=True)
+        self.ListBotLogs = channel.unary_unary(
+                '/the0.bot.v1.BotService/ListBotLogs',
+                request_serializer=the0_dot_bot_dot_v1_dot_bot__service__pb2.ListBotLogsRequest.SerializeToString,
+                response_deserializer=the0_dot_bot_dot_v1_dot_bot__service__pb2.ListBotLogsResponse.FromString,
+                _registered_method=True)
+        self.StreamBotLogs = channel.unary_stream(
+                '/the0.bot.v1.BotService/StreamBotLogs',
+                request_serializer=the0_dot_bot_dot_v1_dot_bot__service__pb2.StreamBotLogsRequest.SerializeToString,
+                response_deserializer=the0_dot_bot_dot_v1_dot_bot__service__pb2.StreamBotLogsResponse.FromString,
+                _registered_method=True)
 
 
 class BotServiceServicer:
@@ -183,6 +193,31 @@ class BotServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListBotLogs(self, request, context):
+        """Lists the bot's log lines oldest first, over [since, until) (both
+        optional). Lines are kept for THE0_BOT_LOG_RETENTION_DAYS days and at most
+        THE0_BOT_LOG_LINES_PER_BOT lines per bot.
+        Errors: INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN), NOT_FOUND,
+        UNAUTHENTICATED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamBotLogs(self, request, context):
+        """Follows the bot's log like `tail -f`: the last `tail_lines` lines (or every
+        line after `after_cursor`, so a reconnecting client misses none and sees
+        none twice), then each new line as any replica ingests it, and a heartbeat
+        when idle. Ends with OK after a `deleted` message when the bot is deleted;
+        with UNAUTHENTICATED after an `unauthenticated` message when the caller's
+        credentials end. REST: newline-delimited JSON.
+        Errors: INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN for a bad
+        cursor), NOT_FOUND, UNAUTHENTICATED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BotServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -230,6 +265,16 @@ def add_BotServiceServicer_to_server(servicer, server):
                     servicer.ListBotExecutions,
                     request_deserializer=the0_dot_bot_dot_v1_dot_bot__service__pb2.ListBotExecutionsRequest.FromString,
                     response_serializer=the0_dot_bot_dot_v1_dot_bot__service__pb2.ListBotExecutionsResponse.SerializeToString,
+            ),
+            'ListBotLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBotLogs,
+                    request_deserializer=the0_dot_bot_dot_v1_dot_bot__service__pb2.ListBotLogsRequest.FromString,
+                    response_serializer=the0_dot_bot_dot_v1_dot_bot__service__pb2.ListBotLogsResponse.SerializeToString,
+            ),
+            'StreamBotLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamBotLogs,
+                    request_deserializer=the0_dot_bot_dot_v1_dot_bot__service__pb2.StreamBotLogsRequest.FromString,
+                    response_serializer=the0_dot_bot_dot_v1_dot_bot__service__pb2.StreamBotLogsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -478,6 +523,60 @@ class BotService:
             '/the0.bot.v1.BotService/ListBotExecutions',
             the0_dot_bot_dot_v1_dot_bot__service__pb2.ListBotExecutionsRequest.SerializeToString,
             the0_dot_bot_dot_v1_dot_bot__service__pb2.ListBotExecutionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBotLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/the0.bot.v1.BotService/ListBotLogs',
+            the0_dot_bot_dot_v1_dot_bot__service__pb2.ListBotLogsRequest.SerializeToString,
+            the0_dot_bot_dot_v1_dot_bot__service__pb2.ListBotLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamBotLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/the0.bot.v1.BotService/StreamBotLogs',
+            the0_dot_bot_dot_v1_dot_bot__service__pb2.StreamBotLogsRequest.SerializeToString,
+            the0_dot_bot_dot_v1_dot_bot__service__pb2.StreamBotLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,

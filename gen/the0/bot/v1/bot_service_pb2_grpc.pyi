@@ -93,6 +93,23 @@ class BotServiceStub:
     Errors: INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN), NOT_FOUND,
     UNAUTHENTICATED.
     """
+    ListBotLogs: _grpc.UnaryUnaryMultiCallable[_bot_service_pb2.ListBotLogsRequest, _bot_service_pb2.ListBotLogsResponse]
+    """Lists the bot's log lines oldest first, over [since, until) (both
+    optional). Lines are kept for THE0_BOT_LOG_RETENTION_DAYS days and at most
+    THE0_BOT_LOG_LINES_PER_BOT lines per bot.
+    Errors: INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN), NOT_FOUND,
+    UNAUTHENTICATED.
+    """
+    StreamBotLogs: _grpc.UnaryStreamMultiCallable[_bot_service_pb2.StreamBotLogsRequest, _bot_service_pb2.StreamBotLogsResponse]
+    """Follows the bot's log like `tail -f`: the last `tail_lines` lines (or every
+    line after `after_cursor`, so a reconnecting client misses none and sees
+    none twice), then each new line as any replica ingests it, and a heartbeat
+    when idle. Ends with OK after a `deleted` message when the bot is deleted;
+    with UNAUTHENTICATED after an `unauthenticated` message when the caller's
+    credentials end. REST: newline-delimited JSON.
+    Errors: INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN for a bad
+    cursor), NOT_FOUND, UNAUTHENTICATED.
+    """
 
 @_typing.type_check_only
 class BotServiceAsyncStub(BotServiceStub):
@@ -156,6 +173,23 @@ class BotServiceAsyncStub(BotServiceStub):
     per bot.
     Errors: INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN), NOT_FOUND,
     UNAUTHENTICATED.
+    """
+    ListBotLogs: _aio.UnaryUnaryMultiCallable[_bot_service_pb2.ListBotLogsRequest, _bot_service_pb2.ListBotLogsResponse]  # type: ignore[assignment]
+    """Lists the bot's log lines oldest first, over [since, until) (both
+    optional). Lines are kept for THE0_BOT_LOG_RETENTION_DAYS days and at most
+    THE0_BOT_LOG_LINES_PER_BOT lines per bot.
+    Errors: INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN), NOT_FOUND,
+    UNAUTHENTICATED.
+    """
+    StreamBotLogs: _aio.UnaryStreamMultiCallable[_bot_service_pb2.StreamBotLogsRequest, _bot_service_pb2.StreamBotLogsResponse]  # type: ignore[assignment]
+    """Follows the bot's log like `tail -f`: the last `tail_lines` lines (or every
+    line after `after_cursor`, so a reconnecting client misses none and sees
+    none twice), then each new line as any replica ingests it, and a heartbeat
+    when idle. Ends with OK after a `deleted` message when the bot is deleted;
+    with UNAUTHENTICATED after an `unauthenticated` message when the caller's
+    credentials end. REST: newline-delimited JSON.
+    Errors: INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN for a bad
+    cursor), NOT_FOUND, UNAUTHENTICATED.
     """
 
 class BotServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -271,6 +305,35 @@ class BotServiceServicer(metaclass=_abc_1.ABCMeta):
         per bot.
         Errors: INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN), NOT_FOUND,
         UNAUTHENTICATED.
+        """
+
+    @_abc_1.abstractmethod
+    def ListBotLogs(
+        self,
+        request: _bot_service_pb2.ListBotLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_bot_service_pb2.ListBotLogsResponse, _abc.Awaitable[_bot_service_pb2.ListBotLogsResponse]]:
+        """Lists the bot's log lines oldest first, over [since, until) (both
+        optional). Lines are kept for THE0_BOT_LOG_RETENTION_DAYS days and at most
+        THE0_BOT_LOG_LINES_PER_BOT lines per bot.
+        Errors: INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN), NOT_FOUND,
+        UNAUTHENTICATED.
+        """
+
+    @_abc_1.abstractmethod
+    def StreamBotLogs(
+        self,
+        request: _bot_service_pb2.StreamBotLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_bot_service_pb2.StreamBotLogsResponse], _abc.AsyncIterator[_bot_service_pb2.StreamBotLogsResponse]]:
+        """Follows the bot's log like `tail -f`: the last `tail_lines` lines (or every
+        line after `after_cursor`, so a reconnecting client misses none and sees
+        none twice), then each new line as any replica ingests it, and a heartbeat
+        when idle. Ends with OK after a `deleted` message when the bot is deleted;
+        with UNAUTHENTICATED after an `unauthenticated` message when the caller's
+        credentials end. REST: newline-delimited JSON.
+        Errors: INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN for a bad
+        cursor), NOT_FOUND, UNAUTHENTICATED.
         """
 
 def add_BotServiceServicer_to_server(servicer: BotServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
