@@ -15,6 +15,7 @@ from the0.devtools.embedded.nats_server import EmbeddedNats, find_nats_server_bi
 from the0.devtools.embedded.processes import ChildProcess, free_port, wait_for_tcp
 from the0.server.events.nats_connection import (
     EVENTS_STREAM,
+    EVENTS_SUBJECTS,
     NatsUnavailable,
     connect_nats,
     ensure_stream,
@@ -52,7 +53,7 @@ async def test_ensure_stream_creates_the_events_stream_and_is_idempotent(isolate
         await ensure_stream(js)
         await ensure_stream(js)
         info = await js.stream_info(EVENTS_STREAM)
-        assert info.config.subjects == ["the0.>"]
+        assert info.config.subjects == list(EVENTS_SUBJECTS)
         assert info.config.storage == StorageType.FILE
         assert info.config.max_age == 7 * 24 * 3600
         ack = await js.publish("the0.bot.created", b"{}")

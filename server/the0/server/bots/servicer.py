@@ -12,8 +12,9 @@ from google.protobuf import empty_pb2, json_format, timestamp_pb2
 
 from the0.bot.v1 import bot_pb2, bot_service_pb2, bot_service_pb2_grpc
 from the0.common.v1 import watch_pb2
+from the0.server.bot_logs.rpc import BotLogsRpc
 from the0.server.bots.service import Bot, BotDeleted, BotService
-from the0.server.errors import FieldViolation, InvalidArgument
+from the0.server.errors import FieldViolation, InvalidArgument, Unavailable
 from the0.server.events.watch_hub import Heartbeat
 from the0.server.identity.principal import current_principal
 from the0.server.proto_values import now_timestamp, to_struct, to_timestamp
@@ -212,6 +213,32 @@ class BotServicer(bot_service_pb2_grpc.BotServiceServicer):
         owner = current_principal().user_id
         validate_request(request)
         return bot_to_proto(await self._service.stop(owner, request.id))
+
+    # -- logs: the bot_logs domain serves them; the App sets ``logs`` -----------
+
+    logs: BotLogsRpc | None = None
+
+    def _logs(self) -> BotLogsRpc:
+        if self.logs is None:
+            raise Unavailable("bot logs are not served by this server")
+        return self.logs
+
+    async def ListBotLogs(
+        self,
+        request: bot_service_pb2.ListBotLogsRequest,
+        context: grpc.aio.ServicerContext[bot_service_pb2.ListBotLogsRequest, bot_service_pb2.ListBotLogsResponse],
+    ) -> bot_service_pb2.ListBotLogsResponse:
+        return await self._logs().list(request)
+
+    async def StreamBotLogs(
+        self,
+        request: bot_service_pb2.StreamBotLogsRequest,
+        context: grpc.aio.ServicerContext[
+            bot_service_pb2.StreamBotLogsRequest, bot_service_pb2.StreamBotLogsResponse
+        ],
+    ) -> AsyncIterator[bot_service_pb2.StreamBotLogsResponse]:
+        async for message in self._logs().stream(request):
+            yield message
 
     async def WatchBot(
         self,
