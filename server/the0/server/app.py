@@ -24,10 +24,11 @@ from the0.backtest.v1 import backtest_service_pb2, backtest_service_pb2_grpc
 from the0.bot.v1 import bot_service_pb2, bot_service_pb2_grpc
 from the0.custom_bot.v1 import custom_bot_service_pb2, custom_bot_service_pb2_grpc
 from the0.health.v1 import health_service_pb2, health_service_pb2_grpc
+from the0.platform.v1 import platform_service_pb2, platform_service_pb2_grpc
 from the0.server import __version__
 from the0.server.background import BackgroundTasks
-from the0.server.backtests.component import Backtests
 from the0.server.bot_logs.component import BotLogs
+from the0.server.backtests.component import Backtests
 from the0.server.bots.component import Bots
 from the0.server.custom_bots.component import CustomBots
 from the0.server.db.engine import create_engine, ping, session_factory
@@ -44,6 +45,7 @@ from the0.server.interceptors.rate_limit import CallerLimits, RateLimitIntercept
 from the0.server.interceptors.request_logging import RequestLoggingInterceptor
 from the0.server.limits import RatePolicy
 from the0.server.nats_link import NatsLink
+from the0.server.platform.component import Platform
 from the0.server.settings import Settings
 from the0.server.storage.factory import object_store_from_settings
 from the0.server.storage.object_store import ObjectStore
@@ -61,7 +63,9 @@ _HEALTH_SERVICE = health_service_pb2.DESCRIPTOR.services_by_name["HealthService"
 _ALL_API_SERVICES: tuple[ServiceDescriptor, ...] = (
     *_IDENTITY_SERVICES, _CUSTOM_BOT_SERVICE, _BOT_SERVICE, _BACKTEST_SERVICE, _HEALTH_SERVICE
 )
-API_SERVICES = tuple(s.full_name for s in _ALL_API_SERVICES)
+# Internal: services call it on the private network; the public Envoy refuses its paths.
+_PLATFORM_SERVICE = platform_service_pb2.DESCRIPTOR.services_by_name["PlatformService"]
+API_SERVICES = tuple(s.full_name for s in (*_ALL_API_SERVICES, _PLATFORM_SERVICE))
 
 # 10 MB uploads arrive in chunks of about 1 MiB (Envoy) or up to 4 MiB (our
 # client); the headroom keeps a slightly larger chunk from being refused.
@@ -137,20 +141,24 @@ class App:
     custom_bots: CustomBots
     bots: Bots
     backtests: Backtests
+    platform: Platform
     tasks: BackgroundTasks = field(default_factory=BackgroundTasks)
     # The caller limits (its counters are what tests of the limits look at).
     rate_limit: RateLimitInterceptor | None = None
+    bot_logs: BotLogs | None = None
 
     async def start(self) -> None:
         # Identity first: the revoked sessions and keys are known before the first call.
         await self.identity.start(self.tasks)
+        await self.platform.start()
         await self.server.start()
-    bot_logs: BotLogs | None = None
         await self._set_serving(True)
         self.nats.start(self.tasks)
         await self.custom_bots.start()
         await self.backtests.start()
         self.events.start(self.tasks)
+        if self.bot_logs is not None:
+            self.bot_logs.start(self.tasks)
         self.tasks.spawn("health-poll", self._poll_database_health())
         log.info("gRPC server listening", extra={"port": self.port})
 
@@ -158,8 +166,6 @@ class App:
         """Graceful: NOT_SERVING first, drain in-flight RPCs, then close dependencies."""
         await self._set_serving(False)
         await self.server.stop(self.settings.shutdown_grace_seconds)
-        if self.bot_logs is not None:
-            self.bot_logs.start(self.tasks)
         # Every background loop at once, newest first (health poll, consumers, relay, ...,
         # the NATS connect loop); then each component's last words while NATS and the
         # database are still open: the pending API-key uses are written, subscriptions
@@ -191,7 +197,6 @@ class App:
                 log.warning("database %s", "back" if serving else "unreachable")
                 await self._set_serving(serving)
 
-        bot_logs=bot_logs,
 
 async def build(settings: Settings) -> App:
     """Create every part from settings; the caller starts and stops the App."""
@@ -212,15 +217,19 @@ async def build(settings: Settings) -> App:
     custom_bots = CustomBots(settings, session_factory(engine), object_store, events)
     bots = Bots(settings, session_factory(engine), events)
     backtests = Backtests(settings, session_factory(engine), object_store, events)
-    auth = AuthInterceptor(policies_from_services(_ALL_API_SERVICES), identity.authenticator)
+    bot_logs = BotLogs(settings, session_factory(engine), nats)
+    bots.servicer.logs = bot_logs.rpc
+    platform = Platform(settings, session_factory(engine), object_store)
+    auth = AuthInterceptor(
+        policies_from_services((*_ALL_API_SERVICES, _PLATFORM_SERVICE)), identity.authenticator,
+        service_keys=platform.service_keys,
+    )
     rate_limit = RateLimitInterceptor(
         CallerLimits(
             rate=RatePolicy(settings.rate_limit_per_second, settings.rate_limit_burst),
             write_cost=settings.rate_limit_write_cost,
             max_streams=settings.max_streams_per_caller,
             max_uploads=settings.max_uploads_per_caller,
-    bot_logs = BotLogs(settings, session_factory(engine), nats)
-    bots.servicer.logs = bot_logs.rpc
         ),
         request_costs(_ALL_API_SERVICES, settings.rate_limit_write_cost),
         address_of=functools.partial(client_address, trusted_proxies=settings.trusted_proxies),
@@ -252,6 +261,7 @@ async def build(settings: Settings) -> App:
     custom_bot_service_pb2_grpc.add_CustomBotServiceServicer_to_server(custom_bots.servicer, server)
     bot_service_pb2_grpc.add_BotServiceServicer_to_server(bots.servicer, server)
     backtest_service_pb2_grpc.add_BacktestServiceServicer_to_server(backtests.servicer, server)
+    platform_service_pb2_grpc.add_PlatformServiceServicer_to_server(platform.servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(grpc_health, server)
     reflection.enable_server_reflection(
         (*API_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -273,5 +283,7 @@ async def build(settings: Settings) -> App:
         custom_bots=custom_bots,
         bots=bots,
         backtests=backtests,
+        platform=platform,
         rate_limit=rate_limit,
+        bot_logs=bot_logs,
     )

@@ -67,6 +67,9 @@ class Settings:
     registrations_per_address: int = 10
     # Peers whose x-forwarded-for is believed (Envoy); anyone else is their own TCP address.
     trusted_proxies: tuple[IPNetwork, ...] = DEFAULT_TRUSTED_PROXIES
+    # Platform service accounts made (or re-keyed) at start: (role, name, key), from
+    # THE0_SERVICE_ACCOUNTS="runtime:runtime-1:<key>,analyzer:analyzer-1:<key>"; stored hashed.
+    service_accounts: tuple[tuple[str, str, str], ...] = field(default=(), repr=False)
     # Password hashes waiting for a hashing thread before RESOURCE_EXHAUSTED (registrations
     # may fill half of it, so a register flood cannot queue every login behind it).
     password_hashing_queue: int = 32
@@ -117,20 +120,17 @@ class Settings:
     max_bots_per_user: int = 100
     max_active_backtests_per_user: int = 10
     max_custom_bot_versions_per_user: int = 500
+    # Bot logs (docs/limits.md, "Bot logs"): table retention and the JetStream stream's own limits.
+    bot_log_retention_days: int = 30
+    bot_log_lines_per_bot: int = 100_000
+    bot_log_stream_max_age_days: int = 3
+    bot_log_stream_max_bytes: int = 1024 * 1024 * 1024
     # The gRPC server (docs/limits.md, "Server").
     max_concurrent_rpcs: int = 4096
     keepalive_time_seconds: float = 60.0
     keepalive_timeout_seconds: float = 20.0
     max_connection_age_seconds: float = 1800.0
     max_connection_age_grace_seconds: float = 300.0
-    # Execution history of bots (docs/limits.md, "Bot executions").
-    bot_execution_retention_days: int = 30
-    max_executions_per_bot: int = 1000
-    # Bot logs (docs/limits.md, "Bot logs"): table retention and the JetStream stream's own limits.
-    bot_log_retention_days: int = 30
-    bot_log_lines_per_bot: int = 100_000
-    bot_log_stream_max_age_days: int = 3
-    bot_log_stream_max_bytes: int = 1024 * 1024 * 1024
 
     @property
     def sqlite_path(self) -> Path:
@@ -242,6 +242,19 @@ class Settings:
             except ValueError:
                 problems.append(f"THE0_TRUSTED_PROXIES must be comma-separated IP addresses or CIDRs, got {raw!r}")
 
+        service_accounts: list[tuple[str, str, str]] = []
+        for index, entry in enumerate(p for p in (get("THE0_SERVICE_ACCOUNTS") or "").split(",") if p.strip()):
+            role, _, rest = entry.strip().partition(":")
+            name, _, key = rest.partition(":")
+            # Never the entry itself in the message: it holds a key.
+            if role not in {"runtime", "analyzer"} or not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,63}", name):
+                problems.append(f"THE0_SERVICE_ACCOUNTS entry {index + 1} must be role:name:key with role "
+                                "runtime or analyzer and a name of a-z 0-9 . _ - (at most 64)")
+            elif not 32 <= len(key) <= 256 or not key.isprintable():
+                problems.append(f"THE0_SERVICE_ACCOUNTS entry {index + 1} ({name}) needs a key of 32-256 characters")
+            else:
+                service_accounts.append((role, name, key))
+
         frontend_url = get("FRONTEND_URL") or "http://localhost:3000"
         parts = urlsplit(frontend_url)
         if parts.scheme not in {"http", "https"} or not parts.netloc or parts.path not in {"", "/"}:
@@ -338,6 +351,7 @@ class Settings:
             login_attempts_per_address=positive_int("THE0_LOGIN_ATTEMPTS_PER_ADDRESS", 20),
             registrations_per_address=positive_int("THE0_REGISTRATIONS_PER_ADDRESS", 10),
             trusted_proxies=trusted_proxies,
+            service_accounts=tuple(service_accounts),
             password_hashing_queue=positive_int("THE0_PASSWORD_HASHING_QUEUE", 32),
             frontend_url=frontend_url,
             grpc_host=get("THE0_GRPC_HOST") or "0.0.0.0",
@@ -358,6 +372,10 @@ class Settings:
             max_bots_per_user=positive_int("THE0_MAX_BOTS_PER_USER", 100),
             max_active_backtests_per_user=positive_int("THE0_MAX_ACTIVE_BACKTESTS_PER_USER", 10),
             max_custom_bot_versions_per_user=positive_int("THE0_MAX_CUSTOM_BOT_VERSIONS_PER_USER", 500),
+            bot_log_retention_days=positive_int("THE0_BOT_LOG_RETENTION_DAYS", 30),
+            bot_log_lines_per_bot=positive_int("THE0_BOT_LOG_LINES_PER_BOT", 100_000),
+            bot_log_stream_max_age_days=positive_int("THE0_BOT_LOG_STREAM_MAX_AGE_DAYS", 3),
+            bot_log_stream_max_bytes=positive_int("THE0_BOT_LOG_STREAM_MAX_BYTES", 1024 * 1024 * 1024),
             max_concurrent_rpcs=positive_int("THE0_MAX_CONCURRENT_RPCS", 4096),
             keepalive_time_seconds=seconds("THE0_KEEPALIVE_TIME", 60.0, 10, 86400),
             keepalive_timeout_seconds=seconds("THE0_KEEPALIVE_TIMEOUT", 20.0, 1, 600),
@@ -376,12 +394,6 @@ def parse_duration(raw: str) -> timedelta:
         raise ValueError(raw)
     return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
 
-            bot_execution_retention_days=positive_int("THE0_BOT_EXECUTION_RETENTION", 30),
-            max_executions_per_bot=positive_int("THE0_BOT_EXECUTIONS_PER_BOT", 1000),
-            bot_log_retention_days=positive_int("THE0_BOT_LOG_RETENTION_DAYS", 30),
-            bot_log_lines_per_bot=positive_int("THE0_BOT_LOG_LINES_PER_BOT", 100_000),
-            bot_log_stream_max_age_days=positive_int("THE0_BOT_LOG_STREAM_MAX_AGE_DAYS", 3),
-            bot_log_stream_max_bytes=positive_int("THE0_BOT_LOG_STREAM_MAX_BYTES", 1024 * 1024 * 1024),
 
 def normalise_database_url(url: str, problems: list[str]) -> str:
     """Accept the usual spellings and return a SQLAlchemy URL for psycopg 3 or SQLite."""
