@@ -70,8 +70,9 @@ gen: $(STAMP) system-deps
 	$(PY) -m grpc_tools.protoc -Iproto --include_imports --include_source_info \
 	  --descriptor_set_out=gen/the0.binpb $(PROTOS) google/rpc/status.proto google/rpc/error_details.proto
 	@# protoc-gen-swagger 1.6 cannot merge across packages: one run per service file, then merge.
+	@# the0.platform.v1 is internal (never on the REST edge): not in the public document.
 	rm -rf build/swagger && mkdir -p build/swagger
-	for f in $(filter %_service.proto,$(PROTOS)); do \
+	for f in $(filter-out proto/the0/platform/%,$(filter %_service.proto,$(PROTOS))); do \
 	  $(PY) -m grpc_tools.protoc -Iproto --plugin=protoc-gen-swagger=$(SWAGGER) \
 	    --swagger_out=json_names_for_fields=true:build/swagger $$f || exit 1; \
 	done

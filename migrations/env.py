@@ -18,6 +18,7 @@ import the0.server.bots.models  # noqa: E402,F401
 import the0.server.custom_bots.models  # noqa: E402,F401
 import the0.server.db.counters  # noqa: E402,F401
 import the0.server.events.models  # noqa: E402,F401
+import the0.server.platform.models  # noqa: E402,F401
 
 config = context.config
 target_metadata = Base.metadata

@@ -13,6 +13,7 @@ from the0.backtest.v1 import backtest_service_pb2
 from the0.bot.v1 import bot_service_pb2
 from the0.custom_bot.v1 import custom_bot_service_pb2
 from the0.health.v1 import health_service_pb2
+from the0.platform.v1 import platform_service_pb2
 
 SERVICE_MODULES = (
     auth_service_pb2,
@@ -21,6 +22,7 @@ SERVICE_MODULES = (
     custom_bot_service_pb2,
     backtest_service_pb2,
     health_service_pb2,
+    platform_service_pb2,
 )
 
 

@@ -31,6 +31,8 @@ DEFAULT_FRONTEND_URL = "http://localhost:3000"
 DEFAULT_DESCRIPTOR_PATH = "gen/the0.binpb"
 
 CLUSTER = "the0_grpc"
+# gRPC paths of the internal platform API, refused at the edge (docs/architecture.md).
+INTERNAL_API_PREFIX = "/the0.platform.v1."
 # The server enforces the real upload limit (10 MB by default, configurable) with a
 # proper google.rpc.Status; Envoy's limits only have to stay out of its way.
 MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -400,6 +402,16 @@ def _routes(paths: dict[str, set[str]], max_upload_bytes: int) -> list[dict[str,
     """0s route timeouts: streams must not be cut (default 15 s)."""
     upstream = {"cluster": CLUSTER, "timeout": "0s"}
     routes: list[dict[str, Any]] = [
+        # The platform's internal API (the0.platform.v1: runtime, analyzer) is never served on
+        # the public edge, for gRPC or REST alike: its services call the server's gRPC port on
+        # the private network. Before the gRPC passthrough, so a gRPC client gets HTTP 404,
+        # which gRPC reads as UNIMPLEMENTED.
+        {
+            "name": "internal_api_refused",
+            "match": {"prefix": INTERNAL_API_PREFIX},
+            "direct_response": _direct(404, "unknown path"),
+            "typed_per_filter_config": {BUFFER_FILTER: _buffer_disabled()},
+        },
         # Native gRPC streams through unbuffered.
         {
             "match": {

@@ -32,6 +32,15 @@ class _AuthPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuthPolicy
     """Only a JWT access token: a user session, not an API key (so a leaked
     key cannot mint more keys or log a session out).
     """
+    AUTH_POLICY_SERVICE_RUNTIME: _AuthPolicy.ValueType  # 3
+    """Only a platform service account of role `runtime` (the bot runtime), by
+    its service key (`x-service-key` or `authorization: Service <key>`); user
+    tokens and API keys are refused (PERMISSION_DENIED). Never on the REST edge.
+    """
+    AUTH_POLICY_SERVICE_ANALYZER: _AuthPolicy.ValueType  # 4
+    """Only a platform service account of role `analyzer` (the custom-bot
+    analyzer), by its service key, as above.
+    """
 
 class AuthPolicy(_AuthPolicy, metaclass=_AuthPolicyEnumTypeWrapper):
     """AuthPolicy says which credentials an RPC accepts. The server's auth
@@ -46,6 +55,15 @@ AUTH_POLICY_PUBLIC: AuthPolicy.ValueType  # 1
 AUTH_POLICY_USER_SESSION: AuthPolicy.ValueType  # 2
 """Only a JWT access token: a user session, not an API key (so a leaked
 key cannot mint more keys or log a session out).
+"""
+AUTH_POLICY_SERVICE_RUNTIME: AuthPolicy.ValueType  # 3
+"""Only a platform service account of role `runtime` (the bot runtime), by
+its service key (`x-service-key` or `authorization: Service <key>`); user
+tokens and API keys are refused (PERMISSION_DENIED). Never on the REST edge.
+"""
+AUTH_POLICY_SERVICE_ANALYZER: AuthPolicy.ValueType  # 4
+"""Only a platform service account of role `analyzer` (the custom-bot
+analyzer), by its service key, as above.
 """
 Global___AuthPolicy: _TypeAlias = AuthPolicy  # noqa: Y015
 

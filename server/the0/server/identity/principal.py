@@ -9,8 +9,10 @@ from typing import Literal
 
 from the0.server.errors import Unauthenticated
 
-AuthKind = Literal["jwt", "api_key"]
+AuthKind = Literal["jwt", "api_key", "service_key"]
 Role = Literal["user", "admin"]
+# What a platform service account may call (the0.platform.v1); None for users.
+ServiceRole = Literal["runtime", "analyzer"]
 
 
 def role_of(value: str) -> Role:
@@ -32,6 +34,9 @@ class Principal:
     # When the credential stops being valid (the JWT's exp, the key's expiry; None: never).
     # Streams opened with it end then (interceptors/auth.py).
     expires_at: datetime | None = None
+    # Set for platform service accounts (auth_kind "service_key"; user_id is then the
+    # account's id and role "user": a service account is never an admin).
+    service_role: ServiceRole | None = None
 
     @property
     def is_admin(self) -> bool:

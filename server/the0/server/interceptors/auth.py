@@ -4,7 +4,10 @@ Which credentials an RPC accepts is declared in the proto with the method
 option ``(the0.common.v1.auth_policy)`` and read here from the descriptors of
 the registered services, once. A method missing from that map is denied.
 Accepted credentials: ``authorization: Bearer <jwt>``, ``authorization: ApiKey
-<key>`` or ``x-api-key: <key>``. The verified caller is set as a frozen
+<key>`` or ``x-api-key: <key>``; the platform's internal RPCs (policies
+``AUTH_POLICY_SERVICE_*``) accept only a service key of their role
+(``x-service-key: <key>`` or ``authorization: Service <key>``), and a user's
+credential there is PERMISSION_DENIED. The verified caller is set as a frozen
 Principal in a ContextVar for the handler, and reset after the call.
 
 Server streams outlive the moment they were authenticated, so each one is
@@ -23,7 +26,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 
 from the0.common.v1 import auth_policy_pb2
 from the0.server.errors import PermissionDenied, Unauthenticated
-from the0.server.identity.principal import Principal, principal_var
+from the0.server.identity.principal import Principal, ServiceRole, principal_var
 from the0.server.interceptors.stream_guard import guard_stream
 from the0.server.interceptors.wrapping import AnyContext, AnyHandler, WrappingInterceptor, wrap_handler
 from the0.server.request_context import caller_id_var
@@ -31,6 +34,11 @@ from the0.server.request_context import caller_id_var
 PUBLIC = auth_policy_pb2.AUTH_POLICY_PUBLIC
 USER_SESSION = auth_policy_pb2.AUTH_POLICY_USER_SESSION
 ANY_CREDENTIAL = auth_policy_pb2.AUTH_POLICY_UNSPECIFIED
+# The service-account role each internal policy requires.
+SERVICE_POLICIES: dict[int, ServiceRole] = {
+    auth_policy_pb2.AUTH_POLICY_SERVICE_RUNTIME: "runtime",
+    auth_policy_pb2.AUTH_POLICY_SERVICE_ANALYZER: "analyzer",
+}
 
 # Services that are not ours, so carry no auth_policy option, and are public by
 # nature: load balancers and Envoy probe health; reflection only describes the API.
@@ -49,6 +57,10 @@ class Authenticates(Protocol):
     def revocation_signal(self, principal: Principal) -> AbstractContextManager[asyncio.Event]: ...
 
 
+class AuthenticatesServices(Protocol):
+    async def authenticate_service_key(self, key: str) -> Principal: ...
+
+
 def policies_from_services(
     services: Iterable[ServiceDescriptor], public_services: Iterable[str] = PUBLIC_FOREIGN_SERVICES
 ) -> dict[str, int]:
@@ -63,8 +75,14 @@ def policies_from_services(
 
 
 class AuthInterceptor(WrappingInterceptor):
-    def __init__(self, policies: Mapping[str, int], authenticator: Authenticates) -> None:
+    def __init__(
+        self,
+        policies: Mapping[str, int],
+        authenticator: Authenticates,
+        service_keys: AuthenticatesServices | None = None,
+    ) -> None:
         super().__init__()
+        self._service_keys = service_keys
         self._policies = dict(policies)
         self._public_prefixes = tuple(m for m, p in self._policies.items() if m.endswith("/") and p == PUBLIC)
         self._authenticator = authenticator
@@ -92,7 +110,11 @@ class AuthInterceptor(WrappingInterceptor):
             return
         if policy is None:
             raise PermissionDenied(f"{method} is not part of this API", metadata={"method": method})
-        principal = await self._authenticate(context)
+        required_role = SERVICE_POLICIES.get(policy)
+        if required_role is not None:
+            principal = await self._authenticate_service(context, method, required_role)
+        else:
+            principal = await self._authenticate(context)
         if policy == USER_SESSION and principal.auth_kind != "jwt":
             raise PermissionDenied("this call needs a user session (JWT); API keys are not accepted",
                                    reason="API_KEY_NOT_ALLOWED", metadata={"method": method})
@@ -103,6 +125,36 @@ class AuthInterceptor(WrappingInterceptor):
         finally:
             caller_id_var.reset(caller)
             principal_var.reset(token)
+
+    async def _authenticate_service(self, context: AnyContext, method: str, role: ServiceRole) -> Principal:
+        """A service account of ``role``; anything else, a user's credential included, is refused."""
+        service_key = user_credential = None
+        for key, value in context.invocation_metadata() or ():
+            if not isinstance(value, str):
+                continue
+            if key == "x-service-key":
+                service_key = value.strip()
+            elif key == "authorization":
+                scheme, _, credential = value.strip().partition(" ")
+                if scheme.lower() == "service":
+                    service_key = credential.strip()
+                else:
+                    user_credential = value
+            elif key == "x-api-key":
+                user_credential = value
+        if not service_key:
+            if user_credential:
+                raise PermissionDenied("this call is for platform service accounts only",
+                                       metadata={"method": method})
+            raise Unauthenticated("this call needs a service key: x-service-key or authorization: Service <key>",
+                                  reason="TOKEN_MISSING")
+        if self._service_keys is None:  # a server built without the platform API
+            raise PermissionDenied(f"{method} is not part of this API", metadata={"method": method})
+        principal = await self._service_keys.authenticate_service_key(service_key)
+        if principal.service_role != role:
+            raise PermissionDenied(f"this call needs a service account of role {role}",
+                                   metadata={"method": method, "requiredRole": role})
+        return principal
 
     async def _authenticate(self, context: AnyContext) -> Principal:
         authorization = api_key = None

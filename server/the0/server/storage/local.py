@@ -17,6 +17,7 @@ import os
 import re
 import uuid
 from collections.abc import AsyncGenerator, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -128,6 +129,10 @@ class LocalObjectStore:
         meta_path = self._meta_path(bucket, key)
         meta_path.parent.mkdir(parents=True, exist_ok=True)
         os.replace(meta_temp, meta_path)
+
+    async def download_url(self, bucket: str, key: str, expires: timedelta) -> str:
+        """A ``file://`` URL of the object (dev mode: the runtime shares this machine's disk; no expiry)."""
+        return self._path(bucket, key).resolve().as_uri()
 
     async def delete(self, bucket: str, key: str) -> None:
         target = self._path(bucket, key)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import AsyncGenerator, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -145,6 +146,10 @@ class MinioObjectStore:
         if len(data) > max_bytes:
             raise ObjectTooLarge(bucket, key, max_bytes)
         return data
+
+    async def download_url(self, bucket: str, key: str, expires: timedelta) -> str:
+        """A presigned GET URL (signed locally: no request to the store)."""
+        return await self._call(bucket, key, lambda: self._client.presigned_get_object(bucket, key, expires=expires))
 
     async def delete(self, bucket: str, key: str) -> None:
         """Idempotent, like S3 itself: deleting a missing object is not an error."""
