@@ -471,6 +471,9 @@ def bola_calls(alice: User, mallory: User, bot: bot_pb2.Bot) -> dict[str, Any]:
         "DeleteBot": lambda: stub.DeleteBot(bot_service_pb2.DeleteBotRequest(id=bot.id), metadata=md),
         "DeployBot": lambda: stub.DeployBot(bot_service_pb2.DeployBotRequest(id=bot.id), metadata=md),
         "StopBot": lambda: stub.StopBot(bot_service_pb2.StopBotRequest(id=bot.id), metadata=md),
+        "ListBotExecutions": lambda: stub.ListBotExecutions(
+            bot_service_pb2.ListBotExecutionsRequest(id=bot.id), metadata=md
+        ),
         "WatchBot": watch,
         # No id in these two: CreateBot with alice's custom bot, ListBots must not show her bot.
         "CreateBot": lambda: stub.CreateBot(

@@ -156,6 +156,7 @@ class App:
         self.nats.start(self.tasks)
         await self.custom_bots.start()
         await self.backtests.start()
+        self.bots.start(self.tasks)
         self.events.start(self.tasks)
         if self.bot_logs is not None:
             self.bot_logs.start(self.tasks)

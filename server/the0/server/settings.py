@@ -120,6 +120,9 @@ class Settings:
     max_bots_per_user: int = 100
     max_active_backtests_per_user: int = 10
     max_custom_bot_versions_per_user: int = 500
+    # Execution history of bots (docs/limits.md, "Bot executions").
+    bot_execution_retention_days: int = 30
+    max_executions_per_bot: int = 1000
     # Bot logs (docs/limits.md, "Bot logs"): table retention and the JetStream stream's own limits.
     bot_log_retention_days: int = 30
     bot_log_lines_per_bot: int = 100_000
@@ -372,6 +375,8 @@ class Settings:
             max_bots_per_user=positive_int("THE0_MAX_BOTS_PER_USER", 100),
             max_active_backtests_per_user=positive_int("THE0_MAX_ACTIVE_BACKTESTS_PER_USER", 10),
             max_custom_bot_versions_per_user=positive_int("THE0_MAX_CUSTOM_BOT_VERSIONS_PER_USER", 500),
+            bot_execution_retention_days=positive_int("THE0_BOT_EXECUTION_RETENTION", 30),
+            max_executions_per_bot=positive_int("THE0_BOT_EXECUTIONS_PER_BOT", 1000),
             bot_log_retention_days=positive_int("THE0_BOT_LOG_RETENTION_DAYS", 30),
             bot_log_lines_per_bot=positive_int("THE0_BOT_LOG_LINES_PER_BOT", 100_000),
             bot_log_stream_max_age_days=positive_int("THE0_BOT_LOG_STREAM_MAX_AGE_DAYS", 3),

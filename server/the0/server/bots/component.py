@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from the0.server.background import BackgroundTasks
 from the0.server.bots.events import BotEventHandlers
+from the0.server.bots.executions import BotExecutions
 from the0.server.bots.service import BotService
 from the0.server.bots.servicer import BotServicer
 from the0.server.custom_bots.catalog import CustomBotCatalog, CustomBotTableCatalog
@@ -32,7 +36,17 @@ class Bots:
             page_tokens=page_tokens_for(settings, "bots"),
             max_bots_per_user=settings.max_bots_per_user,
         )
-        self.servicer = BotServicer(self.service)
-        self.event_handlers = BotEventHandlers(events.watch_hub)
+        self.executions = BotExecutions(
+            sessions=sessions,
+            page_tokens=page_tokens_for(settings, "bot executions"),
+            retention=timedelta(days=settings.bot_execution_retention_days),
+        )
+        self.servicer = BotServicer(self.service, self.executions)
+        self.event_handlers = BotEventHandlers(
+            events.watch_hub, max_executions_per_bot=settings.max_executions_per_bot
+        )
         # bot.execution.started / completed / failed from the runtime; before the backbone starts.
         self.event_handlers.register(events.consumers)
+
+    def start(self, tasks: BackgroundTasks) -> None:
+        tasks.spawn("bot-executions-prune", self.executions.prune_forever())

@@ -19,6 +19,11 @@ The rules, given that each event type has its own consumer (so ``started`` and
   STOPPING -> FAILED with the error.
 - Anything for a DRAFT, STOPPED or FAILED bot is dropped: it was not asked to run.
 
+Every applied event is also merged into the bot's execution history
+(executions.py), one row per (bot, execution) in the same transaction. A stale
+``started`` is dropped whole, so an execution whose ``completed`` came first
+keeps the start its ``completed`` carried (``startedAt``), if any.
+
 Which states each event is accepted from, and may leave the bot in, is the
 table in lifecycle.py; this module decides between the targets it allows.
 """
@@ -31,6 +36,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from the0.server.bots.executions import ExecutionReport, record
 from the0.server.bots.lifecycle import BOT_LIFECYCLE
 from the0.server.bots.models import BotRow
 from the0.server.bots.service import WATCH_KIND
@@ -52,13 +58,18 @@ def _time(data: dict[str, Any], key: str, fallback: datetime) -> str:
     return event_time(data, key, fallback).isoformat()
 
 
+def _instant(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
 def _bot_type(row: BotRow) -> str:
     return str(row.config.get("type", "")).partition("/")[0]
 
 
 class BotEventHandlers:
-    def __init__(self, watch_hub: WatchHub) -> None:
+    def __init__(self, watch_hub: WatchHub, *, max_executions_per_bot: int = 1000) -> None:
         self._hub = watch_hub
+        self._max_executions = max_executions_per_bot
 
     def register(self, consumers: EventConsumers) -> None:
         consumers.register("bot.execution.started", self.execution_started)
@@ -79,6 +90,23 @@ class BotEventHandlers:
         # The flush that follows gives the row a new etag; the hub only needs "look again".
         self._hub.notify_after_commit(session, WATCH_KIND, row.id, "changed")
 
+    async def _record(self, session: AsyncSession, row: BotRow, execution: dict[str, Any]) -> None:
+        """Merge what last_execution now says (this event's view) into the history row."""
+        await record(
+            session,
+            bot_id=row.id,
+            owner_id=row.owner_id,
+            report=ExecutionReport(
+                execution_id=str(execution["id"]),
+                state=str(execution["state"]),
+                start_time=_instant(execution.get("startTime")),
+                end_time=_instant(execution.get("endTime")),
+                result=execution.get("result"),
+                error=execution.get("error"),
+            ),
+            max_per_bot=self._max_executions,
+        )
+
     async def execution_started(self, session: AsyncSession, envelope: Envelope) -> None:
         row = await self._bot(session, envelope, "execution.started")
         execution_id = required_string(envelope.data, "executionId")
@@ -87,6 +115,7 @@ class BotEventHandlers:
         if last.get("id") == execution_id and last.get("state") in ("COMPLETED", "FAILED"):
             raise DropEvent(f"execution {execution_id} already finished")
         row.last_execution = {"id": execution_id, "state": "RUNNING", "startTime": started}
+        await self._record(session, row, row.last_execution)
         if row.state != "STOPPING":
             row.state = BOT_LIFECYCLE.target("execution.started", row.state, "RUNNING")
             row.error = None
@@ -106,6 +135,7 @@ class BotEventHandlers:
         if result is not None:
             execution["result"] = normalise(result)
         row.last_execution = execution
+        await self._record(session, row, execution)
         if row.state == "STOPPING":
             target = "STOPPED"
         elif _bot_type(row) == "scheduled":
@@ -132,6 +162,8 @@ class BotEventHandlers:
         if last.get("startTime") and (execution_id is None or last.get("id") == execution_id):
             execution["startTime"] = last["startTime"]
         row.last_execution = execution
+        # A failure the runtime reported without an execution id still gets its history row.
+        await self._record(session, row, {**execution, "id": execution["id"] or envelope.id[:200]})
         row.state = BOT_LIFECYCLE.target("execution.failed", row.state, "FAILED")
         row.error = error
         self._changed(session, row)

@@ -13,6 +13,7 @@ from google.protobuf import empty_pb2, json_format, timestamp_pb2
 from the0.bot.v1 import bot_pb2, bot_service_pb2, bot_service_pb2_grpc
 from the0.common.v1 import watch_pb2
 from the0.server.bot_logs.rpc import BotLogsRpc
+from the0.server.bots.executions import BotExecution, BotExecutions
 from the0.server.bots.service import Bot, BotDeleted, BotService
 from the0.server.errors import FieldViolation, InvalidArgument, Unavailable
 from the0.server.events.watch_hub import Heartbeat
@@ -82,6 +83,21 @@ def bot_to_proto(bot: Bot) -> bot_pb2.Bot:
     return message
 
 
+def execution_to_proto(execution: BotExecution) -> bot_pb2.BotExecution:
+    message = bot_pb2.BotExecution(
+        id=execution.id,
+        state=_EXECUTION_STATES.get(execution.state, bot_pb2.BOT_EXECUTION_STATE_UNSPECIFIED),
+        error=execution.error or "",
+    )
+    if execution.start_time is not None:
+        message.start_time.CopyFrom(to_timestamp(execution.start_time))
+    if execution.end_time is not None:
+        message.end_time.CopyFrom(to_timestamp(execution.end_time))
+    if execution.result is not None:
+        message.result.CopyFrom(to_struct(execution.result))
+    return message
+
+
 def _config(message: bot_pb2.Bot) -> dict[str, Any]:
     return json_format.MessageToDict(message.config)
 
@@ -95,8 +111,9 @@ def _require_id(value: str, field: str = "id") -> str:
 
 
 class BotServicer(bot_service_pb2_grpc.BotServiceServicer):
-    def __init__(self, service: BotService) -> None:
+    def __init__(self, service: BotService, executions: BotExecutions) -> None:
         self._service = service
+        self._executions = executions
         # One change reaches every watcher of a bot: convert it once, not once per stream.
         self._watch_messages: LRUCache[tuple[str, str], bot_service_pb2.WatchBotResponse] = LRUCache(
             maxsize=_WATCH_MESSAGE_CACHE
@@ -214,6 +231,45 @@ class BotServicer(bot_service_pb2_grpc.BotServiceServicer):
         validate_request(request)
         return bot_to_proto(await self._service.stop(owner, request.id))
 
+    async def ListBotExecutions(
+        self,
+        request: bot_service_pb2.ListBotExecutionsRequest,
+        context: grpc.aio.ServicerContext[
+            bot_service_pb2.ListBotExecutionsRequest, bot_service_pb2.ListBotExecutionsResponse
+        ],
+    ) -> bot_service_pb2.ListBotExecutionsResponse:
+        owner = current_principal().user_id
+        validate_request(request)
+        page = await self._executions.list(
+            owner, request.id, requested_page_size=request.page_size, page_token=request.page_token
+        )
+        return bot_service_pb2.ListBotExecutionsResponse(
+            executions=[execution_to_proto(e) for e in page.executions], next_page_token=page.next_page_token
+        )
+
+    async def WatchBot(
+        self,
+        request: bot_service_pb2.WatchBotRequest,
+        context: grpc.aio.ServicerContext[bot_service_pb2.WatchBotRequest, bot_service_pb2.WatchBotResponse],
+    ) -> AsyncIterator[bot_service_pb2.WatchBotResponse]:
+        owner = current_principal().user_id
+        validate_request(request)
+        stream = self._service.watch(owner, request.id)
+        try:
+            async for item in stream:
+                if isinstance(item, Bot):
+                    yield self._watch_message(item)
+                elif isinstance(item, BotDeleted):
+                    yield bot_service_pb2.WatchBotResponse(
+                        deleted=watch_pb2.Deleted(id=item.id, delete_time=to_timestamp(item.delete_time))
+                    )
+                elif isinstance(item, Heartbeat):
+                    yield bot_service_pb2.WatchBotResponse(
+                        heartbeat=watch_pb2.Heartbeat(time=now_timestamp())
+                    )
+        finally:
+            await stream.aclose()
+
     # -- logs: the bot_logs domain serves them; the App sets ``logs`` -----------
 
     logs: BotLogsRpc | None = None
@@ -239,26 +295,3 @@ class BotServicer(bot_service_pb2_grpc.BotServiceServicer):
     ) -> AsyncIterator[bot_service_pb2.StreamBotLogsResponse]:
         async for message in self._logs().stream(request):
             yield message
-
-    async def WatchBot(
-        self,
-        request: bot_service_pb2.WatchBotRequest,
-        context: grpc.aio.ServicerContext[bot_service_pb2.WatchBotRequest, bot_service_pb2.WatchBotResponse],
-    ) -> AsyncIterator[bot_service_pb2.WatchBotResponse]:
-        owner = current_principal().user_id
-        validate_request(request)
-        stream = self._service.watch(owner, request.id)
-        try:
-            async for item in stream:
-                if isinstance(item, Bot):
-                    yield self._watch_message(item)
-                elif isinstance(item, BotDeleted):
-                    yield bot_service_pb2.WatchBotResponse(
-                        deleted=watch_pb2.Deleted(id=item.id, delete_time=to_timestamp(item.delete_time))
-                    )
-                elif isinstance(item, Heartbeat):
-                    yield bot_service_pb2.WatchBotResponse(
-                        heartbeat=watch_pb2.Heartbeat(time=now_timestamp())
-                    )
-        finally:
-            await stream.aclose()
