@@ -32,6 +32,7 @@ NATS_USER, NATS_PASSWORD = "natsuser" + uuid.uuid4().hex[:6], "nats-pass-" + uui
 JWT_KEY = "jwt-" + uuid.uuid4().hex + uuid.uuid4().hex
 HASH_KEY = "hash-" + uuid.uuid4().hex + uuid.uuid4().hex
 PAGE_KEY = "page-" + uuid.uuid4().hex + uuid.uuid4().hex
+SECRETS_KEY = "seal-" + uuid.uuid4().hex + uuid.uuid4().hex
 PASSWORD, WRONG_PASSWORD = "correct horse battery " + uuid.uuid4().hex[:8], "wrong horse " + uuid.uuid4().hex[:8]
 
 
@@ -52,7 +53,7 @@ async def test_a_whole_flow_logs_no_credential(database_url: str, isolated_nats:
     env |= {
         "DATABASE_URL": db_url, "NATS_URL": nats_url, "THE0_GRPC_HOST": "127.0.0.1", "THE0_GRPC_PORT": str(port),
         "THE0_JWT_KEYS": f"k1:{JWT_KEY}", "THE0_API_KEY_HASH_KEYS": f"h1:{HASH_KEY}",
-        "THE0_PAGE_TOKEN_KEYS": f"p1:{PAGE_KEY}", "THE0_LOG_LEVEL": "DEBUG", "THE0_DATA_DIR": str(tmp_path),
+        "THE0_PAGE_TOKEN_KEYS": f"p1:{PAGE_KEY}", "THE0_SECRETS_KEY": f"s1:{SECRETS_KEY}", "THE0_LOG_LEVEL": "DEBUG", "THE0_DATA_DIR": str(tmp_path),
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "the0.server", env=env,
@@ -60,7 +61,7 @@ async def test_a_whole_flow_logs_no_credential(database_url: str, isolated_nats:
     )
     secrets: dict[str, str] = {
         "database password": DB_PASSWORD, "NATS password": NATS_PASSWORD, "NATS user": NATS_USER,
-        "JWT key": JWT_KEY, "API-key hash key": HASH_KEY, "page-token key": PAGE_KEY,
+        "JWT key": JWT_KEY, "API-key hash key": HASH_KEY, "page-token key": PAGE_KEY, "secrets key": SECRETS_KEY,
         "password": PASSWORD, "wrong password": WRONG_PASSWORD,
     }
     try:

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tests.fixtures.server import TEST_SECRETS_KEYS
 from the0.server.bots.service import BotService
 from the0.server.custom_bots.catalog import CustomBotTableCatalog
 from the0.server.custom_bots.models import CustomBotRow
@@ -20,7 +21,9 @@ from the0.server.db.models import UserRow
 from the0.server.events.models import OutboxRow
 from the0.server.events.outbox import Outbox
 from the0.server.events.watch_hub import WatchHub
+from the0.server.keys import key_ring
 from the0.server.pagination import PageTokens
+from the0.server.secrets.box import ConfigSecrets
 
 BOT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -32,6 +35,8 @@ BOT_SCHEMA: dict[str, Any] = {
     "required": ["symbol", "quantity"],
     "additionalProperties": False,
 }
+
+TEST_CONFIG_SECRETS = ConfigSecrets(key_ring(TEST_SECRETS_KEYS, None))
 
 
 def bot_config(
@@ -152,6 +157,7 @@ async def bots_domain(database_url: str, *, heartbeat_seconds: float = 25.0) -> 
         watch_hub=hub,
         catalog=CustomBotTableCatalog(),
         page_tokens=PageTokens(b"test-secret"),
+        secrets=TEST_CONFIG_SECRETS,
     )
     try:
         yield BotsDomain(sessions, outbox, hub, service)

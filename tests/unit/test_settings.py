@@ -10,7 +10,7 @@ import pytest
 from the0.server.settings import DEFAULT_MAX_UPLOAD_BYTES, Settings, SettingsError, parse_duration
 
 SECRET = "s" * 32
-PROD = {"JWT_SECRET": SECRET, "DATABASE_URL": "postgresql://u@db/the0", "NATS_URL": "nats://nats:4222"}
+PROD = {"JWT_SECRET": SECRET, "THE0_SECRETS_KEY": f"s1:{SECRET}", "DATABASE_URL": "postgresql://u@db/the0", "NATS_URL": "nats://nats:4222"}
 
 
 def problems(env: dict[str, str], *, dev_mode: bool = True) -> list[str]:
@@ -93,6 +93,8 @@ def test_settings_are_frozen() -> None:
 def test_production_requires_secret_database_and_nats() -> None:
     assert problems({}, dev_mode=False) == [
         "JWT_SECRET is required outside dev mode (make run generates one)",
+        "THE0_SECRETS_KEY is required outside dev mode (kid:secret of 32+ bytes; make run generates one): "
+        "it seals the secret fields of bot configs",
         "DATABASE_URL and NATS_URL required outside dev mode (make run embeds them)",
     ]
 

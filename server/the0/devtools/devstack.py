@@ -69,6 +69,7 @@ def with_dev_keys(settings: Settings) -> Settings:
         jwt_keys=settings.jwt_keys or dev_key_ring(data_dir, "jwt"),
         api_key_hash_keys=settings.api_key_hash_keys or dev_key_ring(data_dir, "api-key-hash"),
         page_token_keys=settings.page_token_keys or dev_key_ring(data_dir, "page-token"),
+        secrets_keys=settings.secrets_keys or dev_key_ring(data_dir, "secrets"),
     )
 
 

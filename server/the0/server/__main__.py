@@ -2,6 +2,9 @@
 
     the0-server            apply migrations, then serve until SIGTERM/SIGINT
     the0-server migrate    apply migrations and exit
+    the0-server rotate-secrets
+                           seal every secret config value again under THE0_SECRETS_KEY's
+                           current key (exit 1 if some value no key opens)
 
 Envoy runs beside it from envoy/envoy.yaml (see envoy/README.md).
 """
@@ -14,7 +17,10 @@ import signal
 import sys
 
 from the0.server.app import build
+from the0.server.bots.secret_rotation import RotationReport, rotate_secrets
+from the0.server.db.engine import create_engine, session_factory
 from the0.server.db.migrate import upgrade_to_head
+from the0.server.secrets.box import config_secrets_for
 from the0.server.settings import Settings, SettingsError
 from the0.server.structured_logging import configure_logging
 
@@ -25,6 +31,14 @@ async def serve(settings: Settings) -> None:
     await app.start()
     await wait_for_stop_signal()
     await app.stop()
+
+
+async def rotate_stored_secrets(settings: Settings) -> RotationReport:
+    engine = create_engine(settings.effective_database_url)
+    try:
+        return await rotate_secrets(session_factory(engine), config_secrets_for(settings))
+    finally:
+        await engine.dispose()
 
 
 async def wait_for_stop_signal() -> None:
@@ -49,10 +63,18 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(settings.log_level)
     if args == ["migrate"]:
         upgrade_to_head(settings.effective_database_url)
+    elif args == ["rotate-secrets"]:
+        report = asyncio.run(rotate_stored_secrets(settings))
+        print(f"the0: {report.values_resealed} secret value(s) of {report.bots_seen} bot(s) resealed "
+              f"under key {settings.secrets_keys[0][0]!r}")
+        if report.unreadable:
+            print(f"the0: {len(report.unreadable)} bot(s) hold values no key opens: "
+                  + ", ".join(report.unreadable[:20]), file=sys.stderr)
+            raise SystemExit(1)
     elif not args:
         asyncio.run(serve(settings))
     else:
-        print("usage: the0-server [migrate]", file=sys.stderr)
+        print("usage: the0-server [migrate | rotate-secrets]", file=sys.stderr)
         raise SystemExit(2)
 
 

@@ -52,6 +52,9 @@ class Settings:
     jwt_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     api_key_hash_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     page_token_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    # The ring that seals the secret fields of bot configs (secrets/box.py, AES-256-GCM), kid:secret,...
+    # with the first current. Required outside dev mode; JWT_SECRET never stands in for it.
+    secrets_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     jwt_expires_in: timedelta = timedelta(minutes=15)
     refresh_token_ttl: timedelta = timedelta(days=30)
     registration_enabled: bool = True
@@ -208,6 +211,12 @@ class Settings:
                 problems.extend(f"{name} is required unless JWT_SECRET is set"
                                 for name, ring in rings.items() if not ring)
 
+        raw_secrets_key = get("THE0_SECRETS_KEY")
+        secrets_keys = parse_key_list("THE0_SECRETS_KEY", raw_secrets_key, problems) if raw_secrets_key else ()
+        if raw_secrets_key is None and not dev_mode:
+            problems.append("THE0_SECRETS_KEY is required outside dev mode (kid:secret of 32+ bytes; make run "
+                            "generates one): it seals the secret fields of bot configs")
+
         jwt_expires_in = timedelta(minutes=15)
         if (raw := get("JWT_EXPIRES_IN")) is not None:
             try:
@@ -345,6 +354,7 @@ class Settings:
             jwt_keys=rings["THE0_JWT_KEYS"],
             api_key_hash_keys=rings["THE0_API_KEY_HASH_KEYS"],
             page_token_keys=rings["THE0_PAGE_TOKEN_KEYS"],
+            secrets_keys=secrets_keys,
             jwt_expires_in=jwt_expires_in,
             registration_enabled=(get("THE0_REGISTRATION_ENABLED") is None or flag("THE0_REGISTRATION_ENABLED")),
             admin_email=admin_email,

@@ -14,6 +14,7 @@ from the0.server.bots.servicer import BotServicer
 from the0.server.custom_bots.catalog import CustomBotCatalog, CustomBotTableCatalog
 from the0.server.domain_page_tokens import page_tokens_for
 from the0.server.events.backbone import EventBackbone
+from the0.server.secrets.box import config_secrets_for
 from the0.server.settings import Settings
 
 
@@ -34,6 +35,7 @@ class Bots:
             watch_hub=events.watch_hub,
             catalog=catalog or CustomBotTableCatalog(),
             page_tokens=page_tokens_for(settings, "bots"),
+            secrets=config_secrets_for(settings),
             max_bots_per_user=settings.max_bots_per_user,
         )
         self.executions = BotExecutions(

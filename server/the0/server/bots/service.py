@@ -3,6 +3,11 @@
 Never sees protobuf types. Every write is one transaction that also stages its
 events in the outbox and announces the change to watchers after commit.
 
+Secret config fields (``writeOnly`` in the custom bot's schema) are sealed before
+they are stored and shown as ``secrets.box.PLACEHOLDER`` everywhere else: responses,
+watch updates, events (the runtime opens them through the platform API). An update
+that omits a secret, or sends back the placeholder, keeps the stored value.
+
 The lifecycle is the table in lifecycle.py (shared with the runtime events in
 events.py). A deploy always uses the bot's current config, so a redeploy after
 an update runs the new one.
@@ -26,7 +31,7 @@ from the0.server.bots.lifecycle import BOT_LIFECYCLE
 from the0.server.bots.models import BotRow
 from the0.server.bots.repository import BotRepository
 from the0.server.custom_bots.catalog import CustomBotCatalog, CustomBotVersion
-from the0.server.custom_bots.config_validation import validate_config
+from the0.server.custom_bots.config_validation import ValidatedConfig, config_error, validate_config
 from the0.server.db.pages import OwnedReads
 from the0.server.db.sessions import autocommit_sessions
 from the0.server.errors import (
@@ -40,6 +45,8 @@ from the0.server.events.outbox import Outbox
 from the0.server.events.watch_hub import Heartbeat, Snapshot, WatchHub
 from the0.server.pagination import Cursor, PageTokens
 from the0.server.quotas import enforce_quota
+from the0.server.secrets.box import PLACEHOLDER, ConfigSecrets, mask, placeholders_left
+from the0.server.secrets.fields import secret_paths
 from the0.server.validation import check_display_name, check_request_id
 
 log = logging.getLogger("the0.bots")
@@ -67,7 +74,7 @@ class Bot:
             id=row.id,
             owner_id=row.owner_id,
             name=row.name,
-            config=dict(row.config),
+            config=mask(dict(row.config)),
             state=row.state,
             custom_bot_id=row.custom_bot_id,
             etag=row.etag,
@@ -93,15 +100,27 @@ class BotDeleted:
 
 
 def event_data(row: BotRow, custom_bot: CustomBotVersion | None) -> dict[str, Any]:
-    """Everything a runtime needs to act on a bot event without calling back."""
+    """What a runtime needs to act on a bot event; secret fields are PLACEHOLDER (fetched through the platform API)."""
     return {
         "botId": row.id,
         "ownerId": row.owner_id,
         "name": row.name,
         "state": row.state,
-        "config": dict(row.config),
+        "config": mask(dict(row.config)),
         "customBot": custom_bot.runtime_data() if custom_bot is not None else None,
     }
+
+
+def _no_placeholders(config: dict[str, Any], custom_bot: CustomBotVersion) -> dict[str, Any]:
+    """Refuse PLACEHOLDER in a secret field with no stored value to keep (a create, or a new field)."""
+    left = placeholders_left(config, custom_bot.bot_schema)
+    if left:
+        raise config_error(
+            FieldViolation(".".join(["config", *path]), f"is {PLACEHOLDER!r}, the mark of a stored secret, "
+                           "but none is stored: send the value")
+            for path in left
+        )
+    return config
 
 
 def _now() -> datetime:
@@ -158,9 +177,11 @@ class BotService:
         watch_hub: WatchHub,
         catalog: CustomBotCatalog,
         page_tokens: PageTokens,
+        secrets: ConfigSecrets,
         max_bots_per_user: int = 100,
     ) -> None:
         self._sessions = sessions
+        self._secrets = secrets
         self._max_bots = max_bots_per_user
         self._read_sessions = autocommit_sessions(sessions)
         self._reads = OwnedReads(
@@ -202,13 +223,16 @@ class BotService:
         try:
             async with self._sessions() as session, session.begin():
                 bots = BotRepository(session, owner_id)
-                validated = await validate_config(session, self._catalog, owner_id, config, schema="bot")
+                bot_id = str(uuid.uuid4())
+                validated = await validate_config(
+                    session, self._catalog, owner_id, config, schema="bot", prepare=_no_placeholders
+                )
                 now = _now()
                 row = BotRow(
-                    id=str(uuid.uuid4()),
+                    id=bot_id,
                     owner_id=owner_id,
                     name=name,
-                    config=validated.config,
+                    config=self._seal(bot_id, validated),
                     state="DRAFT",
                     custom_bot_id=validated.custom_bot.id,
                     create_time=now,
@@ -244,9 +268,21 @@ class BotService:
                     raise _etag_mismatch(bot_id)
                 custom_bot = None
                 if config is not None:
-                    validated = await validate_config(session, self._catalog, owner_id, config, schema="bot")
+                    stored = await self._catalog.get(session, owner_id, row.custom_bot_id)
+                    stored_schema = stored.bot_schema if stored is not None else None
+                    stored_config = dict(row.config)
+
+                    def keep_secrets(new: dict[str, Any], version: CustomBotVersion) -> dict[str, Any]:
+                        kept = self._secrets.carry_over(
+                            bot_id, stored_config, stored_schema, new, version.bot_schema
+                        )
+                        return _no_placeholders(kept, version)
+
+                    validated = await validate_config(
+                        session, self._catalog, owner_id, config, schema="bot", prepare=keep_secrets
+                    )
                     custom_bot = validated.custom_bot
-                    row.config = validated.config
+                    row.config = self._seal(bot_id, validated)
                     row.custom_bot_id = custom_bot.id
                 else:
                     custom_bot = await self._catalog.get(session, owner_id, row.custom_bot_id)
@@ -346,6 +382,9 @@ class BotService:
         except StaleDataError as error:
             raise _etag_mismatch(bot_id) from error
         return Bot.from_row(row)
+
+    def _seal(self, bot_id: str, validated: ValidatedConfig) -> dict[str, Any]:
+        return self._secrets.seal(bot_id, validated.config, secret_paths(validated.custom_bot.bot_schema))
 
     async def _served(self, owner_id: str, method: str, request_id: str) -> Bot | None:
         """The bot of an already served request id, or None if this id is new."""

@@ -13,6 +13,9 @@ rest of the config against that version's JSON Schema. Outcomes:
 - the version is not APPROVED: FAILED_PRECONDITION, CUSTOM_BOT_NOT_APPROVED;
 - a backtest of a version without a backtest entrypoint: FAILED_PRECONDITION,
   BACKTEST_NOT_SUPPORTED.
+
+A violation at, inside or above a secret field (``writeOnly``, secrets/fields.py) names
+the rule it broke, never the message jsonschema wrote: that quotes the value.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ from the0.server.custom_bots.schema_safety import (
     compile_schema,
 )
 from the0.server.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from the0.server.secrets.fields import Path as SecretPath
+from the0.server.secrets.fields import secret_paths, under_secret
 
 SchemaKind = Literal["bot", "backtest"]
 BOT_TYPES = ("scheduled", "realtime", "event")
@@ -217,7 +222,13 @@ def _describe(text: str) -> str:
 
 
 def schema_violations(
-    schema: dict[str, Any], values: dict[str, Any], *, cache_key: str, kind: str, deadline: float = float("inf")
+    schema: dict[str, Any],
+    values: dict[str, Any],
+    *,
+    cache_key: str,
+    kind: str,
+    deadline: float = float("inf"),
+    secrets: frozenset[SecretPath] = frozenset(),
 ) -> list[FieldViolation]:
     """One violation per problem, with the path of the offending field (``config.a.0.b``).
 
@@ -235,12 +246,15 @@ def schema_violations(
     # schema's order: count them per object to know which one each is.
     required_seen: dict[tuple[Any, ...], int] = {}
     for problem in problems:
-        violations.extend(_field_violations(problem, required_seen, compiled))
+        violations.extend(_field_violations(problem, required_seen, compiled, secrets))
     return violations
 
 
 def _field_violations(
-    error: ValidationError, required_seen: dict[tuple[Any, ...], int], compiled: CompiledSchema
+    error: ValidationError,
+    required_seen: dict[tuple[Any, ...], int],
+    compiled: CompiledSchema,
+    secrets: frozenset[SecretPath] = frozenset(),
 ) -> list[FieldViolation]:
     path = list(error.absolute_path)
     instance = error.instance
@@ -269,6 +283,11 @@ def _field_violations(
                 FieldViolation(_path([*path, extra]), "is not allowed by the custom bot's schema")
                 for extra in extras
             ]
+    if under_secret(path, secrets):
+        # jsonschema's message quotes the instance, which is or holds a secret's value.
+        rule = error.validator if isinstance(error.validator, str) else "schema"
+        return [FieldViolation(_path(path) if path else "config",
+                               f"fails the schema's {rule!r} rule (a secret field's value is never shown)")]
     return [FieldViolation(_path(path) if path else "config", _describe(error.message))]
 
 
@@ -295,7 +314,10 @@ def check_config(
     json_schema = custom_bot.bot_schema if schema == "bot" else custom_bot.backtest_schema
     if json_schema is not None:
         violations.extend(
-            schema_violations(json_schema, values, cache_key=custom_bot.id, kind=schema, deadline=deadline)
+            schema_violations(
+                json_schema, values, cache_key=custom_bot.id, kind=schema, deadline=deadline,
+                secrets=secret_paths(json_schema),
+            )
         )
     if violations:
         raise config_error(violations)
@@ -315,8 +337,13 @@ async def validate_config(
     config: dict[str, Any],
     *,
     schema: SchemaKind,
+    prepare: Callable[[dict[str, Any], CustomBotVersion], dict[str, Any]] | None = None,
 ) -> ValidatedConfig:
-    """Resolve and check ``config`` for ``owner_id``; raise the first kind of problem with all its details."""
+    """Resolve and check ``config`` for ``owner_id``; raise the first kind of problem with all its details.
+
+    ``prepare(config, version)`` runs once the version is known, before the schema check: bots use
+    it to put back the stored secrets an update omits, so the schema sees the whole config.
+    """
     shape = _shape_problem(config)
     if shape is not None:
         raise config_error([FieldViolation("config", shape)])
@@ -354,6 +381,8 @@ async def validate_config(
     json_schema = custom_bot.bot_schema if schema == "bot" else custom_bot.backtest_schema
     if json_schema is not None:
         await _off_loop(_validators.get, custom_bot.id, schema, json_schema, seconds=COMPILE_SECONDS)
+    if prepare is not None:
+        config = prepare(config, custom_bot)
     deadline = time.monotonic() + VALIDATION_SECONDS
     return await _off_loop(check_config, config, custom_bot, schema, bot_type, deadline, seconds=VALIDATION_SECONDS)
 
