@@ -3,6 +3,11 @@ never returned, evented or echoed; kept on update; rotated by rotate_secrets."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
+
 import grpc
 import orjson
 import pytest
@@ -185,3 +190,30 @@ def test_the_secrets_key_comes_from_the_environment_and_is_required_outside_dev_
             Settings.from_env(base | env)
         assert any(p.startswith(problem) for p in raised.value.problems), raised.value.problems
     assert Settings.from_env({}, dev_mode=True).secrets_keys == ()
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_the_rotate_secrets_command(database_url, domain, alice):
+    bot = await domain.service.create(alice, name="b", config=config())
+    (old_kid, old), new = TEST_SECRETS_KEYS[0], "n" * 40
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("THE0_", "JWT_", "DATABASE_", "NATS_"))}
+    env |= {"DATABASE_URL": database_url, "NATS_URL": "nats://127.0.0.1:1", "JWT_SECRET": "j" * 32,
+            "THE0_SECRETS_KEY": f"fresh:{new},{old_kid}:{old}"}
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "the0.server", "rotate-secrets"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "2 secret value(s) of 1 bot(s) resealed under key 'fresh'" in done.stdout
+    assert all(secret not in done.stdout + done.stderr for secret in (API_KEY, API_SECRET, new, old))
+    stored, config_now = await raw_bot(domain, bot.id)
+    assert "the0-secret:v1:fresh:" in stored
+    fresh_only = ConfigSecrets(KeyRing("fresh", (("fresh", new.encode()),)))
+    assert fresh_only.reveal(bot.id, config_now, SECRET_SCHEMA)["apiKey"] == API_KEY
+    # The old key gone before its values were resealed: named, not opened, exit 1.
+    env["THE0_SECRETS_KEY"] = "other:" + "o" * 40
+    failed = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "the0.server", "rotate-secrets"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert failed.returncode == 1 and bot.id in failed.stderr, failed.stderr
