@@ -25,12 +25,31 @@ from tests.request_fields import every_method, string_fields
 from the0.api_key.v1 import api_key_pb2, api_key_service_pb2
 from the0.auth.v1 import auth_service_pb2
 from the0.bot.v1 import bot_pb2, bot_service_pb2
+from the0.common.v1 import auth_policy_pb2
 from the0.custom_bot.v1 import custom_bot_service_pb2
+
+RUNTIME_KEY = "runtime-key-of-at-least-thirty-two-characters"
+ANALYZER_KEY = "analyzer-key-of-at-least-thirty-two-characters"
+SERVICE_KEYS = {
+    auth_policy_pb2.AUTH_POLICY_SERVICE_RUNTIME: RUNTIME_KEY,
+    auth_policy_pb2.AUTH_POLICY_SERVICE_ANALYZER: ANALYZER_KEY,
+}
 
 
 @pytest.fixture
 async def stack(stack_factory):
-    return await stack_factory(envoy=True)
+    return await stack_factory(
+        envoy=True,
+        service_accounts=(("runtime", "runtime-1", RUNTIME_KEY), ("analyzer", "analyzer-1", ANALYZER_KEY)),
+    )
+
+
+def credentials_for(method: MethodDescriptor, token: str) -> tuple[tuple[str, str], ...]:
+    """What the method's auth policy accepts: a service key for the platform API, else the user's token."""
+    policy = method.GetOptions().Extensions[auth_policy_pb2.auth_policy]
+    if policy in SERVICE_KEYS:
+        return (("x-service-key", SERVICE_KEYS[policy]),)
+    return (("authorization", f"Bearer {token}"),) if token else ()
 
 
 @pytest.fixture
@@ -76,7 +95,7 @@ def _path(method: MethodDescriptor) -> str:
 
 async def call_raw(channel: grpc.aio.Channel, method: MethodDescriptor, payload: bytes | list[bytes], token: str):
     """Call ``method`` with raw request bytes; returns the AioRpcError it ends with (or None)."""
-    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    metadata = credentials_for(method, token)
     identity = lambda raw: raw  # bytes in, bytes out
     try:
         if method.client_streaming:
