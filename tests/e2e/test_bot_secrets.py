@@ -133,3 +133,28 @@ async def test_a_secret_never_leaves_the_server(stack_factory, sessions, nats_cl
         for secret in (API_KEY, EXCHANGE_SECRET):
             assert secret not in content, where
     assert table.count("the0-secret:v1:") == 4  # two bots, two secret fields each
+
+
+RUNTIME_KEY = "runtime-key-of-at-least-thirty-two-characters"
+
+
+async def test_only_the_runtimes_deployment_holds_the_secret_and_it_is_audited(stack_factory, sessions):
+    from the0.platform.v1 import platform_service_pb2, platform_service_pb2_grpc
+
+    stack = await stack_factory(service_accounts=(("runtime", "runtime-1", RUNTIME_KEY),))
+    alice = await register(stack.channel)
+    await add_custom_bot(sessions, alice.id, schema=SECRET_SCHEMA)
+    created = await create(alice, config=secret_config())
+    platform = platform_service_pb2_grpc.PlatformServiceStub(stack.channel)
+    deployment = await platform.GetBotDeployment(
+        platform_service_pb2.GetBotDeploymentRequest(id=created.id), metadata=(("x-service-key", RUNTIME_KEY),)
+    )
+    config = json_format.MessageToDict(deployment.config)
+    assert config["apiKey"] == API_KEY and config["exchange"]["secret"] == EXCHANGE_SECRET
+    async with sessions() as session:
+        audited = (await session.execute(text(
+            "SELECT method, secrets_revealed FROM platform_audit WHERE resource_id = :id"), {"id": created.id})).all()
+    assert [tuple(row) for row in audited] == [("GetBotDeployment", True)]
+    # The owner still sees only placeholders.
+    shown = await alice.bots.GetBot(bot_service_pb2.GetBotRequest(id=created.id), metadata=alice.metadata)
+    assert API_KEY not in str(shown) and EXCHANGE_SECRET not in str(shown)

@@ -19,6 +19,7 @@ from the0.server.platform import keys
 from the0.server.platform.authenticator import ServiceKeys
 from the0.server.platform.models import ServiceAccountRow
 from the0.server.platform.repository import PlatformRepository
+from the0.server.secrets.box import ConfigSecrets
 from the0.server.storage.object_store import ObjectNotFound, ObjectStore, ObjectStoreError
 
 log = logging.getLogger("the0.platform")
@@ -63,17 +64,15 @@ class ServiceAccount:
     create_time: datetime
 
 
-def reveal_secrets(stored_config: dict[str, Any], bot_schema: dict[str, Any] | None) -> tuple[dict[str, Any], bool]:
-    """The config with its secret fields decrypted, and whether any were.
-
-    SEAM (R3, secrets module): until ``the0.server.secrets`` publishes its reveal function,
-    configs are stored as sent and returned as stored. Replace this body with that call.
-    """
-    return dict(stored_config), False
-
-
 class PlatformService:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], store: ObjectStore, service_keys: ServiceKeys) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        store: ObjectStore,
+        service_keys: ServiceKeys,
+        secrets: ConfigSecrets,
+    ) -> None:
+        self._secrets = secrets
         self._sessions = sessions
         self._store = store
         self._service_keys = service_keys
@@ -86,7 +85,9 @@ class PlatformService:
             if bot is None or custom_row is None:
                 raise NotFound("no such bot")
             version = version_from_row(custom_row)
-            config, revealed = reveal_secrets(bot.config, version.bot_schema)
+            # The one place a config leaves the server with its secrets in clear: audited below.
+            config = self._secrets.reveal(bot.id, bot.config, version.bot_schema)
+            revealed = config != bot.config
             repository.audit(account_id=caller.user_id, method="GetBotDeployment", kind="bot",
                              resource_id=bot.id, owner_id=bot.owner_id, secrets_revealed=revealed)
             await db.commit()
