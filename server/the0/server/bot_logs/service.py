@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -121,9 +121,27 @@ class BotLogsService:
         self._heartbeat = heartbeat_seconds
         self._poll = poll_seconds
 
-    def _line(self, row: BotLogLineRow) -> LogLineValue:
-        cursor = self._tokens.encode(Cursor(row.ts, str(row.id)), scope=f"bot-log-line:{row.bot_id}")
+    def _line(self, row: BotLogLineRow, cursor_id: int | None = None) -> LogLineValue:
+        position = row.id if cursor_id is None else cursor_id
+        cursor = self._tokens.encode(Cursor(row.ts, str(position)), scope=f"bot-log-line:{row.bot_id}")
         return LogLineValue(time=row.ts, level=row.level, text=row.text, cursor=cursor)
+
+    def _in_time_order(self, rows: Sequence[BotLogLineRow]) -> Iterator[tuple[BotLogLineRow, int]]:
+        """One read's lines in time order, each with the cursor to resume after it.
+
+        Replicas ingest in parallel, so ingestion ids (what a resume counts on) need not follow the
+        lines' own times. A line's cursor is the highest id up to which every line of this read has
+        been sent, so a client resuming from any line it saw misses nothing and sees nothing twice.
+        """
+        pending = sorted(row.id for row in rows)
+        sent: set[int] = set()
+        done = 0
+        floor = pending[0] - 1 if pending else 0
+        for row in sorted(rows, key=lambda r: (r.ts, r.seq, r.id)):
+            sent.add(row.id)
+            while done < len(pending) and pending[done] in sent:
+                done += 1
+            yield row, pending[done - 1] if done else floor
 
     async def _check_owner(self, session: AsyncSession, owner_id: str, bot_id: str) -> None:
         if not await repository.owns_bot(session, owner_id, bot_id):
@@ -167,9 +185,9 @@ class BotLogsService:
                 else:
                     first = await repository.tail(session, bot_id, tail_lines or DEFAULT_TAIL_LINES)
                     last = first[-1].id if first else await repository.last_id(session, bot_id)
-            for row in first:
-                last = row.id
-                yield self._line(row)
+            for row, cursor_id in self._in_time_order(first):
+                last = max(last, row.id)
+                yield self._line(row, cursor_id)
             last_sent = time.monotonic()
             while True:
                 async with self._sessions() as session:
@@ -178,9 +196,9 @@ class BotLogsService:
                 if gone:
                     yield LogBotDeleted(bot_id, datetime.now(UTC))
                     return
-                for row in rows:
-                    last = row.id
-                    yield self._line(row)
+                for row, cursor_id in self._in_time_order(rows):
+                    last = max(last, row.id)
+                    yield self._line(row, cursor_id)
                 if rows:
                     last_sent = time.monotonic()
                     if len(rows) == STREAM_READ_LINES:
