@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0530_service_accounts"
-down_revision: str | None = "0500_bot_logs"
+down_revision: str | None = "0510_bot_executions"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
