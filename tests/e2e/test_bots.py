@@ -460,6 +460,10 @@ def bola_calls(alice: User, mallory: User, bot: bot_pb2.Bot) -> dict[str, Any]:
         async for _ in stub.WatchBot(bot_service_pb2.WatchBotRequest(id=bot.id), metadata=md):
             pass
 
+    async def stream_logs() -> None:
+        async for _ in stub.StreamBotLogs(bot_service_pb2.StreamBotLogsRequest(id=bot.id), metadata=md):
+            pass
+
     return {
         "GetBot": lambda: stub.GetBot(bot_service_pb2.GetBotRequest(id=bot.id), metadata=md),
         "UpdateBot": lambda: stub.UpdateBot(
@@ -475,6 +479,8 @@ def bola_calls(alice: User, mallory: User, bot: bot_pb2.Bot) -> dict[str, Any]:
             bot_service_pb2.ListBotExecutionsRequest(id=bot.id), metadata=md
         ),
         "WatchBot": watch,
+        "ListBotLogs": lambda: stub.ListBotLogs(bot_service_pb2.ListBotLogsRequest(id=bot.id), metadata=md),
+        "StreamBotLogs": stream_logs,
         # No id in these two: CreateBot with alice's custom bot, ListBots must not show her bot.
         "CreateBot": lambda: stub.CreateBot(
             bot_service_pb2.CreateBotRequest(bot=bot_pb2.Bot(name="x", config=struct(bot_config()))),
