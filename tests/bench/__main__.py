@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from tests.bench import auth, backtests, bots, custom_bots, interceptors, outbox
+from tests.bench import auth, backtests, bot_logs, bots, custom_bots, interceptors, outbox
 
 BENCHMARKS = {
     "interceptors": interceptors.run,
@@ -13,6 +13,7 @@ BENCHMARKS = {
     "auth": auth.run,
     "custom_bots": custom_bots.run, "outbox": outbox.run,
     "backtests": backtests.run,
+    "bot_logs": bot_logs.run,
 }
 
 
