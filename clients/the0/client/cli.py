@@ -13,17 +13,21 @@ import getpass
 import io
 import json
 import os
+import re
 import sys
+import time
 import zipfile
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
+from the0.bot.v1 import bot_service_pb2
 from the0.client.client import The0Client
-from the0.client.errors import The0Error
+from the0.client.errors import The0Error, UnavailableError
 
 DEFAULT_URL = "localhost:50051"
 
@@ -78,6 +82,60 @@ def parse_config(text: str) -> dict[str, Any]:
     return value
 
 
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+# How long `logs -f` waits before resuming a stream the server or network dropped.
+RECONNECT_SECONDS = 1.0
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """``90s``, ``15m``, ``1h``, ``2d`` ago, or an ISO 8601 time (naive means UTC)."""
+    if match := _DURATION.match(text.strip()):
+        amount, unit = match.groups()
+        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: int(amount)})
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise SystemExit(f"the0: --since must be like 30s, 15m, 1h, 2d or an ISO 8601 time, got {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def print_log_line(line: bot_service_pb2.BotLogLine, *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(MessageToDict(line)), flush=True)
+    else:
+        print(f"{line.time.ToJsonString()} {line.level or '-':<5} {line.text}", flush=True)
+
+
+def bot_logs(args: argparse.Namespace, client: The0Client) -> None:
+    """Past lines (--since, ListBotLogs); with -f, then every new line (StreamBotLogs), resumed after drops."""
+    cursor = ""
+    if args.since or not args.follow:
+        since = parse_since(args.since) if args.since else None
+        for line in client.list_bot_logs(args.id, since=since):
+            print_log_line(line, as_json=args.json)
+            cursor = line.cursor
+    if not args.follow:
+        return
+    # The first stream starts after what was printed (or with the last --tail lines); a resumed one after
+    # the last line seen, so a dropped connection loses no line and repeats none.
+    tail = 0 if args.since else args.tail
+    while True:
+        try:
+            for message in client.stream_bot_logs(args.id, tail_lines=0 if cursor else tail, after_cursor=cursor):
+                kind = message.WhichOneof("event")
+                if kind == "line":
+                    print_log_line(message.line, as_json=args.json)
+                    cursor = message.line.cursor
+                elif kind == "deleted":
+                    print("the0: the bot was deleted", file=sys.stderr)
+                    return
+            return  # the server ended the stream
+        except UnavailableError:
+            print("the0: log stream interrupted; reconnecting", file=sys.stderr)
+            time.sleep(RECONNECT_SECONDS)
+
+
 def run(args: argparse.Namespace, client: The0Client, config: dict[str, str]) -> None:
     command = (args.command, getattr(args, "action", None))
     if command == ("health", None):
@@ -130,6 +188,11 @@ def run(args: argparse.Namespace, client: The0Client, config: dict[str, str]) ->
         client.delete_bot(args.id)
     elif command == ("bots", "watch"):
         emit(client.watch_bot(args.id))
+    elif command == ("bots", "executions"):
+        executions = client.list_bot_executions(args.id)
+        emit(execution for _, execution in zip(range(args.limit), executions, strict=False))
+    elif command == ("bots", "logs"):
+        bot_logs(args, client)
     elif command == ("backtests", "create"):
         emit(client.create_backtest(args.name, parse_config(args.config), request_id=args.request_id or ""))
     elif command == ("backtests", "list"):
@@ -190,6 +253,17 @@ def build_parser() -> argparse.ArgumentParser:
             "get", "results", "logs", "cancel", "watch")
         for action in actions:
             resource.add_parser(action).add_argument("id")
+        if noun == "bot":
+            executions = resource.add_parser("executions", help="the bot's runs, newest first (JSON lines)")
+            executions.add_argument("id")
+            executions.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+            logs = resource.add_parser("logs", help="the bot's log lines, oldest first")
+            logs.add_argument("id")
+            logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+            logs.add_argument("--since", help="lines from this long ago (30s, 15m, 1h, 2d) or an ISO 8601 time")
+            logs.add_argument("--tail", type=int, default=20,
+                              help="with -f and no --since: start with the last N lines (default 20, at most 1000)")
+            logs.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
     return parser
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 
 import grpc
-from google.protobuf import struct_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 
 from the0.api_key.v1 import api_key_pb2, api_key_service_pb2, api_key_service_pb2_grpc
 from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc, user_pb2
@@ -204,6 +204,29 @@ class The0Client:
     def watch_bot(self, bot_id: str) -> Iterator[bot_service_pb2.WatchBotResponse]:
         return self._stream(self._bots.WatchBot, bot_service_pb2.WatchBotRequest(id=bot_id))
 
+    def list_bot_executions(self, bot_id: str, *, page_size: int = 0) -> Iterator[bot_pb2.BotExecution]:
+        """Newest first, every page (the server keeps a bounded history per bot)."""
+        request = bot_service_pb2.ListBotExecutionsRequest(id=bot_id, page_size=page_size)
+        return self._pages(self._bots.ListBotExecutions, request, "executions")
+
+    def list_bot_logs(
+        self, bot_id: str, *, since: datetime | None = None, until: datetime | None = None, page_size: int = 0
+    ) -> Iterator[bot_service_pb2.BotLogLine]:
+        """Oldest first over [since, until), every page."""
+        request = bot_service_pb2.ListBotLogsRequest(id=bot_id, page_size=page_size)
+        if since is not None:
+            request.since.CopyFrom(_timestamp(since))
+        if until is not None:
+            request.until.CopyFrom(_timestamp(until))
+        return self._pages(self._bots.ListBotLogs, request, "lines")
+
+    def stream_bot_logs(
+        self, bot_id: str, *, tail_lines: int = 0, after_cursor: str = ""
+    ) -> Iterator[bot_service_pb2.StreamBotLogsResponse]:
+        """The last ``tail_lines`` lines (or every line after ``after_cursor``), then each new one."""
+        request = bot_service_pb2.StreamBotLogsRequest(id=bot_id, tail_lines=tail_lines, after_cursor=after_cursor)
+        return self._stream(self._bots.StreamBotLogs, request)
+
     # -- backtests -----------------------------------------------------------------
 
     def create_backtest(self, name: str, config: dict[str, Any], *, request_id: str = "") -> backtest_pb2.Backtest:
@@ -244,3 +267,8 @@ def _struct(values: dict[str, Any]) -> struct_pb2.Struct:
     struct.update(values)
     return struct
 
+
+def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp

@@ -9,8 +9,17 @@ end on one machine: it runs nothing a user uploaded. It durably consumes
   (the local folder in the data dir by default), then publishes
   ``backtest.completed`` with summary metrics (or ``backtest.failed`` with
   ``--fail``); a ``backtest.cancel-requested`` in the meantime skips it;
-- with ``--bots``, ``bot.deploy-requested`` / ``bot.stop-requested``:
-  publishes ``bot.execution.started`` / ``bot.execution.completed``.
+- ``bot.deploy-requested`` (unless ``--no-bots``): "runs" the bot. Each
+  execution publishes ``bot.execution.started``, a few log lines on core NATS
+  ``the0.bot.logs.<botId>`` (JSON ``{"time", "level", "text"}``, what the
+  server's log ingest reads) and ``bot.execution.completed`` with a made-up
+  result. A scheduled bot runs every ``--bot-interval`` seconds (not its cron:
+  a dev aid should show something within seconds); a realtime or event bot runs
+  one execution, logging a line every ``--bot-interval`` seconds, until it is
+  stopped. ``--fail`` fails bots too (``bot.execution.failed``);
+- ``bot.stop-requested``: ends the bot's runs; its current execution (or a
+  new, empty one if this process never ran it) is reported completed, so the
+  bot goes STOPPING -> STOPPED.
 
     make fake-runtime            # or: python -m the0.devtools.fake_runtime [--nats-url URL]
 
@@ -45,6 +54,8 @@ from the0.server.storage.object_store import ObjectStore
 
 BANNER = "the0 FAKE RUNTIME (development aid; runs no user code, invents results)"
 DURABLE_PREFIX = "the0-fake-runtime"
+# The subject the server's bot-log ingest (bot_logs/ingest.py) reads, one per bot.
+BOT_LOGS_SUBJECT = "the0.bot.logs.{bot_id}"
 
 
 def _now() -> str:
@@ -104,6 +115,7 @@ class FakeRuntime:
         bots: bool,
         durable_prefix: str = DURABLE_PREFIX,
         only_new: bool = False,
+        bot_interval: float = 10.0,
     ) -> None:
         self._durable_prefix = durable_prefix
         # A new durable starts at the stream's first event unless told otherwise (tests).
@@ -115,6 +127,10 @@ class FakeRuntime:
         self._fail = fail
         self._bots = bots
         self._cancelled: set[str] = set()
+        self._bot_interval = bot_interval
+        # bot id -> its running loop and the execution in progress (None between scheduled runs).
+        self._bot_tasks: dict[str, asyncio.Task[None]] = {}
+        self._bot_execution: dict[str, tuple[str, str] | None] = {}  # (execution id, startedAt)
 
     def durable(self, event_type: str) -> str:
         return f"{self._durable_prefix}_{event_type}".replace(".", "_")
@@ -132,7 +148,10 @@ class FakeRuntime:
         }
         if self._bots:
             handlers |= {"bot.deploy-requested": self.bot_deploy, "bot.stop-requested": self.bot_stop}
-        await asyncio.gather(*(self._consume(t, h) for t, h in handlers.items()))
+        try:
+            await asyncio.gather(*(self._consume(t, h) for t, h in handlers.items()))
+        finally:
+            await self.stop_bots()
 
     async def _consume(self, event_type: str, handler: Any) -> None:
         subscription = await self._js.pull_subscribe(
@@ -180,24 +199,91 @@ class FakeRuntime:
             "backtest.completed", {"backtestId": backtest_id, "completedAt": _now(), "summary": summary}
         )
 
+    async def bot_log(self, bot_id: str, text: str, level: str = "info") -> None:
+        # Core NATS: the server's THE0_BOT_LOGS stream captures the subject; without the stream
+        # (an older server) the lines are simply not kept, and the fake bot carries on.
+        line = {"time": _now(), "level": level, "text": text}
+        await self._nc.publish(BOT_LOGS_SUBJECT.format(bot_id=bot_id), orjson.dumps(line))
+
     async def bot_deploy(self, data: dict[str, Any]) -> None:
-        await self.publish(
-            "bot.execution.started",
-            {"botId": data["botId"], "executionId": f"fake-{uuid.uuid4().hex[:8]}", "startedAt": _now()},
-        )
+        # TODO(R4 GetBotDeployment): a real runtime fetches the deployment from the platform API;
+        # the event carries everything this fake needs (config, customBot).
+        bot_id = str(data["botId"])
+        previous = self._bot_tasks.pop(bot_id, None)
+        if previous is not None:
+            previous.cancel()
+        config = data.get("config") or {}
+        scheduled = str(config.get("type", "")).startswith("scheduled/")
+        task = asyncio.create_task(self._run_bot(bot_id, config, scheduled=scheduled), name=f"fake-bot-{bot_id}")
+        self._bot_tasks[bot_id] = task
+        task.add_done_callback(lambda done: self._bot_tasks.pop(bot_id, None) if self._bot_tasks.get(bot_id) is done
+                               else None)
+
+    async def _run_bot(self, bot_id: str, config: dict[str, Any], *, scheduled: bool) -> None:
+        run = 0
+        while True:
+            run += 1
+            execution, started = f"fake-{uuid.uuid4().hex[:8]}", _now()
+            self._bot_execution[bot_id] = (execution, started)
+            await self.publish("bot.execution.started", {"botId": bot_id, "executionId": execution,
+                                                         "startedAt": started})
+            await self.bot_log(bot_id, f"FAKE run {run} of {config.get('type', '?')}: no user code executed")
+            await self.bot_log(bot_id, f"config: {orjson.dumps(config).decode()[:500]}", level="debug")
+            if self._fail:
+                await self.bot_log(bot_id, "fake runtime: --fail given", level="error")
+                self._bot_execution[bot_id] = None
+                await self.publish("bot.execution.failed", {"botId": bot_id, "executionId": execution,
+                                                            "error": "fake runtime: --fail given"})
+                return
+            if not scheduled:
+                # A realtime bot runs until it is stopped (bot_stop completes its execution).
+                tick = 0
+                while True:
+                    await asyncio.sleep(self._bot_interval)
+                    tick += 1
+                    await self.bot_log(bot_id, f"tick {tick}: price {100 + random.gauss(0, 1):.2f}")
+            await asyncio.sleep(min(self._bot_interval, 1.0))
+            await self.bot_log(bot_id, "run finished")
+            self._bot_execution[bot_id] = None
+            # startedAt again: the server's consumers of each type run side by side, and a `completed`
+            # applied before its `started` still records when the run began.
+            await self.publish("bot.execution.completed", {
+                "botId": bot_id, "executionId": execution, "startedAt": started, "completedAt": _now(),
+                "result": {"note": "fake runtime", "run": run},
+            })
+            await asyncio.sleep(self._bot_interval)
 
     async def bot_stop(self, data: dict[str, Any]) -> None:
-        await self.publish(
-            "bot.execution.completed",
-            {"botId": data["botId"], "executionId": f"fake-{uuid.uuid4().hex[:8]}", "completedAt": _now(),
-             "result": {"note": "fake runtime"}},
-        )
+        bot_id = str(data["botId"])
+        task = self._bot_tasks.pop(bot_id, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        execution, started = self._bot_execution.pop(bot_id, None) or (f"fake-{uuid.uuid4().hex[:8]}", _now())
+        await self.bot_log(bot_id, "stopped")
+        await self.publish("bot.execution.completed", {
+            "botId": bot_id, "executionId": execution, "startedAt": started, "completedAt": _now(),
+            "result": {"note": "fake runtime"},
+        })
+
+    async def stop_bots(self) -> None:
+        """Cancel every bot loop (the process is ending); their bots are left as they were."""
+        tasks = list(self._bot_tasks.values())
+        self._bot_tasks.clear()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
-async def serve(nats_url: str, store: ObjectStore, *, delay: float, fail: bool, bots: bool) -> None:
+async def serve(
+    nats_url: str, store: ObjectStore, *, delay: float, fail: bool, bots: bool, bot_interval: float
+) -> None:
     nc = await connect_nats(nats_url, name="the0-fake-runtime")
     try:
-        await FakeRuntime(nc, store, delay=delay, fail=fail, bots=bots).run()
+        await FakeRuntime(nc, store, delay=delay, fail=fail, bots=bots, bot_interval=bot_interval).run()
     finally:
         with contextlib.suppress(Exception):
             await nc.close()
@@ -208,8 +294,14 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nats-url", help="default: NATS_URL, else the dev stack's (THE0_DATA_DIR/nats.url)")
     parser.add_argument("--delay", type=float, default=2.0, help="seconds a backtest 'runs' (default 2)")
-    parser.add_argument("--fail", action="store_true", help="fail every backtest instead of completing it")
-    parser.add_argument("--bots", action="store_true", help="also answer bot deploy and stop requests")
+    parser.add_argument("--fail", action="store_true", help="fail every backtest and bot run instead")
+    parser.add_argument("--no-bots", dest="bots", action="store_false",
+                        help="answer backtests only, not bot deploy and stop requests")
+    # Kept so that scripts written for the earlier opt-in flag still run; bots are on by default now.
+    parser.add_argument("--bots", dest="bots", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--bot-interval", type=float, default=10.0,
+                        help="seconds between a scheduled bot's runs, and between a realtime bot's log lines "
+                             "(default 10)")
     args = parser.parse_args(argv)
     logging.getLogger("the0.nats").setLevel(logging.ERROR)
     settings = load_settings(dev_mode=True)
@@ -223,7 +315,8 @@ def main(argv: list[str] | None = None) -> None:
     where = settings.minio_endpoint or settings.object_store_dir.resolve()
     print(f"{BANNER}\n  NATS {url}\n  object store {where}\n  Ctrl-C stops it")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(url, store, delay=args.delay, fail=args.fail, bots=args.bots))
+        asyncio.run(serve(url, store, delay=args.delay, fail=args.fail, bots=args.bots,
+                          bot_interval=args.bot_interval))
 
 
 if __name__ == "__main__":
