@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from the0.server.background import BackgroundTasks
 from the0.server.db.engine import create_engine, session_factory
-from the0.server.events.consumer import DropEvent, EventConsumers
+from the0.server.events.consumer import DropEvent, EventConsumers, durable_name
 from the0.server.events.envelope import Envelope
 from the0.server.events.models import ProcessedEventRow
 from the0.server.events.nats_connection import connect_nats, ensure_stream
@@ -73,14 +73,14 @@ async def test_consumer_retries_transient_failures_and_applies_once(engine: Asyn
 
     consumers = EventConsumers(sessions, lambda: nats, retry_delay=0.2, fetch_timeout=0.2,
                                durable_prefix=f"t{uuid.uuid4().hex[:6]}")
-    consumers.register("thing.happened", handler)
-    flaky = Envelope(type="thing.happened", data={"n": "flaky", "flaky": True})
-    twice = Envelope(type="thing.happened", data={"n": "twice"})
+    consumers.register("custom-bot.thing-happened", handler)
+    flaky = Envelope(type="custom-bot.thing-happened", data={"n": "flaky", "flaky": True})
+    twice = Envelope(type="custom-bot.thing-happened", data={"n": "twice"})
     await publish(nats, flaky)
     await publish(nats, twice)
     await publish(nats, twice, msg_id=str(uuid.uuid4()))  # same event, new message: a redelivery
-    await publish(nats, Envelope(type="thing.happened", data={"poison": True}))
-    await nats.jetstream().publish("the0.thing.happened", b"not json at all")
+    await publish(nats, Envelope(type="custom-bot.thing-happened", data={"poison": True}))
+    await nats.jetstream().publish("the0.custom-bot.thing-happened", b"not json at all")
     tasks = BackgroundTasks()
     consumers.start(tasks)
     try:
@@ -93,7 +93,7 @@ async def test_consumer_retries_transient_failures_and_applies_once(engine: Asyn
     assert sorted(applied) == ["flaky", "twice"]
     async with sessions() as session:
         assert await session.scalar(select(func.count()).select_from(ProcessedEventRow)) == 2
-    info = await nats.jetstream().consumer_info("THE0_EVENTS", f"{consumers._durable_prefix}_thing_happened")
+    info = await nats.jetstream().consumer_info("THE0_EVENTS", durable_name(consumers._durable_prefix, "custom-bot.thing-happened"))
     assert info.num_ack_pending == 0 and info.num_pending == 0  # everything acknowledged
 
 

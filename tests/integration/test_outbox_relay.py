@@ -48,7 +48,7 @@ async def add_events(sessions: async_sessionmaker[AsyncSession], outbox: Outbox,
     ids = []
     async with sessions() as session, session.begin():
         for i in range(count):
-            ids.append(outbox.add(session, "test.happened", {"n": i, "prefix": prefix}).id)
+            ids.append(outbox.add(session, "backtest.test-happened", {"n": i, "prefix": prefix}).id)
     return ids
 
 
@@ -88,7 +88,7 @@ async def test_relay_publishes_in_batches_with_message_ids(engine: AsyncEngine, 
         await tasks.stop()
     assert await stream_ids(nats) == ids
     message = await nats.jetstream().get_msg(EVENTS_STREAM, (await nats.jetstream().stream_info(EVENTS_STREAM)).state.first_seq)
-    assert message.subject == "the0.test.happened"
+    assert message.subject == "the0.backtest.test-happened"
     body = orjson.loads(message.data)
     assert set(body) == {"id", "type", "data", "timestamp", "correlationId"}
     assert body["id"] == ids[0] and body["data"] == {"n": 0, "prefix": "e"}
@@ -115,7 +115,7 @@ async def test_a_commit_wakes_the_relay_at_once(engine: AsyncEngine, nats: Nats)
 async def test_a_rolled_back_transaction_publishes_nothing(engine: AsyncEngine, nats: Nats) -> None:
     sessions, outbox = session_factory(engine), Outbox()
     async with sessions() as session, session.begin():
-        outbox.add(session, "test.happened", {})
+        outbox.add(session, "backtest.test-happened", {})
         await session.rollback()
     relay = OutboxRelay(sessions, outbox, lambda: nats)
     assert await relay.publish_pending() == 0

@@ -24,6 +24,20 @@ EVENTS_STREAM = "THE0_EVENTS"
 # Every event family, not "the0.>": bot logs (the0.bot.logs.<botId>) live in a stream of
 # their own (bot_logs/ingest.py, THE0_BOT_LOGS) and JetStream refuses overlapping streams.
 EVENTS_SUBJECTS = ("the0.bot.*", "the0.bot.execution.>", "the0.custom-bot.>", "the0.backtest.>")
+
+
+def stored_by_events_stream(subject: str) -> bool:
+    """Whether THE0_EVENTS stores ``subject``: its subjects must leave the0.bot.logs.> to the
+    log stream, so an event family missing from EVENTS_SUBJECTS would be published to nowhere."""
+    tokens = subject.split(".")
+    for pattern in EVENTS_SUBJECTS:
+        parts = pattern.split(".")
+        if parts[-1] == ">":
+            if len(tokens) > len(parts) - 1 and all(p in ("*", t) for p, t in zip(parts[:-1], tokens, strict=False)):
+                return True
+        elif len(tokens) == len(parts) and all(p in ("*", t) for p, t in zip(parts, tokens, strict=True)):
+            return True
+    return False
 EVENTS_MAX_AGE = timedelta(days=7)
 
 

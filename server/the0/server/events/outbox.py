@@ -13,8 +13,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from the0.server.events.after_commit import on_commit
-from the0.server.events.envelope import Envelope
+from the0.server.events.envelope import SUBJECT_PREFIX, Envelope
 from the0.server.events.models import OutboxRow
+from the0.server.events.nats_connection import stored_by_events_stream
 
 
 class Outbox:
@@ -30,6 +31,8 @@ class Outbox:
         correlation_id: str | None = None,
     ) -> Envelope:
         """Stage ``type`` with ``data`` in the session's transaction; return its envelope."""
+        if not stored_by_events_stream(f"{SUBJECT_PREFIX}{type}"):
+            raise ValueError(f"event type {type!r} is not stored by the events stream: add its family to EVENTS_SUBJECTS")
         envelope = Envelope(type=type, data=data, correlation_id=correlation_id)
         session.add(
             OutboxRow(
