@@ -27,8 +27,8 @@ from the0.health.v1 import health_service_pb2, health_service_pb2_grpc
 from the0.platform.v1 import platform_service_pb2, platform_service_pb2_grpc
 from the0.server import __version__
 from the0.server.background import BackgroundTasks
-from the0.server.bot_logs.component import BotLogs
 from the0.server.backtests.component import Backtests
+from the0.server.bot_logs.component import BotLogs
 from the0.server.bots.component import Bots
 from the0.server.custom_bots.component import CustomBots
 from the0.server.db.engine import create_engine, ping, session_factory
