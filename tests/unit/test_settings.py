@@ -93,8 +93,10 @@ def test_settings_are_frozen() -> None:
 def test_production_requires_secret_database_and_nats() -> None:
     assert problems({}, dev_mode=False) == [
         "JWT_SECRET is required outside dev mode (make run generates one)",
-        "THE0_SECRETS_KEY is required outside dev mode (kid:secret of 32+ bytes; make run generates one): "
-        "it seals the secret fields of bot configs",
+        (
+            "THE0_SECRETS_KEY is required outside dev mode (kid:secret of 32+ bytes; make run generates one): "
+            "it seals the secret fields of bot configs"
+        ),
         "DATABASE_URL and NATS_URL required outside dev mode (make run embeds them)",
     ]
 
