@@ -19,7 +19,7 @@ VENDORED_PROTOS := proto/buf/validate/validate.proto
 help:
 	@echo "make run        dev stack on embedded defaults: gRPC :50051, REST (Envoy) :8080"
 	@echo "make serve      the gRPC server alone, every dependency from the environment"
-	@echo "make fake-runtime  development aid beside make run: fakes the platform runtime (backtests)"
+	@echo "make fake-runtime  development aid beside make run: fakes the platform runtime (bots and backtests)"
 	@echo "make test       the whole test suite (starts its own PostgreSQL, NATS, S3, Envoy)"
 	@echo "make gen        regenerate gen/ from proto/;  make gen-check: fail if gen/ is stale"
 	@echo "make lint       buf lint + buf format;        make bench [BENCH=name]: benchmarks"
@@ -47,7 +47,8 @@ system-deps:
 run: $(STAMP)
 	$(BIN)/the0-dev
 
-# Development aid, not the platform runtime: answers backtest.created with made-up results.
+# Development aid, not the platform runtime: runs bots (deployments fetched through the platform
+# API with the dev stack's runtime key, log lines, executions) and answers backtests with made-up results.
 fake-runtime: $(STAMP)
 	$(BIN)/python -m the0.devtools.fake_runtime
 

@@ -86,11 +86,12 @@ async def test_cli_shows_a_fake_runtime_bots_executions_and_logs(
 
     from tests.fixtures.accounts import new_account
     from tests.integration.test_bots_support import add_custom_bot, bot_config
-    from the0.devtools.fake_runtime import FakeRuntime
+    from the0.devtools.fake_runtime import Deployments, FakeRuntime
     from the0.server.db.engine import create_engine, session_factory
     from the0.server.events.nats_connection import EVENTS_STREAM
 
-    stack = await stack_factory()
+    runtime_key = "runtime-key-of-at-least-thirty-two-characters"
+    stack = await stack_factory(service_accounts=(("runtime", "runtime-1", runtime_key),))
     user_id, token = await new_account(stack.channel)
     engine = create_engine(database_url)
     try:
@@ -101,8 +102,9 @@ async def test_cli_shows_a_fake_runtime_bots_executions_and_logs(
     monkeypatch.setenv("THE0_CONFIG", str(tmp_path / "config.json"))
     monkeypatch.delenv("THE0_API_KEY", raising=False)
 
+    deployments = Deployments(stack.grpc_target, runtime_key)  # as `make fake-runtime` beside `make run`
     runtime = FakeRuntime(nats_client, stack.app.object_store, delay=0, fail=False, bots=True, bot_interval=0.2,
-                          durable_prefix=f"fake-{uuid.uuid4().hex[:8]}", only_new=True)
+                          durable_prefix=f"fake-{uuid.uuid4().hex[:8]}", only_new=True, deployments=deployments)
     task = asyncio.create_task(runtime.run())
     client = The0Client(stack.grpc_target, access_token=token)
     try:
@@ -125,6 +127,7 @@ async def test_cli_shows_a_fake_runtime_bots_executions_and_logs(
         starts = [e["startTime"] for e in executions]
         assert starts == sorted(starts, reverse=True)  # newest first
         assert "FAKE run 1 of scheduled/my-bot: no user code executed" in logs
+        assert "deployment fetched through the platform API (GetBotDeployment)" in logs
         code, out, _ = await run_cli(capsys, "--url", stack.grpc_target, "bots", "executions", bot.id, "--limit", "1")
         assert code == 0 and len(jsons(out)) == 1
 
@@ -155,6 +158,7 @@ async def test_cli_shows_a_fake_runtime_bots_executions_and_logs(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await deployments.close()
         js = nats_client.jetstream()
         for event_type in ("backtest.created", "backtest.cancel-requested", "bot.deploy-requested",
                            "bot.stop-requested"):

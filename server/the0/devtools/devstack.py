@@ -70,7 +70,22 @@ def with_dev_keys(settings: Settings) -> Settings:
         api_key_hash_keys=settings.api_key_hash_keys or dev_key_ring(data_dir, "api-key-hash"),
         page_token_keys=settings.page_token_keys or dev_key_ring(data_dir, "page-token"),
         secrets_keys=settings.secrets_keys or dev_key_ring(data_dir, "secrets"),
+        # `make fake-runtime` fetches deployments through the platform API with this account's key.
+        service_accounts=settings.service_accounts or (("runtime", "dev-runtime", dev_runtime_key(data_dir)),),
     )
+
+
+RUNTIME_KEY_FILE = "runtime-service-key"
+
+
+def dev_runtime_key(data_dir: Path) -> str:
+    """The dev stack's runtime service-account key, generated once and kept in the data dir."""
+    path = data_dir / "keys" / RUNTIME_KEY_FILE
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 async def run(settings: Settings) -> None:

@@ -41,11 +41,16 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import grpc
+import grpc.aio
 import orjson
+from google.protobuf import json_format
 from nats.aio.client import Client as Nats
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from the0.devtools.devstack import RUNTIME_KEY_FILE
 from the0.devtools.publish_event import NATS_URL_FILE, dev_nats_url
+from the0.platform.v1 import platform_service_pb2, platform_service_pb2_grpc
 from the0.server.__main__ import load_settings
 from the0.server.events.envelope import Envelope, subject_for
 from the0.server.events.nats_connection import EVENTS_STREAM, connect_nats, ensure_stream
@@ -104,6 +109,28 @@ def fake_analysis(backtest_id: str, config: dict[str, Any]) -> tuple[dict[str, A
     return analysis, summary, logs
 
 
+class Deployments:
+    """GetBotDeployment over gRPC with a runtime service-account key."""
+
+    def __init__(self, target: str, service_key: str) -> None:
+        self._target = target
+        self._metadata = (("x-service-key", service_key),)
+        self._channel: grpc.aio.Channel | None = None  # made on first use, inside the running loop
+
+    async def config(self, bot_id: str) -> dict[str, Any]:
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self._target)
+        stub = platform_service_pb2_grpc.PlatformServiceStub(self._channel)
+        deployment = await stub.GetBotDeployment(
+            platform_service_pb2.GetBotDeploymentRequest(id=bot_id), metadata=self._metadata, timeout=10
+        )
+        return json_format.MessageToDict(deployment.config)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+
+
 class FakeRuntime:
     def __init__(
         self,
@@ -116,7 +143,9 @@ class FakeRuntime:
         durable_prefix: str = DURABLE_PREFIX,
         only_new: bool = False,
         bot_interval: float = 10.0,
+        deployments: Deployments | None = None,
     ) -> None:
+        self._deployments = deployments
         self._durable_prefix = durable_prefix
         # A new durable starts at the stream's first event unless told otherwise (tests).
         self._deliver_policy = DeliverPolicy.NEW if only_new else DeliverPolicy.ALL
@@ -199,6 +228,19 @@ class FakeRuntime:
             "backtest.completed", {"backtestId": backtest_id, "completedAt": _now(), "summary": summary}
         )
 
+    async def _fetch_deployment(self, bot_id: str) -> dict[str, Any] | None:
+        """The bot's config from the platform API, as a real runtime gets it (secrets in clear);
+        None without a platform client or when the call fails (the event's config is used then)."""
+        if self._deployments is None:
+            return None
+        try:
+            config = await self._deployments.config(bot_id)
+        except grpc.aio.AioRpcError as error:
+            print(f"fake runtime: GetBotDeployment failed ({error.code().name}); using the event's config")
+            return None
+        await self.bot_log(bot_id, "deployment fetched through the platform API (GetBotDeployment)")
+        return config
+
     async def bot_log(self, bot_id: str, text: str, level: str = "info") -> None:
         # Core NATS: the server's THE0_BOT_LOGS stream captures the subject; without the stream
         # (an older server) the lines are simply not kept, and the fake bot carries on.
@@ -206,9 +248,10 @@ class FakeRuntime:
         await self._nc.publish(BOT_LOGS_SUBJECT.format(bot_id=bot_id), orjson.dumps(line))
 
     async def bot_deploy(self, data: dict[str, Any]) -> None:
-        # TODO(R4 GetBotDeployment): a real runtime fetches the deployment from the platform API;
-        # the event carries everything this fake needs (config, customBot).
         bot_id = str(data["botId"])
+        fetched = await self._fetch_deployment(bot_id)
+        if fetched is not None:
+            data = data | {"config": fetched}
         previous = self._bot_tasks.pop(bot_id, None)
         if previous is not None:
             previous.cancel()
@@ -228,7 +271,8 @@ class FakeRuntime:
             await self.publish("bot.execution.started", {"botId": bot_id, "executionId": execution,
                                                          "startedAt": started})
             await self.bot_log(bot_id, f"FAKE run {run} of {config.get('type', '?')}: no user code executed")
-            await self.bot_log(bot_id, f"config: {orjson.dumps(config).decode()[:500]}", level="debug")
+            # Field names only: a deployment's config holds the owner's secrets in clear.
+            await self.bot_log(bot_id, f"config fields: {', '.join(sorted(config))}", level="debug")
             if self._fail:
                 await self.bot_log(bot_id, "fake runtime: --fail given", level="error")
                 self._bot_execution[bot_id] = None
@@ -279,12 +323,16 @@ class FakeRuntime:
 
 
 async def serve(
-    nats_url: str, store: ObjectStore, *, delay: float, fail: bool, bots: bool, bot_interval: float
+    nats_url: str, store: ObjectStore, *, delay: float, fail: bool, bots: bool, bot_interval: float,
+    deployments: Deployments | None = None,
 ) -> None:
     nc = await connect_nats(nats_url, name="the0-fake-runtime")
     try:
-        await FakeRuntime(nc, store, delay=delay, fail=fail, bots=bots, bot_interval=bot_interval).run()
+        await FakeRuntime(nc, store, delay=delay, fail=fail, bots=bots, bot_interval=bot_interval,
+                          deployments=deployments).run()
     finally:
+        if deployments is not None:
+            await deployments.close()
         with contextlib.suppress(Exception):
             await nc.close()
 
@@ -312,11 +360,15 @@ def main(argv: list[str] | None = None) -> None:
             "the URL) or pass --nats-url"
         )
     store = object_store_from_settings(settings)
+    key_file = settings.data_dir / "keys" / RUNTIME_KEY_FILE
+    deployments = None
+    if key_file.exists():  # `make run` made a runtime service account: fetch deployments like a real runtime
+        deployments = Deployments(f"127.0.0.1:{settings.grpc_port}", key_file.read_text().strip())
     where = settings.minio_endpoint or settings.object_store_dir.resolve()
     print(f"{BANNER}\n  NATS {url}\n  object store {where}\n  Ctrl-C stops it")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(url, store, delay=args.delay, fail=args.fail, bots=args.bots,
-                          bot_interval=args.bot_interval))
+                          bot_interval=args.bot_interval, deployments=deployments))
 
 
 if __name__ == "__main__":
