@@ -17,6 +17,7 @@ from collections import Counter
 import grpc
 import pytest
 
+from tests.fixtures.accounts import start_of_a_window
 from tests.integration.test_identity_auth import (
     PASSWORD,
     auth,
@@ -35,12 +36,9 @@ POSTGRES_ONLY = pytest.mark.parametrize("database_url", ["postgres"], indirect=T
 WRONG = "wrong password 123"
 
 
-async def in_one_window(seconds_needed: float = 20.0, window: float = 60.0) -> None:
-    """Start a burst where it cannot straddle a fixed window's end (each window has its own count,
-    so a burst across the boundary may pass twice the limit: documented in docs/limits.md)."""
-    left = window - time.time() % window
-    if left < seconds_needed:
-        await asyncio.sleep(left + 0.2)
+@pytest.fixture(autouse=True)
+async def one_throttle_window() -> None:
+    await start_of_a_window()
 
 
 def from_address(address: str) -> tuple[tuple[str, str]]:
@@ -90,7 +88,6 @@ async def test_parallel_wrong_passwords_from_one_address_reach_argon2_at_most_th
     stack = await stack_factory()  # 5 attempts per (account, address) per minute
     await register(stack.channel, "ada")
     reached = count_verifications(stack)
-    await in_one_window()
     answers = Counter(await asyncio.gather(*(outcome(login(stack.channel, "ada@example.com", WRONG))
                                              for _ in range(50))))
     assert answers == {"INVALID_CREDENTIALS": 5, "RATE_LIMITED": 45}
@@ -213,7 +210,6 @@ async def test_the_limit_holds_across_two_replicas(stack_factory):
     first, second = await stack_factory(), await stack_factory()
     await register(first.channel, "ada")
     reached = [count_verifications(first), count_verifications(second)]
-    await in_one_window()
     answers = Counter(await asyncio.gather(*(
         outcome(login((first, second)[i % 2].channel, "ada@example.com", WRONG)) for i in range(50))))
     assert answers == {"INVALID_CREDENTIALS": 5, "RATE_LIMITED": 45}
