@@ -108,6 +108,9 @@ class Settings:
     request_timeout_seconds: float = 10.0
     # Watch streams send a heartbeat after this long without a change (Envoy drops idle streams).
     watch_heartbeat_seconds: float = 25.0
+    # The longest a rendered resource is served from this replica's read cache; changes drop it
+    # sooner, through the watch fan-out (events/read_cache.py). 0 turns the cache off.
+    read_cache_seconds: float = 5.0
     # Limits per caller (the user, or the address of an anonymous caller), per replica:
     # docs/limits.md. A read costs 1 token, a write rate_limit_write_cost.
     rate_limit_per_second: float = 20.0
@@ -375,6 +378,7 @@ class Settings:
             max_upload_bytes=max_upload,
             log_level=log_level,
             request_timeout_seconds=request_timeout,
+            read_cache_seconds=seconds("THE0_READ_CACHE", 5.0, 0, 60),
             rate_limit_per_second=rate_limit_per_second,
             rate_limit_burst=positive_int("THE0_RATE_LIMIT_BURST", 100),
             rate_limit_write_cost=positive_int("THE0_RATE_LIMIT_WRITE_COST", 5),

@@ -9,11 +9,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from the0.server.background import BackgroundTasks
 from the0.server.bots.events import BotEventHandlers
 from the0.server.bots.executions import BotExecutions
-from the0.server.bots.service import BotService
+from the0.server.bots.service import WATCH_KIND, BotService
 from the0.server.bots.servicer import BotServicer
 from the0.server.custom_bots.catalog import CustomBotCatalog, CustomBotTableCatalog
 from the0.server.domain_page_tokens import page_tokens_for
 from the0.server.events.backbone import EventBackbone
+from the0.server.events.read_cache import ReadCache
 from the0.server.secrets.box import config_secrets_for
 from the0.server.settings import Settings
 
@@ -43,7 +44,11 @@ class Bots:
             page_tokens=page_tokens_for(settings, "bot executions"),
             retention=timedelta(days=settings.bot_execution_retention_days),
         )
-        self.servicer = BotServicer(self.service, self.executions)
+        self.servicer = BotServicer(
+            self.service,
+            self.executions,
+            reads=ReadCache(events.watch_hub, WATCH_KIND, ttl_seconds=settings.read_cache_seconds),
+        )
         self.event_handlers = BotEventHandlers(
             events.watch_hub, max_executions_per_bot=settings.max_executions_per_bot
         )

@@ -16,6 +16,7 @@ from the0.server.bot_logs.rpc import BotLogsRpc
 from the0.server.bots.executions import BotExecution, BotExecutions
 from the0.server.bots.service import Bot, BotDeleted, BotService
 from the0.server.errors import FieldViolation, InvalidArgument, Unavailable
+from the0.server.events.read_cache import ReadCache
 from the0.server.events.watch_hub import Heartbeat
 from the0.server.identity.principal import current_principal
 from the0.server.proto_values import now_timestamp, to_struct, to_timestamp
@@ -111,9 +112,13 @@ def _require_id(value: str, field: str = "id") -> str:
 
 
 class BotServicer(bot_service_pb2_grpc.BotServiceServicer):
-    def __init__(self, service: BotService, executions: BotExecutions) -> None:
+    def __init__(
+        self, service: BotService, executions: BotExecutions, *, reads: ReadCache[bot_pb2.Bot] | None = None
+    ) -> None:
         self._service = service
         self._executions = executions
+        # GetBot's rendered bots, dropped by the watch fan-out on every change (events/read_cache.py).
+        self._reads = reads
         # One change reaches every watcher of a bot: convert it once, not once per stream.
         self._watch_messages: LRUCache[tuple[str, str], bot_service_pb2.WatchBotResponse] = LRUCache(
             maxsize=_WATCH_MESSAGE_CACHE
@@ -162,7 +167,15 @@ class BotServicer(bot_service_pb2_grpc.BotServiceServicer):
     ) -> bot_pb2.Bot:
         owner = current_principal().user_id
         validate_request(request)
-        return bot_to_proto(await self._service.get(owner, request.id))
+        bot_id = request.id
+
+        async def render() -> bot_pb2.Bot:
+            return bot_to_proto(await self._service.get(owner, bot_id))
+
+        if self._reads is None:
+            return await render()
+        # The same message may go to many callers: gRPC only serializes it, nothing changes it.
+        return await self._reads.get(owner, bot_id, render)
 
     async def UpdateBot(
         self,

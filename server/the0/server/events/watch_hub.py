@@ -76,10 +76,25 @@ class WatchHub:
         self._watchers: dict[tuple[str, str], set[asyncio.Event]] = {}
         self._subscription: Subscription | None = None
         self._publishes: set[asyncio.Task[None]] = set()
+        self._listeners: dict[str, list[Callable[[str], None]]] = {}
         self.subscribed = asyncio.Event()
 
     def subject(self, kind: str, resource_id: str) -> str:
         return f"{self._prefix}.{kind}.{resource_id}"
+
+    def on_change(self, kind: str, listener: Callable[[str], None]) -> None:
+        """Call ``listener(resource_id)`` on every change of a ``kind`` resource, local or remote."""
+        self._listeners.setdefault(kind, []).append(listener)
+
+    def fanout_epoch(self) -> int | None:
+        """None while changes of other replicas may not arrive; else a number that changes on each reconnect.
+
+        What was learnt before a reconnect may be stale after it: messages published meanwhile are lost.
+        """
+        client = self._nats.client if self._nats is not None else None
+        if client is None or not client.is_connected or not self.subscribed.is_set():
+            return None
+        return int(client.stats["reconnects"])
 
     @property
     def watcher_count(self) -> int:
@@ -142,6 +157,8 @@ class WatchHub:
             log.warning("watch notification not sent", extra={"subject": subject, "error": repr(error)})
 
     def _wake(self, kind: str, resource_id: str) -> None:
+        for listener in self._listeners.get(kind, ()):
+            listener(resource_id)
         for event in self._watchers.get((kind, resource_id), ()):
             event.set()
 
