@@ -1,6 +1,7 @@
 """Bots bench, on a throwaway PostgreSQL and embedded NATS, the server in a child process.
 
-1. GetBot (auth + PostgreSQL read) vs an empty grpc.aio echo server, same run (target >= 0.40).
+1. GetBot (auth + read cache; and with the cache off, from PostgreSQL) and a ListBots page of 50 vs an empty
+   grpc.aio echo server, same run (targets: GetBot >= 0.5, stretch 0.7; ListBots >= 0.2).
 2. ListBots latency: first page with 100 and with 100,000 bots for one user, and the 50th page
    with 100,000 (target: flat, max/min p50 within 1.5x). Rows are bulk-inserted directly.
 3. 1,000 concurrent WatchBot streams on one process; a change reaches all of them
@@ -92,7 +93,9 @@ def throwaway_postgres() -> Iterator[str]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def serve_api(port_queue: mp.Queue, database_url: str, nats_url: str, data_dir: str) -> None:
+def serve_api(
+    port_queue: mp.Queue, database_url: str, nats_url: str, data_dir: str, read_cache_seconds: float = 5.0
+) -> None:
     async def main() -> None:
         from the0.server.app import build
         from the0.server.settings import Settings
@@ -107,6 +110,7 @@ def serve_api(port_queue: mp.Queue, database_url: str, nats_url: str, data_dir: 
             grpc_host="127.0.0.1",
             grpc_port=0,
             data_dir=Path(data_dir),
+            read_cache_seconds=read_cache_seconds,
             **BENCH_CALLER_LIMITS,
         )
         app = await build(settings)
@@ -182,36 +186,56 @@ async def seed(database_url: str, owner_id: str, count: int) -> None:
         await engine.dispose()
 
 
-async def get_bot_vs_echo(
-    api_port: int, caller: Caller, bot_id: str, *, seconds: float, rounds: int, concurrency: int
+GETBOT_TARGET, GETBOT_STRETCH, LIST_TARGET = 0.5, 0.7, 0.2
+
+
+def verdict(ratio: float, target: float) -> str:
+    return "✓" if ratio >= target else "✗"
+
+
+async def reads_vs_echo(
+    api_port: int, uncached_port: int, caller: Caller, bot_id: str, *, seconds: float, rounds: int, concurrency: int
 ) -> float:
+    """GetBot from the read cache, GetBot from PostgreSQL, and a ListBots page of 50, each vs the echo server."""
     echo_proc, echo_port = start_in_child(serve_echo, False)
+    echo = "empty echo server (baseline)"
     try:
-        results: dict[str, list[LoadResult]] = {
-            "empty echo server (baseline)": [],
-            "GetBot (auth + PostgreSQL)": [],
-        }
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{api_port}") as channel:
-            stub = bot_service_pb2_grpc.BotServiceStub(channel)
-            request = bot_service_pb2.GetBotRequest(id=bot_id)
-            call = lambda: stub.GetBot(request, metadata=caller.metadata)
-            await run_load(call, concurrency=concurrency, seconds=0.5)
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{api_port}") as channel,
+            grpc.aio.insecure_channel(f"127.0.0.1:{uncached_port}") as uncached_channel,
+        ):
+            cached_stub = bot_service_pb2_grpc.BotServiceStub(channel)
+            uncached_stub = bot_service_pb2_grpc.BotServiceStub(uncached_channel)
+            get = bot_service_pb2.GetBotRequest(id=bot_id)
+            page = bot_service_pb2.ListBotsRequest(page_size=50)
+            calls = {
+                "GetBot (read cache)": lambda: cached_stub.GetBot(get, metadata=caller.metadata),
+                "GetBot (PostgreSQL, cache off)": lambda: uncached_stub.GetBot(get, metadata=caller.metadata),
+                "ListBots, page of 50 (PostgreSQL)": lambda: cached_stub.ListBots(page, metadata=caller.metadata),
+            }
+            results: dict[str, list[LoadResult]] = {echo: [], **{name: [] for name in calls}}
+            for call in calls.values():
+                await run_load(call, concurrency=concurrency, seconds=0.5)
             for _ in range(rounds):
-                results["empty echo server (baseline)"].append(
-                    await measure_echo(echo_port, seconds=seconds, concurrency=concurrency)
-                )
-                results["GetBot (auth + PostgreSQL)"].append(
-                    await run_load(call, concurrency=concurrency, seconds=seconds)
-                )
+                results[echo].append(await measure_echo(echo_port, seconds=seconds, concurrency=concurrency))
+                for name, call in calls.items():
+                    results[name].append(await run_load(call, concurrency=concurrency, seconds=seconds))
     finally:
         echo_proc.terminate()
     rows = {name: median_result(r) for name, r in results.items()}
-    return report(
-        "GetBot vs empty echo server",
+    report(
+        "Reads vs empty echo server",
         rows,
-        baseline="empty echo server (baseline)",
-        target="GetBot >= 0.40 of baseline throughput",
+        baseline=echo,
+        target=f"GetBot >= {GETBOT_TARGET} of baseline (stretch {GETBOT_STRETCH}); ListBots page of 50 >= {LIST_TARGET}",
     )
+    base = rows[echo].throughput
+    cached, uncached, listed = (rows[name].throughput / base for name in calls)
+    print(f"GetBot (read cache) {cached:.2f} {verdict(cached, GETBOT_TARGET)} (>= {GETBOT_TARGET}; "
+          f"stretch {GETBOT_STRETCH} {verdict(cached, GETBOT_STRETCH)}); "
+          f"GetBot from PostgreSQL {uncached:.2f} {verdict(uncached, GETBOT_TARGET)}; "
+          f"ListBots page of 50 {listed:.2f} {verdict(listed, LIST_TARGET)} (>= {LIST_TARGET})")
+    return cached
 
 
 async def list_latency(api_port: int, small: Caller, large: Caller, *, seconds: float) -> float:
@@ -326,6 +350,7 @@ async def run(*, seconds: float = 3.0, rounds: int = 3, concurrency: int = 32) -
         nats = EmbeddedNats(Path(data_dir) / "nats")
         await nats.start()
         api_proc, api_port = start_in_child(serve_api, database_url, nats.url, data_dir)
+        uncached_proc, uncached_port = start_in_child(serve_api, database_url, nats.url, data_dir, 0.0)
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{api_port}") as channel:
                 small, large, watcher = (
@@ -345,17 +370,20 @@ async def run(*, seconds: float = 3.0, rounds: int = 3, concurrency: int = 32) -
                         bot_service_pb2.ListBotsRequest(page_size=1), metadata=watcher.metadata
                     )
                 ).bots
-            ratio = await get_bot_vs_echo(
-                api_port, small, one.id, seconds=seconds, rounds=rounds, concurrency=concurrency
+            ratio = await reads_vs_echo(
+                api_port, uncached_port, small, one.id, seconds=seconds, rounds=rounds, concurrency=concurrency
             )
+            uncached_proc.terminate()
+            uncached_proc.join(10)
             spread = await list_latency(api_port, small, large, seconds=seconds)
             p99 = await watchers(api_port, api_proc.pid, watcher, watched.id)
         finally:
-            api_proc.terminate()
-            api_proc.join(10)
+            for process in (api_proc, uncached_proc):
+                process.terminate()
+                process.join(10)
             await nats.stop()
     print(
-        f"\nbots: GetBot ratio {ratio:.2f} (>= 0.40), ListBots spread {spread:.2f} (<= 1.5), "
+        f"\nbots: GetBot ratio {ratio:.2f} (>= {GETBOT_TARGET}), ListBots spread {spread:.2f} (<= 1.5), "
         f"watch p99 {p99:.0f} ms (<= 250)"
     )
     return ratio

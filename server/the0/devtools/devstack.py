@@ -19,12 +19,12 @@ from the0.devtools.embedded.envoy import start_envoy
 from the0.devtools.embedded.nats_server import EmbeddedNats
 from the0.devtools.embedded.processes import free_port
 from the0.devtools.publish_event import NATS_URL_FILE
-from the0.server.__main__ import load_settings, wait_for_stop_signal
 from the0.server.app import build
 from the0.server.db.migrate import upgrade_to_head
 from the0.server.envoy_config import render_envoy_config
 from the0.server.keys import parse_key_list
 from the0.server.redaction import redact_url
+from the0.server.serving import load_settings, wait_for_stop_signal
 from the0.server.settings import Settings, SettingsError
 from the0.server.structured_logging import configure_logging
 

@@ -51,9 +51,9 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from the0.devtools.devstack import RUNTIME_KEY_FILE
 from the0.devtools.publish_event import NATS_URL_FILE, dev_nats_url
 from the0.platform.v1 import platform_service_pb2, platform_service_pb2_grpc
-from the0.server.__main__ import load_settings
 from the0.server.events.envelope import Envelope, subject_for
 from the0.server.events.nats_connection import EVENTS_STREAM, connect_nats, ensure_stream
+from the0.server.serving import load_settings
 from the0.server.storage.factory import object_store_from_settings
 from the0.server.storage.object_store import ObjectStore
 

@@ -15,9 +15,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from the0.server.__main__ import load_settings
 from the0.server.events.envelope import Envelope
 from the0.server.events.nats_connection import connect_nats
+from the0.server.serving import load_settings
 
 NATS_URL_FILE = "nats.url"
 

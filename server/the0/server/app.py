@@ -249,7 +249,8 @@ async def build(settings: Settings) -> App:
             # headers get 431 at the edge, never RESOURCE_EXHAUSTED (429) from here (default 16 KiB).
             ("grpc.max_metadata_size", 128 * 1024),  # soft limit
             ("grpc.absolute_max_metadata_size", 128 * 1024),  # hard limit (also 16 KiB by default)
-            ("grpc.so_reuseport", 0),
+            # Shared only by THE0_WORKERS processes, after the supervisor checked nobody else holds it.
+            ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
         ],
     )
     grpc_health = health.aio.HealthServicer()

@@ -8,6 +8,7 @@ with a message a person can act on.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -134,6 +135,10 @@ class Settings:
     bot_log_lines_per_bot: int = 100_000
     bot_log_stream_max_age_days: int = 3
     bot_log_stream_max_bytes: int = 1024 * 1024 * 1024
+    # Server processes sharing the gRPC port (workers.py); from_env defaults to the number of
+    # cores on PostgreSQL, to 1 on SQLite (one writer at a time: more processes only queue) or
+    # when THE0_GRPC_PORT is 0.
+    workers: int = 1
     # The gRPC server (docs/limits.md, "Server").
     max_concurrent_rpcs: int = 4096
     keepalive_time_seconds: float = 60.0
@@ -345,8 +350,16 @@ class Settings:
                     f"{' and '.join(missing)} required outside dev mode (make run embeds them)"
                 )
 
+        grpc_port = port("THE0_GRPC_PORT", 50051)
+        # One process where more cannot help: SQLite (one writer), or a port the OS picks (not shareable).
+        one_process = database_url is None or database_url.startswith("sqlite") or grpc_port == 0
+        workers = positive_int("THE0_WORKERS", 1 if one_process else (os.cpu_count() or 1))
+        if workers > 1 and grpc_port == 0:
+            problems.append("THE0_WORKERS > 1 needs a fixed THE0_GRPC_PORT (the workers share it)")
+
         settings = cls(
             database_url=database_url,
+            workers=workers,
             nats_url=nats_url,
             minio_endpoint=minio_endpoint,
             minio_access_key=minio_access_key,
@@ -371,7 +384,7 @@ class Settings:
             password_hashing_queue=positive_int("THE0_PASSWORD_HASHING_QUEUE", 32),
             frontend_url=frontend_url,
             grpc_host=get("THE0_GRPC_HOST") or "0.0.0.0",
-            grpc_port=port("THE0_GRPC_PORT", 50051),
+            grpc_port=grpc_port,
             http_port=port("THE0_HTTP_PORT", 8080),
             data_dir=Path(get("THE0_DATA_DIR") or ".the0"),
             dev_mode=dev_mode,

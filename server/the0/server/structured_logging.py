@@ -9,6 +9,7 @@ than the RPC itself. Both produce the same fields.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from typing import TextIO
@@ -18,6 +19,8 @@ import orjson
 from the0.server.request_context import request_id_var
 
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+# Every line names its process: with THE0_WORKERS > 1 several server processes share one stderr.
+_pid = os.getpid()
 
 
 def _timestamp(created: float) -> str:
@@ -32,6 +35,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
             "requestId": request_id_var.get(),
+            "pid": _pid,
         }
         # Structured fields passed with `extra={...}`.
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS})
@@ -60,6 +64,7 @@ class AccessLog:
                 "code": code,
                 "durationMs": round(duration_ms, 2),
                 "peer": peer,
+                "pid": _pid,
             }
         )
         (self._stream or sys.stderr).write(line.decode() + "\n")
@@ -67,6 +72,8 @@ class AccessLog:
 
 def configure_logging(level: str = "INFO") -> None:
     """Route every logger to stderr as JSON. Idempotent."""
+    global _pid
+    _pid = os.getpid()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

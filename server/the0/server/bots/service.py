@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from cachetools import LRUCache
+from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
@@ -69,7 +71,8 @@ class Bot:
     update_time: datetime
 
     @classmethod
-    def from_row(cls, row: BotRow) -> Bot:
+    def from_row(cls, row: BotRow | Row[Any]) -> Bot:
+        """From the ORM row, or a Core row of the bots table (the same names: db/pages.py reads those)."""
         return cls(
             id=row.id,
             owner_id=row.owner_id,
@@ -188,7 +191,7 @@ class BotService:
             self._read_sessions,
             page_tokens,
             repository=BotRepository,
-            to_value=Bot.from_row,
+            to_value=self._bot_of,
             cursor=lambda row: Cursor(row.create_time, row.id),
             list_scope="bots.list",
         )
@@ -196,6 +199,15 @@ class BotService:
         self._hub = watch_hub
         self._catalog = catalog
         self._shared_reads = _SharedReads()
+        # Rows read as domain values, once per version of each bot (masking walks the whole config).
+        self._values: LRUCache[tuple[str, str], Bot] = LRUCache(maxsize=10_000)
+
+    def _bot_of(self, row: Row[Any]) -> Bot:
+        key = (row.id, row.etag)
+        bot = self._values.get(key)
+        if bot is None:
+            bot = self._values[key] = Bot.from_row(row)
+        return bot
 
     # -- reads ---------------------------------------------------------------
 

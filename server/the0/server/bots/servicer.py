@@ -24,6 +24,7 @@ from the0.server.validation import clear_output_only, validate_request
 
 UPDATABLE_PATHS = ("name", "config")
 _WATCH_MESSAGE_CACHE = 1024
+_RENDER_CACHE = 10_000
 _EXECUTION_STATES = {
     "RUNNING": bot_pb2.BOT_EXECUTION_STATE_RUNNING,
     "COMPLETED": bot_pb2.BOT_EXECUTION_STATE_COMPLETED,
@@ -119,16 +120,26 @@ class BotServicer(bot_service_pb2_grpc.BotServiceServicer):
         self._executions = executions
         # GetBot's rendered bots, dropped by the watch fan-out on every change (events/read_cache.py).
         self._reads = reads
+        # A bot is rendered once per version (its etag changes on every write): list pages and
+        # reads of unchanged bots reuse the message.
+        self._renders: LRUCache[tuple[str, str], bot_pb2.Bot] = LRUCache(maxsize=_RENDER_CACHE)
         # One change reaches every watcher of a bot: convert it once, not once per stream.
         self._watch_messages: LRUCache[tuple[str, str], bot_service_pb2.WatchBotResponse] = LRUCache(
             maxsize=_WATCH_MESSAGE_CACHE
         )
 
+    def _rendered(self, bot: Bot) -> bot_pb2.Bot:
+        key = (bot.id, bot.etag)
+        message = self._renders.get(key)
+        if message is None:
+            message = self._renders[key] = bot_to_proto(bot)
+        return message
+
     def _watch_message(self, bot: Bot) -> bot_service_pb2.WatchBotResponse:
         key = (bot.id, bot.etag)
         message = self._watch_messages.get(key)
         if message is None:
-            message = bot_service_pb2.WatchBotResponse(bot=bot_to_proto(bot))
+            message = bot_service_pb2.WatchBotResponse(bot=self._rendered(bot))
             self._watch_messages[key] = message
         return message
 
@@ -145,7 +156,7 @@ class BotServicer(bot_service_pb2_grpc.BotServiceServicer):
             page_token=request.page_token,
         )
         return bot_service_pb2.ListBotsResponse(
-            bots=[bot_to_proto(b) for b in page.bots], next_page_token=page.next_page_token
+            bots=[self._rendered(b) for b in page.bots], next_page_token=page.next_page_token
         )
 
     async def CreateBot(
@@ -170,7 +181,7 @@ class BotServicer(bot_service_pb2_grpc.BotServiceServicer):
         bot_id = request.id
 
         async def render() -> bot_pb2.Bot:
-            return bot_to_proto(await self._service.get(owner, bot_id))
+            return self._rendered(await self._service.get(owner, bot_id))
 
         if self._reads is None:
             return await render()

@@ -124,6 +124,10 @@ class WatchHub:
         assert self._nats.client is not None
         # nats-py restores subscriptions after a reconnect by itself.
         self._subscription = await self._nats.client.subscribe(f"{self._prefix}.>", cb=self._on_message)
+        # Subscribed means the server has the SUB: until its PONG, another replica's change could pass by
+        # unseen (and a read cache would keep the old value for its whole TTL).
+        with contextlib.suppress(Exception):  # NATS went away meanwhile: nats-py sends the SUB again
+            await self._nats.client.flush(timeout=5)
         self.subscribed.set()
 
     async def _on_message(self, message: Msg) -> None:
