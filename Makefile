@@ -14,7 +14,7 @@ PROTOS := $(shell find proto/the0 -name '*.proto' | LC_ALL=C sort)
 # google.protobuf Python code, so gen/ has it beside ours.
 VENDORED_PROTOS := proto/buf/validate/validate.proto
 
-.PHONY: help install system-deps run fake-runtime serve test test-unit gen gen-check lint breaking bench envoy-config clean check
+.PHONY: bench-deps help install system-deps run fake-runtime serve test test-unit gen gen-check lint breaking bench envoy-config clean check
 
 help:
 	@echo "make run        dev stack on embedded defaults: gRPC :50051, REST (Envoy) :8080"
@@ -102,8 +102,18 @@ breaking: $(STAMP)
 	$(BIN)/buf breaking --against '.git#branch=main'
 
 # make bench (all) or make bench BENCH="auth outbox"; results go in docs/benchmarks.md.
-bench: $(STAMP)
+bench: $(STAMP) system-deps bench-deps
 	$(PY) -m tests.bench $(BENCH)
+
+# Load generators of the benchmarks (not needed by the tests): h2load and wrk.
+bench-deps:
+	@missing=""; \
+	command -v h2load >/dev/null || missing="$$missing nghttp2-client"; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
 
 clean:
 	rm -rf $(VENV) .the0 .pytest_cache

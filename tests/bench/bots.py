@@ -43,6 +43,7 @@ from tests.bench.interceptors import serve_echo
 from tests.fixtures.server import TEST_SECRETS_KEYS
 from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from the0.bot.v1 import bot_pb2, bot_service_pb2, bot_service_pb2_grpc
+from the0.health.v1 import health_service_pb2, health_service_pb2_grpc
 
 JWT_SECRET = "bench-secret-of-at-least-thirty-two-bytes-0123456789"
 WATCHERS = 1000
@@ -186,7 +187,7 @@ async def seed(database_url: str, owner_id: str, count: int) -> None:
         await engine.dispose()
 
 
-GETBOT_TARGET, GETBOT_STRETCH, LIST_TARGET = 0.5, 0.7, 0.2
+GETBOT_TARGET, GETBOT_STRETCH, LIST_TARGET, HEALTH_TARGET = 0.5, 0.7, 0.2, 0.8
 
 
 def verdict(ratio: float, target: float) -> str:
@@ -208,10 +209,13 @@ async def reads_vs_echo(
             uncached_stub = bot_service_pb2_grpc.BotServiceStub(uncached_channel)
             get = bot_service_pb2.GetBotRequest(id=bot_id)
             page = bot_service_pb2.ListBotsRequest(page_size=50)
+            health = health_service_pb2_grpc.HealthServiceStub(channel)
+            health_request = health_service_pb2.GetHealthRequest()
             calls = {
                 "GetBot (read cache)": lambda: cached_stub.GetBot(get, metadata=caller.metadata),
                 "GetBot (PostgreSQL, cache off)": lambda: uncached_stub.GetBot(get, metadata=caller.metadata),
                 "ListBots, page of 50 (PostgreSQL)": lambda: cached_stub.ListBots(page, metadata=caller.metadata),
+                "GetHealth (checks at most 1 s old)": lambda: health.GetHealth(health_request),
             }
             results: dict[str, list[LoadResult]] = {echo: [], **{name: [] for name in calls}}
             for call in calls.values():
@@ -230,11 +234,12 @@ async def reads_vs_echo(
         target=f"GetBot >= {GETBOT_TARGET} of baseline (stretch {GETBOT_STRETCH}); ListBots page of 50 >= {LIST_TARGET}",
     )
     base = rows[echo].throughput
-    cached, uncached, listed = (rows[name].throughput / base for name in calls)
+    cached, uncached, listed, healthy = (rows[name].throughput / base for name in calls)
     print(f"GetBot (read cache) {cached:.2f} {verdict(cached, GETBOT_TARGET)} (>= {GETBOT_TARGET}; "
           f"stretch {GETBOT_STRETCH} {verdict(cached, GETBOT_STRETCH)}); "
           f"GetBot from PostgreSQL {uncached:.2f} {verdict(uncached, GETBOT_TARGET)}; "
-          f"ListBots page of 50 {listed:.2f} {verdict(listed, LIST_TARGET)} (>= {LIST_TARGET})")
+          f"ListBots page of 50 {listed:.2f} {verdict(listed, LIST_TARGET)} (>= {LIST_TARGET}); "
+          f"GetHealth {healthy:.2f} {verdict(healthy, HEALTH_TARGET)} (>= {HEALTH_TARGET})")
     return cached
 
 
