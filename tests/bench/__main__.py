@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from tests.bench import auth, backtests, bot_logs, bots, custom_bots, interceptors, outbox
+from tests.bench import auth, backtests, bot_logs, bots, custom_bots, interceptors, outbox, versus_nestjs
 
 BENCHMARKS = {
     "interceptors": interceptors.run,
@@ -14,6 +14,7 @@ BENCHMARKS = {
     "custom_bots": custom_bots.run, "outbox": outbox.run,
     "backtests": backtests.run,
     "bot_logs": bot_logs.run,
+    "versus_nestjs": versus_nestjs.run,
 }
 
 
