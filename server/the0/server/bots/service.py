@@ -21,7 +21,7 @@ import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from cachetools import LRUCache
 from sqlalchemy import Row
@@ -140,6 +140,34 @@ def _etag_mismatch(bot_id: str) -> Aborted:
         reason="ETAG_MISMATCH",
         metadata={"id": bot_id},
     )
+
+
+class _LostRace(Exception):
+    """Another write of the row committed between this write's read and its UPDATE (the etag lock)."""
+
+    def __init__(self, bot_id: str) -> None:
+        super().__init__(bot_id)
+        self.bot_id = bot_id
+
+
+_T = TypeVar("_T")
+_WRITE_TRIES = 3
+
+
+async def _retrying_lost_races(write: Callable[[], Awaitable[_T]]) -> _T:
+    """Run a bot write again when a concurrent write of the same row won (a runtime event, say).
+
+    On SQLite a deferred transaction takes its lock at the first write, so two writers can read the same
+    version. The client did not cause that: the write is done again on the new version. A caller that
+    named an etag still gets ETAG_MISMATCH, from the check against the row read on the next try.
+    """
+    for tries_left in range(_WRITE_TRIES - 1, -1, -1):
+        try:
+            return await write()
+        except _LostRace as lost:
+            if tries_left == 0:
+                raise _etag_mismatch(lost.bot_id) from lost
+    raise AssertionError("unreachable")
 
 
 def invalid_state(row: BotRow, action: str) -> FailedPrecondition:
@@ -269,6 +297,13 @@ class BotService:
     async def update(
         self, owner_id: str, bot_id: str, *, name: str | None, config: dict[str, Any] | None, etag: str = ""
     ) -> Bot:
+        return await _retrying_lost_races(
+            lambda: self._update_once(owner_id, bot_id, name=name, config=config, etag=etag)
+        )
+
+    async def _update_once(
+        self, owner_id: str, bot_id: str, *, name: str | None, config: dict[str, Any] | None, etag: str = ""
+    ) -> Bot:
         if name is not None:
             name = check_display_name(name, field="bot.name")
         try:
@@ -305,10 +340,13 @@ class BotService:
                 self._outbox.add(session, "bot.updated", event_data(row, custom_bot))
                 self._hub.notify_after_commit(session, WATCH_KIND, row.id, row.etag)
         except StaleDataError as error:
-            raise _etag_mismatch(bot_id) from error
+            raise _LostRace(bot_id) from error
         return Bot.from_row(row)
 
     async def delete(self, owner_id: str, bot_id: str, *, etag: str = "") -> None:
+        return await _retrying_lost_races(lambda: self._delete_once(owner_id, bot_id, etag=etag))
+
+    async def _delete_once(self, owner_id: str, bot_id: str, *, etag: str = "") -> None:
         try:
             async with self._sessions() as session, session.begin():
                 bots = BotRepository(session, owner_id)
@@ -328,10 +366,13 @@ class BotService:
                 await session.flush()
                 self._hub.notify_after_commit(session, WATCH_KIND, bot_id, "deleted")
         except StaleDataError as error:
-            raise _etag_mismatch(bot_id) from error
+            raise _LostRace(bot_id) from error
         log.info("bot deleted", extra={"bot_id": bot_id, "owner_id": owner_id})
 
     async def deploy(self, owner_id: str, bot_id: str, *, request_id: str = "") -> Bot:
+        return await _retrying_lost_races(lambda: self._deploy_once(owner_id, bot_id, request_id=request_id))
+
+    async def _deploy_once(self, owner_id: str, bot_id: str, *, request_id: str = "") -> Bot:
         request = check_request_id(request_id)
         if request is not None:
             done = await self._served(owner_id, "deploy", request)
@@ -367,7 +408,7 @@ class BotService:
                 self._outbox.add(session, "bot.deploy-requested", event_data(row, custom_bot))
                 self._hub.notify_after_commit(session, WATCH_KIND, row.id, row.etag)
         except StaleDataError as error:
-            raise _etag_mismatch(bot_id) from error
+            raise _LostRace(bot_id) from error
         except IntegrityError:
             if request is not None and (done := await self._served(owner_id, "deploy", request)) is not None:
                 return done
@@ -376,6 +417,9 @@ class BotService:
         return Bot.from_row(row)
 
     async def stop(self, owner_id: str, bot_id: str) -> Bot:
+        return await _retrying_lost_races(lambda: self._stop_once(owner_id, bot_id))
+
+    async def _stop_once(self, owner_id: str, bot_id: str) -> Bot:
         try:
             async with self._sessions() as session, session.begin():
                 row = await BotRepository(session, owner_id).get(bot_id, for_update=True)
@@ -392,7 +436,7 @@ class BotService:
                 )
                 self._hub.notify_after_commit(session, WATCH_KIND, row.id, row.etag)
         except StaleDataError as error:
-            raise _etag_mismatch(bot_id) from error
+            raise _LostRace(bot_id) from error
         return Bot.from_row(row)
 
     def _seal(self, bot_id: str, validated: ValidatedConfig) -> dict[str, Any]:
