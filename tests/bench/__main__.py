@@ -5,7 +5,17 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from tests.bench import auth, backtests, bot_logs, bots, custom_bots, interceptors, outbox, versus_nestjs
+from tests.bench import (
+    auth,
+    backtests,
+    bot_logs,
+    bots,
+    custom_bots,
+    interceptors,
+    outbox,
+    versus_nestjs,
+    workers,
+)
 
 BENCHMARKS = {
     "interceptors": interceptors.run,
@@ -15,6 +25,7 @@ BENCHMARKS = {
     "backtests": backtests.run,
     "bot_logs": bot_logs.run,
     "versus_nestjs": versus_nestjs.run,
+    "workers": workers.run,
 }
 
 
