@@ -101,13 +101,14 @@ class BacktestsDomain:
 
 @asynccontextmanager
 async def backtests_domain(
-    database_url: str, store_dir: Path, *, heartbeat_seconds: float = 25.0
+    database_url: str, store_dir: Path, *, heartbeat_seconds: float = 25.0, store: ObjectStore | None = None
 ) -> AsyncIterator[BacktestsDomain]:
+    """The domain over ``database_url`` and ``store`` (by default a local folder store in ``store_dir``)."""
     engine = create_engine(database_url)
     sessions = session_factory(engine)
     outbox = Outbox()
     hub = WatchHub(None, heartbeat_seconds=heartbeat_seconds)
-    store = LocalObjectStore(store_dir)
+    store = store if store is not None else LocalObjectStore(store_dir)
     service = BacktestService(
         sessions=sessions,
         outbox=outbox,

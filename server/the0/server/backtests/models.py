@@ -1,4 +1,5 @@
-"""Tables of the backtests domain. The schema itself is owned by migration 0300_backtests."""
+"""Tables of the backtests domain. The schema itself is owned by migrations 0300_backtests and
+0540_backtest_results_verdict."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from the0.server.db.models import Base, UTCDateTime, utcnow
+
+# The longest store version of analysis.json kept (an S3 ETag is 32 hex digits, and "-<parts>").
+ANALYSIS_VERSION_CHARS = 128
 
 
 class BacktestRow(Base):
@@ -37,6 +41,12 @@ class BacktestRow(Base):
     update_time: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     start_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     end_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The check of the results object (analysis.json) as last read: its size, the store's version
+    # of those bytes and whether they were JSON. A download of the object at this size and version
+    # trusts the verdict instead of parsing it again. Not part of the resource: its etag stays.
+    analysis_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    analysis_version: Mapped[str | None] = mapped_column(String(ANALYSIS_VERSION_CHARS), nullable=True)
+    analysis_valid: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
 
     # The etag doubles as an optimistic lock (as for bots): every write gets a new one,
     # and an UPDATE says "WHERE etag = <the one read>".

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sqlalchemy import update
+
 from the0.server.backtests.models import BacktestRequestRow, BacktestRow
 from the0.server.db.repository import OwnedRepository
 from the0.server.pagination import Cursor
@@ -22,6 +24,16 @@ class BacktestRepository(OwnedRepository[BacktestRow]):
         if state is not None:
             query = query.where(BacktestRow.state == state)
         return await self._page(query, after, limit)
+
+    async def record_analysis_verdict(self, backtest_id: str, *, size: int, version: str, valid: bool) -> None:
+        """Keep the verdict on the results object; a plain UPDATE, so the backtest's etag and
+        update time stay (the resource did not change, and no watcher needs to look again)."""
+        await self._session.execute(
+            update(BacktestRow)
+            .where(BacktestRow.owner_id == self._owner_id, BacktestRow.id == backtest_id)
+            .values(analysis_size=size, analysis_version=version, analysis_valid=valid)
+            .execution_options(synchronize_session=False)
+        )
 
     # -- request ids ---------------------------------------------------------
 

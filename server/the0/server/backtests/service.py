@@ -7,29 +7,32 @@ The lifecycle is the table in lifecycle.py, shared with the runtime events
 applied in events.py.
 
 Results: the runtime writes ``<id>/analysis.json`` and ``<id>/logs.txt`` to
-bucket ``backtests``; this service only reads them.
+bucket ``backtests``; this service only reads them. analysis.json is served
+only once it is known to be JSON (a half-written file must be a clear error,
+not a truncated 200): each version of it is parsed once, on its first download,
+and the verdict is kept on the backtest row; later downloads of that version, on
+any replica, stream it straight from the store (``open_results``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
-import zlib
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from cachetools import LRUCache
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
 from the0.server.backtests.config import validate_backtest_config
 from the0.server.backtests.lifecycle import BACKTEST_LIFECYCLE
-from the0.server.backtests.models import BacktestRow
+from the0.server.backtests.models import ANALYSIS_VERSION_CHARS, BacktestRow
 from the0.server.backtests.repository import BacktestRepository
 from the0.server.custom_bots.catalog import CustomBotCatalog, CustomBotVersion
 from the0.server.db.pages import OwnedReads
@@ -47,10 +50,11 @@ from the0.server.pagination import Cursor, PageTokens
 from the0.server.quotas import enforce_quota
 from the0.server.storage.object_store import (
     DEFAULT_CHUNK_SIZE,
+    ObjectInfo,
     ObjectNotFound,
     ObjectStore,
     ObjectStoreError,
-    ObjectTooLarge,
+    OpenObject,
 )
 from the0.server.validation import check_display_name, check_request_id
 
@@ -60,11 +64,8 @@ WATCH_KIND = "backtest"
 BUCKET = "backtests"
 ANALYSIS_FILE = "analysis.json"
 LOGS_FILE = "logs.txt"
-# analysis.json is read whole once to check it is JSON before a byte is sent.
+# A version of analysis.json not yet checked is read whole to parse it before a byte is sent.
 MAX_ANALYSIS_BYTES = 50 * 1024 * 1024
-# Analyses already found to be JSON, by (backtest id, size, CRC-32): parsing 5 MB of numbers
-# costs ~35 ms, checksumming it ~1 ms, and a completed backtest's results do not change.
-_VALID_ANALYSES_KEPT = 1024
 
 
 def results_prefix(backtest_id: str) -> str:
@@ -172,10 +173,82 @@ def _store_unavailable(error: ObjectStoreError) -> Unavailable:
     return Unavailable("the object store is unavailable, try again later", metadata={"store": type(error).__name__})
 
 
+def _not_json(backtest_id: str) -> DataLoss:
+    return DataLoss(
+        f"the backtest's {ANALYSIS_FILE} is not valid JSON",
+        reason="RESULTS_UNAVAILABLE",
+        metadata={"id": backtest_id, "object": ANALYSIS_FILE},
+    )
+
+
+def _too_large(backtest_id: str) -> DataLoss:
+    return DataLoss(
+        f"the backtest's {ANALYSIS_FILE} is larger than {MAX_ANALYSIS_BYTES // (1024 * 1024)} MB",
+        reason="RESULTS_UNAVAILABLE",
+        metadata={"id": backtest_id, "object": ANALYSIS_FILE, "maxBytes": str(MAX_ANALYSIS_BYTES)},
+    )
+
+
+def _not_as_checked(backtest_id: str) -> DataLoss:
+    return DataLoss(
+        f"the backtest's {ANALYSIS_FILE} did not arrive whole from the object store; try again",
+        reason="RESULTS_UNAVAILABLE",
+        metadata={"id": backtest_id, "object": ANALYSIS_FILE},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisVerdict:
+    """What the check of one version of analysis.json found (kept on the backtest row)."""
+
+    size: int
+    version: str
+    valid: bool
+
+    @classmethod
+    def of_row(cls, row: BacktestRow) -> AnalysisVerdict | None:
+        if row.analysis_size is None or not row.analysis_version or row.analysis_valid is None:
+            return None
+        return cls(row.analysis_size, row.analysis_version, row.analysis_valid)
+
+    def describes(self, info: ObjectInfo) -> bool:
+        """The object being read is the very one checked: the store says so, with these bytes."""
+        return bool(info.version) and (info.size, info.version) == (self.size, self.version)
+
+
+async def _read_whole(opened: OpenObject, backtest_id: str) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    async with contextlib.aclosing(opened):
+        async for chunk in opened.chunks:
+            size += len(chunk)
+            if size > MAX_ANALYSIS_BYTES:
+                raise _too_large(backtest_id)
+            parts.append(chunk)
+    return b"".join(parts)
+
+
 async def _memory_chunks(data: bytes, chunk_size: int) -> AsyncGenerator[bytes, None]:
     view = memoryview(data)
     for start in range(0, len(view), chunk_size):
         yield bytes(view[start : start + chunk_size])
+
+
+async def _exactly(opened: OpenObject, size: int, backtest_id: str) -> AsyncGenerator[bytes, None]:
+    """The store's chunks as they arrive, ending in DataLoss (never a clean end) unless they are
+    exactly the ``size`` bytes that were checked."""
+    sent = 0
+    try:
+        async with contextlib.aclosing(opened):
+            async for chunk in opened.chunks:
+                sent += len(chunk)
+                if sent > size:
+                    raise _not_as_checked(backtest_id)
+                yield chunk
+    except ObjectStoreError as error:
+        raise _store_unavailable(error) from error
+    if sent != size:
+        raise _not_as_checked(backtest_id)
 
 
 class BacktestService:
@@ -205,7 +278,6 @@ class BacktestService:
         self._hub = watch_hub
         self._catalog = catalog
         self._store = object_store
-        self._valid_analyses: LRUCache[tuple[str, int, int], bool] = LRUCache(maxsize=_VALID_ANALYSES_KEPT)
 
     async def prepare(self) -> None:
         """At start-up: the results bucket exists (best effort: the runtime writes there, we only read)."""
@@ -322,29 +394,38 @@ class BacktestService:
     async def open_results(
         self, owner_id: str, backtest_id: str, chunk_size: int = DEFAULT_CHUNK_SIZE
     ) -> AsyncGenerator[bytes, None]:
-        """The completed backtest's analysis.json, checked to be JSON before any byte is returned."""
-        backtest = await self.get(owner_id, backtest_id)
-        if backtest.state != "COMPLETED":
-            raise invalid_state(backtest_id, backtest.state, "read the results of", ("COMPLETED",))
-        key = analysis_key(backtest_id)
+        """The completed backtest's analysis.json, known to be JSON before any byte is returned.
+
+        One read of the object per download. The kept verdict is compared with what the store says
+        of the bytes being read (S3: the GET's response headers): the checked version is streamed
+        as it arrives, a corrupt one is DATA_LOSS at once, and any other is read whole and parsed
+        first (its verdict kept for the next download).
+        """
+        verdict = await self._completed_analysis_verdict(owner_id, backtest_id)
         try:
-            data = await self._store.get_bytes(BUCKET, key, MAX_ANALYSIS_BYTES)
+            opened = await self._store.open_object(BUCKET, analysis_key(backtest_id), chunk_size)
         except ObjectNotFound as error:
             raise _results_missing(backtest_id, ANALYSIS_FILE) from error
-        except ObjectTooLarge as error:
-            raise DataLoss(
-                f"the backtest's {ANALYSIS_FILE} is larger than {MAX_ANALYSIS_BYTES // (1024 * 1024)} MB",
-                reason="RESULTS_UNAVAILABLE",
-                metadata={"id": backtest_id, "object": ANALYSIS_FILE, "maxBytes": str(MAX_ANALYSIS_BYTES)},
-            ) from error
         except ObjectStoreError as error:
             raise _store_unavailable(error) from error
-        if not await self._is_valid_analysis(backtest_id, data):
-            raise DataLoss(
-                f"the backtest's {ANALYSIS_FILE} is not valid JSON",
-                reason="RESULTS_UNAVAILABLE",
-                metadata={"id": backtest_id, "object": ANALYSIS_FILE},
-            )
+        info = opened.info
+        if verdict is not None and verdict.describes(info):
+            if verdict.valid:
+                return _exactly(opened, info.size, backtest_id)
+            await opened.aclose()
+            raise _not_json(backtest_id)
+        if info.size > MAX_ANALYSIS_BYTES:
+            await opened.aclose()
+            raise _too_large(backtest_id)
+        try:
+            data = await _read_whole(opened, backtest_id)
+        except ObjectStoreError as error:
+            raise _store_unavailable(error) from error
+        valid = await asyncio.to_thread(_is_json, data)
+        if info.version and len(data) == info.size:
+            await self._keep_analysis_verdict(owner_id, backtest_id, AnalysisVerdict(info.size, info.version, valid))
+        if not valid:
+            raise _not_json(backtest_id)
         return _memory_chunks(data, chunk_size)
 
     async def open_logs(
@@ -359,14 +440,29 @@ class BacktestService:
         except ObjectStoreError as error:
             raise _store_unavailable(error) from error
 
-    async def _is_valid_analysis(self, backtest_id: str, data: bytes) -> bool:
-        key = (backtest_id, len(data), await asyncio.to_thread(zlib.crc32, data))
-        if self._valid_analyses.get(key):
-            return True
-        if not await asyncio.to_thread(_is_json, data):
-            return False
-        self._valid_analyses[key] = True
-        return True
+    async def _completed_analysis_verdict(self, owner_id: str, backtest_id: str) -> AnalysisVerdict | None:
+        async with self._read_sessions() as session:
+            row = await BacktestRepository(session, owner_id).get(backtest_id)
+            if row is None:
+                raise not_found(backtest_id)
+            if row.state != "COMPLETED":
+                raise invalid_state(backtest_id, row.state, "read the results of", ("COMPLETED",))
+            return AnalysisVerdict.of_row(row)
+
+    async def _keep_analysis_verdict(self, owner_id: str, backtest_id: str, verdict: AnalysisVerdict) -> None:
+        """Best effort: without it the next download parses the object again, nothing worse."""
+        if len(verdict.version) > ANALYSIS_VERSION_CHARS:  # no store we know of, but not worth an error
+            return
+        try:
+            async with self._sessions() as session, session.begin():
+                await BacktestRepository(session, owner_id).record_analysis_verdict(
+                    backtest_id, size=verdict.size, version=verdict.version, valid=verdict.valid
+                )
+        except SQLAlchemyError as error:
+            log.warning(
+                "cannot keep the verdict on the backtest's analysis.json",
+                extra={"backtest_id": backtest_id, "error": type(error).__name__},
+            )
 
     # -- watching ------------------------------------------------------------
 

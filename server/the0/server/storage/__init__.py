@@ -10,6 +10,7 @@ from the0.server.storage.object_store import (
     ObjectStore,
     ObjectStoreError,
     ObjectTooLarge,
+    OpenObject,
 )
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "ObjectStore",
     "ObjectStoreError",
     "ObjectTooLarge",
+    "OpenObject",
 ]

@@ -4,6 +4,11 @@ Metadata (content type, etag) lives beside the tree in ``root/.meta`` (a name
 no valid bucket can take). Writes go to ``root/.tmp`` and are moved in with
 ``os.replace``, so readers never see half an object. All file IO runs in a
 worker thread.
+
+The metadata is written after the file it describes, so for a moment it may
+describe the previous file: it records the file's identity (inode, mtime, size)
+and a reader uses its etag as the object's version only if that identity is the
+one of the file it has open.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import io
 import json
 import os
 import re
+import stat
 import uuid
 from collections.abc import AsyncGenerator, Callable
 from datetime import timedelta
@@ -27,7 +33,9 @@ from the0.server.storage.object_store import (
     ObjectNotFound,
     ObjectStoreError,
     ObjectTooLarge,
+    OpenObject,
 )
+from the0.server.storage.read_ahead import read_ahead
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _COPY_CHUNK = 1024 * 1024
@@ -118,12 +126,17 @@ class LocalObjectStore:
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
+                written = os.fstat(out.fileno())  # os.replace keeps the inode and mtime
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(temp, target)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
-        meta = {"content_type": content_type or _DEFAULT_CONTENT_TYPE, "etag": digest.hexdigest()}
+        meta = {
+            "content_type": content_type or _DEFAULT_CONTENT_TYPE,
+            "etag": digest.hexdigest(),
+            "file": _identity(written),
+        }
         meta_temp = self._temp_path()
         meta_temp.write_text(json.dumps(meta))
         meta_path = self._meta_path(bucket, key)
@@ -152,19 +165,26 @@ class LocalObjectStore:
 
     def _stat(self, bucket: str, key: str, target: Path) -> ObjectInfo | None:
         try:
-            size = target.stat().st_size
+            status = target.stat()
         except (FileNotFoundError, NotADirectoryError):
             return None
-        if not target.is_file():
+        if not stat.S_ISREG(status.st_mode):
             return None
+        return self._info(bucket, key, status)
+
+    def _info(self, bucket: str, key: str, status: os.stat_result) -> ObjectInfo:
         try:
             meta = json.loads(self._meta_path(bucket, key).read_text())
-        except (FileNotFoundError, ValueError):
+        except (FileNotFoundError, NotADirectoryError, ValueError):
             meta = {}
+        if not isinstance(meta, dict):
+            meta = {}
+        etag = meta.get("etag", "")
         return ObjectInfo(
-            size=size,
+            size=status.st_size,
             content_type=meta.get("content_type", _DEFAULT_CONTENT_TYPE),
-            etag=meta.get("etag", ""),
+            etag=etag,
+            version=etag if etag and meta.get("file") == _identity(status) else "",
         )
 
     def _open(self, bucket: str, key: str, target: Path) -> BinaryIO:
@@ -179,6 +199,21 @@ class LocalObjectStore:
         target = self._path(bucket, key)
         file = await asyncio.to_thread(self._open, bucket, key, target)
         return _file_chunks(file, chunk_size)
+
+    async def open_object(self, bucket: str, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> OpenObject:
+        target = self._path(bucket, key)
+
+        def open_and_describe() -> tuple[BinaryIO, ObjectInfo]:
+            file = self._open(bucket, key, target)
+            try:
+                # The open file's own status: whatever replaces the path later, these are its bytes.
+                return file, self._info(bucket, key, os.fstat(file.fileno()))
+            except BaseException:
+                file.close()
+                raise
+
+        file, info = await asyncio.to_thread(open_and_describe)
+        return OpenObject(info, _file_chunks(file, chunk_size), file.close)
 
     async def get_bytes(self, bucket: str, key: str, max_bytes: int) -> bytes:
         target = self._path(bucket, key)
@@ -204,9 +239,10 @@ class LocalObjectStore:
         await asyncio.to_thread(check)
 
 
-async def _file_chunks(file: BinaryIO, chunk_size: int) -> AsyncGenerator[bytes, None]:
-    try:
-        while chunk := await asyncio.to_thread(file.read, chunk_size):
-            yield chunk
-    finally:
-        file.close()
+def _identity(status: os.stat_result) -> list[int]:
+    """Which file this is (as JSON keeps it): a rewrite makes a new inode or at least a new mtime."""
+    return [status.st_ino, status.st_mtime_ns, status.st_size]
+
+
+def _file_chunks(file: BinaryIO, chunk_size: int) -> AsyncGenerator[bytes, None]:
+    return read_ahead(lambda: asyncio.to_thread(file.read, chunk_size), file.close)

@@ -26,7 +26,9 @@ from the0.server.storage.object_store import (
     ObjectNotFound,
     ObjectStoreError,
     ObjectTooLarge,
+    OpenObject,
 )
+from the0.server.storage.read_ahead import read_ahead
 
 T = TypeVar("T")
 _NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "ResourceNotFound", "NoSuchObject"}
@@ -109,10 +111,12 @@ class MinioObjectStore:
             info = await self._call(bucket, key, lambda: self._client.stat_object(bucket, key))
         except ObjectNotFound:
             return None
+        etag = (info.etag or "").strip('"')
         return ObjectInfo(
             size=int(info.size or 0),
             content_type=info.content_type or "application/octet-stream",
-            etag=(info.etag or "").strip('"'),
+            etag=etag,
+            version=etag,
         )
 
     async def open_stream(
@@ -121,17 +125,26 @@ class MinioObjectStore:
         response = await self._call(bucket, key, lambda: self._client.get_object(bucket, key))
         return self._chunks(response, bucket, key, chunk_size)
 
-    async def _chunks(
+    async def open_object(self, bucket: str, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> OpenObject:
+        response = await self._call(bucket, key, lambda: self._client.get_object(bucket, key))
+        # The GET's own headers: S3 serves one version of the object whole, so they describe these bytes.
+        headers = response.headers
+        length = headers.get("Content-Length") or ""
+        etag = (headers.get("ETag") or "").strip('"')
+        info = ObjectInfo(
+            size=int(length) if length.isdigit() else -1,
+            content_type=headers.get("Content-Type") or "application/octet-stream",
+            etag=etag,
+            version=etag,
+        )
+        return OpenObject(info, self._chunks(response, bucket, key, chunk_size), lambda: _release(response))
+
+    def _chunks(
         self, response: BaseHTTPResponse, bucket: str, key: str, chunk_size: int
     ) -> AsyncGenerator[bytes, None]:
         # One chunk per thread hop: the object is never held whole in memory.
         stream = response.stream(chunk_size)
-        try:
-            while chunk := await self._call(bucket, key, lambda: next(stream, b"")):
-                yield chunk
-        finally:
-            response.close()
-            response.release_conn()
+        return read_ahead(lambda: self._call(bucket, key, lambda: next(stream, b"")), lambda: _release(response))
 
     async def get_bytes(self, bucket: str, key: str, max_bytes: int) -> bytes:
         response = await self._call(bucket, key, lambda: self._client.get_object(bucket, key))
@@ -165,3 +178,8 @@ class MinioObjectStore:
                 await self._call("", "", self._client.list_buckets)
         except TimeoutError as exc:
             raise ObjectStoreError(f"object store {self.endpoint} did not answer in {timeout} s") from exc
+
+
+def _release(response: BaseHTTPResponse) -> None:
+    response.close()
+    response.release_conn()

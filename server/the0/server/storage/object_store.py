@@ -5,7 +5,7 @@ It imports no implementation: ``storage/factory.py`` picks one from the settings
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -38,15 +38,40 @@ class ObjectInfo:
     size: int
     content_type: str
     etag: str
+    # Differs for every write of different bytes (S3: the ETag; the local folder: the content's
+    # MD5 once it is sure to describe this very file). "" when the store cannot tell: then no
+    # two reads may be taken to be of the same bytes. Compare only within one store.
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class OpenObject:
+    """One object being read: ``info`` describes the very bytes ``chunks`` yields, read with them
+    (S3: the GET's own response headers), so a write in between cannot make the two disagree.
+    ``info.size`` is -1 if the store did not say (an S3 GET always does).
+
+    Finish with ``aclose``: closing ``chunks`` alone releases nothing if it never started.
+    """
+
+    info: ObjectInfo
+    chunks: AsyncGenerator[bytes, None]
+    release: Callable[[], None]  # idempotent, and quick enough for the event loop
+
+    async def aclose(self) -> None:
+        try:
+            await self.chunks.aclose()
+        finally:
+            self.release()
 
 
 @runtime_checkable
 class ObjectStore(Protocol):
     """Buckets of immutable-ish objects. Keys are ``/``-separated relative paths.
 
-    ``open_stream`` is awaited first (which raises ObjectNotFound at once, before
-    any byte is sent on) and returns an async generator of chunks; close it with
-    ``contextlib.aclosing`` when you may stop early.
+    ``open_stream`` and ``open_object`` are awaited first (which raises ObjectNotFound
+    at once, before any byte is sent on). ``open_stream`` returns an async generator
+    of chunks: close it with ``contextlib.aclosing`` when you may stop early.
+    ``open_object`` returns an ``OpenObject``: finish with its ``aclose``.
     """
 
     async def ensure_bucket(self, bucket: str) -> None: ...
@@ -60,6 +85,8 @@ class ObjectStore(Protocol):
     async def open_stream(
         self, bucket: str, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE
     ) -> AsyncGenerator[bytes, None]: ...
+
+    async def open_object(self, bucket: str, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> OpenObject: ...
 
     async def get_bytes(self, bucket: str, key: str, max_bytes: int) -> bytes: ...
 
