@@ -46,6 +46,9 @@ class RequestLoggingInterceptor(WrappingInterceptor):
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         code = "OK"
+        # Read before the call: after a client cancels a stream, context.peer() in grpcio 1.85 crashes
+        # the process (SIGSEGV in cygrpc).
+        peer = context.peer()
         try:
             context.set_trailing_metadata((("x-request-id", request_id),))
             yield
@@ -62,7 +65,7 @@ class RequestLoggingInterceptor(WrappingInterceptor):
                     method=method,
                     code=code,
                     duration_ms=(time.perf_counter() - started) * 1000,
-                    peer=context.peer(),
+                    peer=peer,
                     request_id=request_id,
                 )
             request_id_var.reset(token)
