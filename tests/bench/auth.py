@@ -9,8 +9,8 @@ a SQLite file and once on a throwaway PostgreSQL cluster (if its binaries are in
 2. Login storm: p99 of GetCurrentUser (JWT) while 10 logins/s (Argon2id at OWASP
    cost, in worker threads) run concurrently, vs its p99 without them (target <= 2x).
 3. Register flood: the same p99 while 50 registrations/s arrive, each from its own address
-   (the per-address throttle does not stop them; the bounded hashing queue refuses what the
-   hashing thread cannot take), vs quiet (target <= 2x).
+   (the per-address throttle does not stop them; the bounded hashing queue refuses, before any
+   database work, what the hashing thread cannot take), vs quiet (target <= 2x).
 """
 
 from __future__ import annotations

@@ -108,6 +108,8 @@ class AuthService:
         if violations:
             raise InvalidArgument("the registration has invalid fields: " + ", ".join(v.field for v in violations),
                                   violations=violations)
+        # A full hashing queue refuses now, not after three transactions (most of a flood).
+        self._passwords.refuse_if_full(new_password=True)
         reservation = await self._throttles.reserve_registration(client_address)
         async with self._sessions() as db:  # cheap refusal before the expensive hash
             await _refuse_taken(UserRepository(db), email, form.username)
@@ -140,6 +142,7 @@ class AuthService:
             violations.append(FieldViolation("password", f"must be at most {PASSWORD_MAX} characters"))
         if violations:
             raise InvalidArgument("the login has invalid fields", violations=violations)
+        self._passwords.refuse_if_full()  # before any database work, as in register
         # Counted before the first await that could let a parallel guess through.
         reservation = await self._throttles.reserve_login(email, client_address)
         async with self._sessions() as db:
@@ -168,8 +171,10 @@ class AuthService:
             user.last_login_at = now
             tokens = await self._start_session(db, user, now)
             await db.commit()
+        # The profile as committed (new lastLoginAt), not an empty entry: the first
+        # GetCurrentUser after a login (the dashboard's) needs no database read.
+        self._profiles[user.id] = User.from_row(user)
         await self._throttles.succeeded(reservation)
-        self._profiles.pop(user.id, None)
         return tokens
 
     async def _hash_or_refund(self, password: str, reservation: Reservation) -> str:
