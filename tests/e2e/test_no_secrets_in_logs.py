@@ -67,7 +67,7 @@ async def test_a_whole_flow_logs_no_credential(database_url: str, isolated_nats:
     failure: BaseException | None = None
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            await _wait_until_serving(channel, process)
+            await wait_until_serving(channel, process)
             secrets |= await _whole_flow(channel)
             await isolated_nats.stop()
             await asyncio.sleep(2.5)  # the link reports the loss, and each failed reconnect
@@ -92,9 +92,12 @@ async def test_a_whole_flow_logs_no_credential(database_url: str, isolated_nats:
     assert not leaked, f"in the server's output: {leaked}"
 
 
-async def _wait_until_serving(channel: grpc.aio.Channel, process: asyncio.subprocess.Process) -> None:
+async def wait_until_serving(
+    channel: grpc.aio.Channel, process: asyncio.subprocess.Process, *, within: float = 60
+) -> None:
+    """Until a the0-server child answers GetHealth on ``channel``; fails at once if it exited."""
     health = health_service_pb2_grpc.HealthServiceStub(channel)
-    async with asyncio.timeout(60):
+    async with asyncio.timeout(within):
         while True:
             if process.returncode is not None:
                 pytest.fail(f"the0-server exited with {process.returncode}")

@@ -21,11 +21,11 @@ import pytest
 from google.protobuf import field_mask_pb2
 
 from tests.e2e.test_bots import create, register
+from tests.e2e.test_no_secrets_in_logs import wait_until_serving
 from tests.integration.test_bots_support import add_custom_bot
 from the0.bot.v1 import bot_pb2, bot_service_pb2
 from the0.devtools.embedded.nats_server import EmbeddedNats
 from the0.devtools.embedded.processes import free_port
-from the0.health.v1 import health_service_pb2, health_service_pb2_grpc
 from the0.server.db.engine import create_engine, session_factory
 
 CONNECTIONS = 16
@@ -41,19 +41,6 @@ def server_env(database_url: str, nats_url: str, port: int, data_dir: Path) -> d
         "THE0_PAGE_TOKEN_KEYS": "p1:" + uuid.uuid4().hex * 2, "THE0_SECRETS_KEY": "s1:" + uuid.uuid4().hex * 2,
         "THE0_DATA_DIR": str(data_dir),
     }
-
-
-async def serving(channel: grpc.aio.Channel, process: asyncio.subprocess.Process) -> None:
-    health = health_service_pb2_grpc.HealthServiceStub(channel)
-    async with asyncio.timeout(90):
-        while True:
-            if process.returncode is not None:
-                pytest.fail(f"the0-server exited with {process.returncode}")
-            try:
-                await health.GetHealth(health_service_pb2.GetHealthRequest(), timeout=1)
-                return
-            except grpc.aio.AioRpcError:
-                await asyncio.sleep(0.2)
 
 
 def listening_sockets(port: int) -> int:
@@ -104,7 +91,7 @@ async def test_two_workers_share_the_port_and_stay_consistent(
     try:
         await both_workers_listen(port, process)
         for channel in channels:
-            await serving(channel, process)
+            await wait_until_serving(channel, process, within=90)
         user = await register(channels[0])
         await add_custom_bot(session_factory(engine), user.id)
         bot = await create(user, name="before")
