@@ -568,9 +568,6 @@ def _connection_manager(
         # Explicit (default 60): the gRPC server's metadata limit must stay above it, or an
         # oversized header reaches the server and comes back as 429.
         "max_request_headers_kb": MAX_REQUEST_HEADERS_KB,
-        # A method Envoy's HTTP/1.1 parser does not know (QUERY, ...) reaches the routes and
-        # gets 405 + Allow on a known path, like any other wrong method (not a bare 400).
-        "http_protocol_options": {"allow_custom_methods": True},
         "local_reply_config": _local_reply_config(max_upload_bytes),
         # Watch streams live for hours: no overall request timeout; an idle stream is cut
         # after 5 min, well above the server's heartbeat (at least every 30 s).
