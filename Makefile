@@ -7,14 +7,13 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PG_BIN := /usr/lib/postgresql/15/bin
-SWAGGER := /usr/bin/protoc-gen-swagger
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROTOS := $(shell find proto/the0 -name '*.proto' | LC_ALL=C sort)
 # Vendored protovalidate rules (buf.validate): no PyPI package ships their
 # google.protobuf Python code, so gen/ has it beside ours.
 VENDORED_PROTOS := proto/buf/validate/validate.proto
 
-.PHONY: bench-deps help install system-deps run fake-runtime serve test test-unit gen gen-check lint breaking bench envoy-config clean check
+.PHONY: bench-deps docs-assets ts-client help install system-deps run fake-runtime serve test test-unit gen gen-check lint breaking bench envoy-config clean check
 
 help:
 	@echo "make run        dev stack on embedded defaults: gRPC :50051, REST (Envoy) :8080"
@@ -31,20 +30,37 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# Node packages: the docs page's assets (envoy/docs, served by Envoy at /api/docs) and the
+# TypeScript client (clients/typescript). `npm ci` from the lockfiles; no install scripts run.
+DOCS_STAMP := envoy/docs/node_modules/.package-lock.json
+TS_STAMP := clients/typescript/node_modules/.package-lock.json
 
-# Debian packages: PostgreSQL binaries for the test suite's throwaway cluster,
-# protoc-gen-swagger for the OpenAPI document. Installed only when missing.
+$(DOCS_STAMP): envoy/docs/package-lock.json
+	cd envoy/docs && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+$(TS_STAMP): clients/typescript/package-lock.json
+	cd clients/typescript && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+docs-assets: $(DOCS_STAMP)
+
+# The TypeScript client: types generated from the OpenAPI document, then type-checked and compiled.
+ts-client: $(TS_STAMP)
+	cd clients/typescript && npm run --silent build
+
+install: $(STAMP) $(DOCS_STAMP)
+
+# Debian packages: PostgreSQL binaries for the test suite's throwaway cluster.
 system-deps:
 	@missing=""; \
 	[ -x $(PG_BIN)/initdb ] || missing="$$missing postgresql"; \
-	[ -x $(SWAGGER) ] || missing="$$missing golang-grpc-gateway"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
 
-run: $(STAMP)
+run: $(STAMP) $(DOCS_STAMP)
 	$(BIN)/the0-dev
 
 # Development aid, not the platform runtime: runs bots (deployments fetched through the platform
@@ -55,14 +71,14 @@ fake-runtime: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/the0-server
 
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps $(DOCS_STAMP) ts-client
 	$(BIN)/pytest -q
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
 # gen/: Python messages, gRPC stubs, .pyi stubs, the Envoy descriptor set and
-# the OpenAPI (Swagger 2.0) document. Deterministic: same input, same bytes.
+# the OpenAPI 3.1 document. Deterministic: same input, same bytes.
 gen: $(STAMP) system-deps
 	rm -rf gen && mkdir -p gen/openapi
 	PATH=$(BIN):$$PATH $(PY) -m grpc_tools.protoc -Iproto \
@@ -70,14 +86,9 @@ gen: $(STAMP) system-deps
 	PATH=$(BIN):$$PATH $(PY) -m grpc_tools.protoc -Iproto --python_out=gen --mypy_out=gen $(VENDORED_PROTOS)
 	$(PY) -m grpc_tools.protoc -Iproto --include_imports --include_source_info \
 	  --descriptor_set_out=gen/the0.binpb $(PROTOS) google/rpc/status.proto google/rpc/error_details.proto
-	@# protoc-gen-swagger 1.6 cannot merge across packages: one run per service file, then merge.
-	@# the0.platform.v1 is internal (never on the REST edge): not in the public document.
-	rm -rf build/swagger && mkdir -p build/swagger
-	for f in $(filter-out proto/the0/platform/%,$(filter %_service.proto,$(PROTOS))); do \
-	  $(PY) -m grpc_tools.protoc -Iproto --plugin=protoc-gen-swagger=$(SWAGGER) \
-	    --swagger_out=json_names_for_fields=true:build/swagger $$f || exit 1; \
-	done
-	$(PY) -m the0.server.openapi_merge gen/openapi/the0.swagger.json $$(find build/swagger -name '*.json' | LC_ALL=C sort)
+	@# The OpenAPI 3.1 document (JSON and YAML) from the descriptor set; the0.platform.v1 is
+	@# internal (never on the REST edge) and not in it.
+	$(PY) -m the0.server.openapi gen/the0.binpb gen/openapi
 	$(PY) -m the0.server.envoy_config > envoy/envoy.yaml
 
 gen-check: gen
@@ -102,7 +113,7 @@ breaking: $(STAMP)
 	$(BIN)/buf breaking --against '.git#branch=main'
 
 # make bench (all) or make bench BENCH="auth outbox"; results go in docs/benchmarks.md.
-bench: $(STAMP) system-deps bench-deps
+bench: $(STAMP) system-deps bench-deps $(DOCS_STAMP)
 	$(PY) -m tests.bench $(BENCH)
 
 # Load generators of the benchmarks (not needed by the tests): h2load and wrk.

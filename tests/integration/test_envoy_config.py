@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,7 @@ from tests.fixtures.envoy import EnvoyProxy, descriptor_set
 from the0.custom_bot.v1 import custom_bot_service_pb2_grpc
 from the0.devtools.embedded.envoy import envoy_binary
 from the0.health.v1 import health_service_pb2, health_service_pb2_grpc
-from the0.server import __version__, envoy_config, openapi_merge
+from the0.server import envoy_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FRONTEND = "http://localhost:3000"
@@ -490,51 +488,3 @@ async def test_upstream_is_actively_health_checked(proxy: EnvoyProxy) -> None:
         stats = (await admin.get("/stats", params={"filter": "the0_grpc.health_check"})).text
     assert "the0_grpc::127.0.0.1:" in clusters and "health_flags::healthy" in clusters, clusters
     assert "the0_grpc.health_check.attempt: 0" not in stats, stats
-
-
-# -- The merged OpenAPI (Swagger 2.0) document -------------------------------------------------------
-
-SWAGGER_PLUGIN = Path("/usr/bin/protoc-gen-swagger")
-
-
-@pytest.fixture(scope="module")
-def swagger_inputs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    if not SWAGGER_PLUGIN.is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"{SWAGGER_PLUGIN} missing on CI (make system-deps)", pytrace=False)
-        pytest.skip(f"{SWAGGER_PLUGIN} missing (make system-deps)")
-    out = tmp_path_factory.mktemp("swagger")
-    protos = sorted((REPO_ROOT / "proto/the0").rglob("*_service.proto"))
-    for proto in protos:  # one call per file: the plugin cannot merge across packages
-        subprocess.run(
-            [sys.executable, "-m", "grpc_tools.protoc", "-Iproto",
-             f"--plugin=protoc-gen-swagger={SWAGGER_PLUGIN}",
-             f"--swagger_out=json_names_for_fields=true:{out}", str(proto.relative_to(REPO_ROOT / "proto"))],
-            cwd=REPO_ROOT, check=True,
-        )
-    return sorted(out.rglob("*.json"))
-
-
-def test_openapi_merge_is_one_deterministic_document(swagger_inputs: list[Path], tmp_path: Path) -> None:
-    first, second = tmp_path / "a.json", tmp_path / "b.json"
-    assert openapi_merge.main([str(first), *map(str, swagger_inputs)]) == 0
-    assert openapi_merge.main([str(second), *map(str, reversed(swagger_inputs))]) == 0
-    assert first.read_bytes() == second.read_bytes()
-    assert first.read_text().endswith("}\n")
-    doc = json.loads(first.read_text())
-    assert doc["swagger"] == "2.0"
-    assert doc["info"]["title"] == "the0 API" and doc["info"]["version"] == __version__
-    routes = {"/health", "/api/auth/login", "/api/bots/{id}/watch", "/api/custom-bots/upload"}
-    assert routes <= set(doc["paths"])
-    assert {t["name"] for t in doc["tags"]} == {name.rsplit(".", 1)[1] for name in HTTP_SERVICES}
-    assert set(doc["securityDefinitions"]) == {"Bearer", "ApiKey"}
-    error = doc["paths"]["/health"]["get"]["responses"]["default"]
-    assert error["schema"]["$ref"] == "#/definitions/rpcStatus"
-
-
-def test_openapi_merge_names_a_conflicting_definition(swagger_inputs: list[Path], tmp_path: Path) -> None:
-    doc = json.loads(swagger_inputs[0].read_text())
-    name = next(iter(doc["definitions"]))
-    conflicting = {"swagger": "2.0", "paths": {}, "definitions": {name: {"type": "string"}}}
-    with pytest.raises(openapi_merge.MergeError, match=name):
-        openapi_merge.merge({str(swagger_inputs[0]): doc, "other.json": conflicting})

@@ -46,6 +46,25 @@ UPLOAD_PATH = "/api/custom-bots/upload"
 # x-request-id, x-envoy-original-path repeats the path).
 MAX_REQUEST_HEADERS_KB = 32
 
+# The REST contract, served by Envoy itself from files (direct responses, read when Envoy loads
+# its configuration): the OpenAPI document (`make gen`) and the docs page, whose assets come from
+# npm (envoy/docs/package.json, installed by `make docs-assets`). Envoy, not the server: it is the
+# process that owns the REST surface and has the files beside its descriptor set; no second
+# listener or service is needed in production. Paths relative to the repository (like the
+# descriptor set), or absolute.
+OPENAPI_JSON = "gen/openapi/the0.openapi.json"
+OPENAPI_YAML = "gen/openapi/the0.openapi.yaml"
+DOCS_DIR = "envoy/docs"
+DOCS_ASSETS = "node_modules/swagger-ui-dist"
+# (URL path, file under DOCS_DIR, content type) of the docs page and what it loads.
+DOCS_FILES = (
+    ("/api/docs", "index.html", "text/html; charset=utf-8"),
+    ("/api/docs/swagger-ui-bundle.js", f"{DOCS_ASSETS}/swagger-ui-bundle.js", "text/javascript; charset=utf-8"),
+    ("/api/docs/swagger-ui.css", f"{DOCS_ASSETS}/swagger-ui.css", "text/css; charset=utf-8"),
+)
+# Envoy's default limit on a direct response body is 4 KiB; the docs bundle is ~1.7 MB.
+MAX_DIRECT_RESPONSE_BYTES = 8 * 1024 * 1024
+
 # Envoy's own replies (local replies: unknown route, bad JSON, 413, 431, ...) carry the same
 # google.rpc.Status JSON as the server's transcoded errors, with an ErrorInfo in this domain.
 ERROR_DOMAIN = "api.the0.dev"
@@ -398,7 +417,36 @@ def _direct(status: int, body: str) -> dict[str, Any]:
     return {"status": status, "body": {"inline_string": body}}
 
 
-def _routes(paths: dict[str, set[str]], max_upload_bytes: int) -> list[dict[str, Any]]:
+def _file_route(path: str, filename: str, content_type: str) -> dict[str, Any]:
+    return {
+        "name": f"file {path}",
+        "match": {"path": path, "headers": [
+            {"name": ":method", "string_match": {"safe_regex": {"regex": "^(GET|HEAD)$"}}}]},
+        "direct_response": {"status": 200, "body": {"filename": filename}},
+        "response_headers_to_add": [
+            {"header": {"key": "content-type", "value": content_type},
+             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
+            # The files change with a deploy: a browser asks again (cheap, they are in memory).
+            {"header": {"key": "cache-control", "value": "no-cache"},
+             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
+        ],
+        "typed_per_filter_config": {BUFFER_FILTER: _buffer_disabled()},
+    }
+
+
+def _contract_routes(openapi_dir: str, docs_dir: str) -> list[dict[str, Any]]:
+    """GET /api/openapi.json, /api/openapi.yaml and the docs page /api/docs (public)."""
+    routes = [
+        _file_route("/api/openapi.json", f"{openapi_dir}/{Path(OPENAPI_JSON).name}", "application/json"),
+        _file_route("/api/openapi.yaml", f"{openapi_dir}/{Path(OPENAPI_YAML).name}",
+                    "application/yaml; charset=utf-8"),
+    ]
+    routes += [_file_route(path, f"{docs_dir}/{name}", kind) for path, name, kind in DOCS_FILES]
+    return routes
+
+
+def _routes(paths: dict[str, set[str]], max_upload_bytes: int,
+            contract_routes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """0s route timeouts: streams must not be cut (default 15 s)."""
     upstream = {"cluster": CLUSTER, "timeout": "0s"}
     routes: list[dict[str, Any]] = [
@@ -460,6 +508,7 @@ def _routes(paths: dict[str, set[str]], max_upload_bytes: int) -> list[dict[str,
             },
         },
     ]
+    routes += contract_routes
     # Every REST route with its methods (JSON: bodies over MAX_JSON_BODY_BYTES get 413 here).
     for regex, methods in sorted(paths.items()):
         routes.append({
@@ -499,6 +548,7 @@ def _connection_manager(
     frontend_url: str,
     paths: dict[str, set[str]],
     max_upload_bytes: int,
+    contract_routes: list[dict[str, Any]],
 ) -> dict[str, Any]:
     return {
         "@type": _type(
@@ -537,11 +587,12 @@ def _connection_manager(
         ],
         "route_config": {
             "name": "the0",
+            "max_direct_response_body_size_bytes": MAX_DIRECT_RESPONSE_BYTES,
             "virtual_hosts": [
                 {
                     "name": "the0",
                     "domains": ["*"],
-                    "routes": _routes(paths, max_upload_bytes),
+                    "routes": _routes(paths, max_upload_bytes, contract_routes),
                     "typed_per_filter_config": {"envoy.filters.http.cors": _cors_policy(frontend_url)},
                 }
             ],
@@ -635,14 +686,21 @@ def render_envoy_config(
     services: list[str] | None = None,
     listen_address: str = "0.0.0.0",
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    openapi_dir: str | None = None,
+    docs_dir: str | None = None,
 ) -> str:
     """Envoy v3 YAML: REST + gRPC on ``listen_address:http_port``, admin on 127.0.0.1:admin_port.
 
     ``services`` defaults to every service in the descriptor set with google.api.http rules.
     ``descriptor_path`` is written as given: a relative path is resolved from Envoy's
     working directory. ``max_upload_bytes`` is the server's ``THE0_MAX_UPLOAD_BYTES``: an
-    upload declaring a larger content-length gets 413 here.
+    upload declaring a larger content-length gets 413 here. ``openapi_dir`` (the OpenAPI
+    document) and ``docs_dir`` (the docs page, its npm assets installed) default to their
+    places beside the descriptor set: ``gen/openapi`` and ``envoy/docs`` of the same checkout.
     """
+    root = Path(descriptor_path).parent.parent
+    openapi_dir = openapi_dir or str(root / Path(OPENAPI_JSON).parent)
+    docs_dir = docs_dir or str(root / DOCS_DIR)
     if services is None:
         services = http_services(descriptor_path)
     if not services:
@@ -665,6 +723,7 @@ def render_envoy_config(
                                         frontend_url,
                                         rest_paths(descriptor_path, list(services)),
                                         max_upload_bytes,
+                                        _contract_routes(openapi_dir, docs_dir),
                                     ),
                                 }
                             ]

@@ -29,7 +29,7 @@ from the0.api_key.v1 import api_key_pb2 as the0_dot_api__key_dot_v1_dot_api__key
 from the0.common.v1 import auth_policy_pb2 as the0_dot_common_dot_v1_dot_auth__policy__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%the0/api_key/v1/api_key_service.proto\x12\x0fthe0.api_key.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1dthe0/api_key/v1/api_key.proto\x1a the0/common/v1/auth_policy.proto\"E\n\x13\x43reateApiKeyRequest\x12.\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x17.the0.api_key.v1.ApiKeyB\x04\xe2\x41\x01\x02\"\\\n\x14\x43reateApiKeyResponse\x12.\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x17.the0.api_key.v1.ApiKeyB\x04\xe2\x41\x01\x03\x12\x14\n\x06secret\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"O\n\x12ListApiKeysRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\"Y\n\x13ListApiKeysResponse\x12)\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x17.the0.api_key.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x13RevokeApiKeyRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x32\xf4\x02\n\rApiKeyService\x12\x7f\n\x0c\x43reateApiKey\x12$.the0.api_key.v1.CreateApiKeyRequest\x1a%.the0.api_key.v1.CreateApiKeyResponse\"\"\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x18\"\r/api/api-keys:\x07\x61pi_key\x12s\n\x0bListApiKeys\x12#.the0.api_key.v1.ListApiKeysRequest\x1a$.the0.api_key.v1.ListApiKeysResponse\"\x19\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x0f\x12\r/api/api-keys\x12m\n\x0cRevokeApiKey\x12$.the0.api_key.v1.RevokeApiKeyRequest\x1a\x17.the0.api_key.v1.ApiKey\"\x1e\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x14*\x12/api/api-keys/{id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%the0/api_key/v1/api_key_service.proto\x12\x0fthe0.api_key.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1dthe0/api_key/v1/api_key.proto\x1a the0/common/v1/auth_policy.proto\"E\n\x13\x43reateApiKeyRequest\x12.\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x17.the0.api_key.v1.ApiKeyB\x04\xe2\x41\x01\x02\"\\\n\x14\x43reateApiKeyResponse\x12.\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x17.the0.api_key.v1.ApiKeyB\x04\xe2\x41\x01\x03\x12\x14\n\x06secret\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"V\n\x12ListApiKeysRequest\x12\x1e\n\tpage_size\x18\x01 \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\"Y\n\x13ListApiKeysResponse\x12)\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x17.the0.api_key.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x13RevokeApiKeyRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x32\xf4\x02\n\rApiKeyService\x12\x7f\n\x0c\x43reateApiKey\x12$.the0.api_key.v1.CreateApiKeyRequest\x1a%.the0.api_key.v1.CreateApiKeyResponse\"\"\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x18\"\r/api/api-keys:\x07\x61pi_key\x12s\n\x0bListApiKeys\x12#.the0.api_key.v1.ListApiKeysRequest\x1a$.the0.api_key.v1.ListApiKeysResponse\"\x19\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x0f\x12\r/api/api-keys\x12m\n\x0cRevokeApiKey\x12$.the0.api_key.v1.RevokeApiKeyRequest\x1a\x17.the0.api_key.v1.ApiKey\"\x1e\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x14*\x12/api/api-keys/{id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,7 +43,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEAPIKEYRESPONSE'].fields_by_name['secret']._loaded_options = None
   _globals['_CREATEAPIKEYRESPONSE'].fields_by_name['secret']._serialized_options = b'\342A\001\003'
   _globals['_LISTAPIKEYSREQUEST'].fields_by_name['page_size']._loaded_options = None
-  _globals['_LISTAPIKEYSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
+  _globals['_LISTAPIKEYSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001\272H\004\032\002(\000'
   _globals['_LISTAPIKEYSREQUEST'].fields_by_name['page_token']._loaded_options = None
   _globals['_LISTAPIKEYSREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001\272H\005r\003\030\200\004'
   _globals['_REVOKEAPIKEYREQUEST'].fields_by_name['id']._loaded_options = None
@@ -59,11 +59,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEAPIKEYRESPONSE']._serialized_start=286
   _globals['_CREATEAPIKEYRESPONSE']._serialized_end=378
   _globals['_LISTAPIKEYSREQUEST']._serialized_start=380
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=459
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=461
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=550
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=552
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=602
-  _globals['_APIKEYSERVICE']._serialized_start=605
-  _globals['_APIKEYSERVICE']._serialized_end=977
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=466
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=468
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=557
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=559
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=609
+  _globals['_APIKEYSERVICE']._serialized_start=612
+  _globals['_APIKEYSERVICE']._serialized_end=984
 # @@protoc_insertion_point(module_scope)

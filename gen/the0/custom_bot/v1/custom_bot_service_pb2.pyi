@@ -86,7 +86,9 @@ class ListCustomBotsRequest(_message.Message):
     page_token: _builtins.str
     """`next_page_token` of the previous page (same filter)."""
     name: _builtins.str
-    """List every version of this custom bot instead of the newest of each."""
+    """List every version of this custom bot instead of the newest of each: a
+    custom-bot name, 3 to 50 characters of a-z, 0-9 and '-'.
+    """
     def __init__(
         self,
         *,
