@@ -95,7 +95,7 @@ lint: $(STAMP)
 # [tool.ruff], [tool.importlinter]).
 check: $(STAMP)
 	$(BIN)/mypy
-	$(BIN)/ruff check server clients tests
+	$(BIN)/ruff check server clients devtools tests
 	$(BIN)/lint-imports
 
 breaking: $(STAMP)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import importlib.util
 import secrets
 from pathlib import Path
 
@@ -23,17 +22,11 @@ from the0.server.app import build
 from the0.server.db.migrate import upgrade_to_head
 from the0.server.envoy_config import render_envoy_config
 from the0.server.keys import parse_key_list
+from the0.server.package_data import descriptor_set_path
 from the0.server.redaction import redact_url
 from the0.server.serving import load_settings, wait_for_stop_signal
 from the0.server.settings import Settings, SettingsError
 from the0.server.structured_logging import configure_logging
-
-
-def descriptor_set_path() -> Path:
-    """gen/the0.binpb, beside the generated packages."""
-    spec = importlib.util.find_spec("the0.health.v1.health_service_pb2")
-    assert spec is not None and spec.origin is not None
-    return Path(spec.origin).resolve().parents[3] / "the0.binpb"
 
 
 def dev_jwt_secret(data_dir: Path) -> str | None:
