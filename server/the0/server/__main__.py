@@ -8,17 +8,24 @@
                            seal every secret config value again under THE0_SECRETS_KEY's
                            current key (exit 1 if some value no key opens)
 
-Envoy runs beside it from envoy/envoy.yaml (see envoy/README.md).
+    the0-server envoy-config DIR --grpc-host H --frontend-url U
+                           write Envoy's configuration for replicas at H, and the descriptor set
+
+Envoy runs beside it from envoy/envoy.yaml (see envoy/README.md, docs/deploy.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import sys
+from pathlib import Path
 
 from the0.server.bots.secret_rotation import RotationReport, rotate_secrets
 from the0.server.db.engine import create_engine, session_factory
+from the0.server.envoy_config import render_envoy_config
+from the0.server.package_data import descriptor_set_path
 from the0.server.secrets.box import config_secrets_for
 from the0.server.serving import load_settings, migrate_only, run_until_stopped
 from the0.server.settings import Settings
@@ -33,14 +40,37 @@ async def rotate_stored_secrets(settings: Settings) -> RotationReport:
         await engine.dispose()
 
 
+def write_envoy_config(args: argparse.Namespace) -> None:
+    """The edge of this very version: its routes and descriptor set cannot drift from the server's."""
+    args.directory.mkdir(parents=True, exist_ok=True)
+    descriptor = args.directory / "the0.binpb"
+    shutil.copyfile(descriptor_set_path(), descriptor)
+    (args.directory / "envoy.yaml").write_text(render_envoy_config(
+        http_port=args.http_port, admin_port=args.admin_port, grpc_host=args.grpc_host, grpc_port=args.grpc_port,
+        frontend_url=args.frontend_url, descriptor_path=str(descriptor),
+    ))
+    print(f"the0: wrote {args.directory / 'envoy.yaml'} and {descriptor}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="the0-server", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    commands = parser.add_subparsers(dest="command", metavar="[migrate | rotate-secrets]")
+    commands = parser.add_subparsers(dest="command", metavar="[migrate | rotate-secrets | envoy-config]")
     commands.add_parser("migrate", help="apply the database migrations and exit (reads DATABASE_URL only)")
     commands.add_parser("rotate-secrets", help="reseal every secret bot-config value under THE0_SECRETS_KEY's current key")
+    edge = commands.add_parser("envoy-config", help="write envoy.yaml and the descriptor set it reads into a "
+                               "directory (deploy/: Envoy's init container); reads no settings")
+    edge.add_argument("directory", type=Path)
+    edge.add_argument("--grpc-host", required=True, help="DNS name of the server replicas (every address is a host)")
+    edge.add_argument("--grpc-port", type=int, default=50051)
+    edge.add_argument("--http-port", type=int, default=8080)
+    edge.add_argument("--admin-port", type=int, default=9901)
+    edge.add_argument("--frontend-url", required=True, help="the one browser origin CORS allows (FRONTEND_URL)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "envoy-config":
+        write_envoy_config(args)
+        return
     if args.command == "migrate":
         configure_logging("INFO")
         migrate_only()
