@@ -49,7 +49,7 @@ EVENTS_PUBLISHED = Counter("the0_events_published_total", "Outbox events acknowl
 EVENTS_PUBLISH_FAILED = Counter("the0_events_publish_failed_total",
                                 "Outbox events JetStream did not acknowledge (retried), by type", ["type"])
 EVENTS_CONSUMED = Counter("the0_events_consumed_total", "Platform events consumed, by type and outcome "
-                          "(applied, dropped, failed: redelivered)", ["type", "outcome"])
+                          "(applied, duplicate, dropped, retry: redelivered later)", ["type", "outcome"])
 OUTBOX_PENDING = Gauge("the0_outbox_pending", "Outbox events not yet published (sampled)",
                        multiprocess_mode="max")
 OUTBOX_LAG = Gauge("the0_outbox_lag_seconds", "Age of the oldest unpublished outbox event, 0 if none (sampled)",
