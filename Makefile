@@ -16,7 +16,7 @@ VENDORED_PROTOS := proto/buf/validate/validate.proto
 .PHONY: bench-deps docs-assets ts-client help install system-deps run fake-runtime serve test test-unit gen gen-check lint breaking bench envoy-config clean check
 
 help:
-	@echo "make run        dev stack on embedded defaults: gRPC :50051, REST (Envoy) :8080"
+	@echo "make run        dev stack on embedded defaults: gRPC :50051, REST (Envoy) :8080 [REPLICAS=N]"
 	@echo "make serve      the gRPC server alone, every dependency from the environment"
 	@echo "make fake-runtime  development aid beside make run: fakes the platform runtime (bots and backtests)"
 	@echo "make test       the whole test suite (starts its own PostgreSQL, NATS, S3, Envoy)"
@@ -60,8 +60,10 @@ system-deps:
 	  $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
 
+# make run REPLICAS=3: N server processes behind the one Envoy (N > 1 on a throwaway PostgreSQL).
+REPLICAS ?= 1
 run: $(STAMP) $(DOCS_STAMP)
-	$(BIN)/the0-dev
+	$(BIN)/the0-dev --replicas $(REPLICAS)
 
 # Development aid, not the platform runtime: runs bots (deployments fetched through the platform
 # API with the dev stack's runtime key, log lines, executions) and answers backtests with made-up results.
@@ -106,7 +108,7 @@ lint: $(STAMP)
 # [tool.ruff], [tool.importlinter]).
 check: $(STAMP)
 	$(BIN)/mypy
-	$(BIN)/ruff check server clients tests
+	$(BIN)/ruff check server clients devtools tests
 	$(BIN)/lint-imports
 
 breaking: $(STAMP)

@@ -53,7 +53,7 @@ async def test_a_whole_flow_logs_no_credential(database_url: str, isolated_nats:
     env |= {
         "DATABASE_URL": db_url, "NATS_URL": nats_url, "THE0_GRPC_HOST": "127.0.0.1", "THE0_GRPC_PORT": str(port),
         "THE0_JWT_KEYS": f"k1:{JWT_KEY}", "THE0_API_KEY_HASH_KEYS": f"h1:{HASH_KEY}",
-        "THE0_PAGE_TOKEN_KEYS": f"p1:{PAGE_KEY}", "THE0_SECRETS_KEY": f"s1:{SECRETS_KEY}", "THE0_LOG_LEVEL": "DEBUG", "THE0_DATA_DIR": str(tmp_path),
+        "THE0_PAGE_TOKEN_KEYS": f"p1:{PAGE_KEY}", "THE0_SECRETS_KEY": f"s1:{SECRETS_KEY}", "THE0_LOG_LEVEL": "DEBUG", "THE0_DATA_DIR": str(tmp_path), "THE0_OBJECT_STORE_DIR": str(tmp_path / "objects"),
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "the0.server", env=env,

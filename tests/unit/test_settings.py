@@ -252,3 +252,28 @@ def test_log_level() -> None:
         "THE0_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got 'TRACE'"
     ]
     assert Settings.from_env({"THE0_LOG_LEVEL": "warning"}, dev_mode=True).log_level == "WARNING"
+
+
+def test_serving_in_production_needs_an_object_store_or_an_explicit_folder(tmp_path: Path) -> None:
+    # A folder per replica silently loses objects with two replicas: it must be asked for.
+    assert Settings.from_env(PROD, dev_mode=False).serving_problems() == [
+        ("MINIO_ENDPOINT (with MINIO_ACCESS_KEY and MINIO_SECRET_KEY) is required outside dev mode, "
+        "or THE0_OBJECT_STORE_DIR for a local folder (one replica only: each replica would have its own)")
+    ]
+    folder = Settings.from_env(PROD | {"THE0_OBJECT_STORE_DIR": str(tmp_path)}, dev_mode=False)
+    assert folder.serving_problems() == [] and folder.object_store_dir == tmp_path
+    minio = PROD | {"MINIO_ENDPOINT": "m:9000", "MINIO_ACCESS_KEY": "a", "MINIO_SECRET_KEY": "b"}
+    assert Settings.from_env(minio, dev_mode=False).serving_problems() == []
+    assert Settings.from_env({}, dev_mode=True).serving_problems() == []
+
+
+def test_operations_settings_are_read() -> None:
+    s = Settings.from_env({"THE0_METRICS_PORT": "9464", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4317",
+                           "THE0_OUTBOX_RETENTION": "2d", "THE0_REQUEST_ID_RETENTION": "12h",
+                           "THE0_RETENTION_INTERVAL": "1m"}, dev_mode=True)
+    assert (s.metrics_port, s.otel_endpoint) == (9464, "http://otel:4317")
+    assert (s.outbox_retention_seconds, s.request_id_retention_seconds, s.retention_interval_seconds) == (
+        2 * 86400, 12 * 3600, 60)
+    assert problems({"THE0_PROCESSED_EVENT_RETENTION": "1h"}) == [
+        "THE0_PROCESSED_EVENT_RETENTION must be between 604800s and 3.1536e+07s, got '1h'"
+    ]

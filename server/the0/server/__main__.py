@@ -2,24 +2,32 @@
 
     the0-server            apply migrations, then serve until SIGTERM/SIGINT, in
                            THE0_WORKERS processes sharing the port (workers.py)
-    the0-server migrate    apply migrations and exit
+    the0-server migrate    apply migrations and exit (needs only DATABASE_URL; one migrator
+                           at a time on PostgreSQL: an advisory lock)
     the0-server rotate-secrets
                            seal every secret config value again under THE0_SECRETS_KEY's
                            current key (exit 1 if some value no key opens)
 
-Envoy runs beside it from envoy/envoy.yaml (see envoy/README.md).
+    the0-server envoy-config DIR --grpc-host H --frontend-url U
+                           write Envoy's configuration for replicas at H, and the descriptor set
+
+Envoy runs beside it from envoy/envoy.yaml (see envoy/README.md, docs/deploy.md).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import shutil
 import sys
+from pathlib import Path
 
 from the0.server.bots.secret_rotation import RotationReport, rotate_secrets
 from the0.server.db.engine import create_engine, session_factory
-from the0.server.db.migrate import upgrade_to_head
+from the0.server.envoy_config import render_envoy_config
+from the0.server.package_data import descriptor_set_path
 from the0.server.secrets.box import config_secrets_for
-from the0.server.serving import load_settings, serve, serve_with_workers
+from the0.server.serving import load_settings, migrate_only, run_until_stopped
 from the0.server.settings import Settings
 from the0.server.structured_logging import configure_logging
 
@@ -32,13 +40,44 @@ async def rotate_stored_secrets(settings: Settings) -> RotationReport:
         await engine.dispose()
 
 
+def write_envoy_config(args: argparse.Namespace) -> None:
+    """The edge of this very version: its routes and descriptor set cannot drift from the server's."""
+    args.directory.mkdir(parents=True, exist_ok=True)
+    descriptor = args.directory / "the0.binpb"
+    shutil.copyfile(descriptor_set_path(), descriptor)
+    (args.directory / "envoy.yaml").write_text(render_envoy_config(
+        http_port=args.http_port, admin_port=args.admin_port, grpc_host=args.grpc_host, grpc_port=args.grpc_port,
+        frontend_url=args.frontend_url, descriptor_path=str(descriptor),
+    ))
+    print(f"the0: wrote {args.directory / 'envoy.yaml'} and {descriptor}")
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(
+        prog="the0-server", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", metavar="[migrate | rotate-secrets | envoy-config]")
+    commands.add_parser("migrate", help="apply the database migrations and exit (reads DATABASE_URL only)")
+    commands.add_parser("rotate-secrets", help="reseal every secret bot-config value under THE0_SECRETS_KEY's current key")
+    edge = commands.add_parser("envoy-config", help="write envoy.yaml and the descriptor set it reads into a "
+                               "directory (deploy/: Envoy's init container); reads no settings")
+    edge.add_argument("directory", type=Path)
+    edge.add_argument("--grpc-host", required=True, help="DNS name of the server replicas (every address is a host)")
+    edge.add_argument("--grpc-port", type=int, default=50051)
+    edge.add_argument("--http-port", type=int, default=8080)
+    edge.add_argument("--admin-port", type=int, default=9901)
+    edge.add_argument("--frontend-url", required=True, help="the one browser origin CORS allows (FRONTEND_URL)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "envoy-config":
+        write_envoy_config(args)
+        return
+    if args.command == "migrate":
+        configure_logging("INFO")
+        migrate_only()
+        return
     settings = load_settings(dev_mode=False)
     configure_logging(settings.log_level)
-    if args == ["migrate"]:
-        upgrade_to_head(settings.effective_database_url)
-    elif args == ["rotate-secrets"]:
+    if args.command == "rotate-secrets":
         report = asyncio.run(rotate_stored_secrets(settings))
         print(f"the0: {report.values_resealed} secret value(s) of {report.bots_seen} bot(s) resealed "
               f"under key {settings.secrets_keys[0][0]!r}")
@@ -46,13 +85,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"the0: {len(report.unreadable)} bot(s) hold values no key opens: "
                   + ", ".join(report.unreadable[:20]), file=sys.stderr)
             raise SystemExit(1)
-    elif not args and settings.workers > 1:
-        raise SystemExit(serve_with_workers(settings))
-    elif not args:
-        asyncio.run(serve(settings))
     else:
-        print("usage: the0-server [migrate | rotate-secrets]", file=sys.stderr)
-        raise SystemExit(2)
+        run_until_stopped(settings)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -25,7 +27,7 @@ from the0.bot.v1 import bot_service_pb2, bot_service_pb2_grpc
 from the0.custom_bot.v1 import custom_bot_service_pb2, custom_bot_service_pb2_grpc
 from the0.health.v1 import health_service_pb2, health_service_pb2_grpc
 from the0.platform.v1 import platform_service_pb2, platform_service_pb2_grpc
-from the0.server import __version__
+from the0.server import __version__, metrics, tracing
 from the0.server.background import BackgroundTasks
 from the0.server.backtests.component import Backtests
 from the0.server.bot_logs.component import BotLogs
@@ -46,6 +48,7 @@ from the0.server.interceptors.request_logging import RequestLoggingInterceptor
 from the0.server.limits import RatePolicy
 from the0.server.nats_link import NatsLink
 from the0.server.platform.component import Platform
+from the0.server.retention import Retention
 from the0.server.settings import Settings
 from the0.server.storage.factory import object_store_from_settings
 from the0.server.storage.object_store import ObjectStore
@@ -102,6 +105,12 @@ def interceptor_chain(
     return chain
 
 
+def with_tracing(chain: list[grpc.aio.ServerInterceptor], settings: Settings) -> list[grpc.aio.ServerInterceptor]:
+    """The span interceptor right inside the request-id one (its span carries the id); only when
+    OTEL_EXPORTER_OTLP_ENDPOINT is set (tracing.py), else the chain as it is."""
+    return [chain[0], *tracing.server_interceptors(settings), *chain[1:]]
+
+
 def connection_options(settings: Settings) -> list[tuple[str, int]]:
     """Keepalive and connection age (docs/limits.md, "Server").
 
@@ -146,6 +155,8 @@ class App:
     # The caller limits (its counters are what tests of the limits look at).
     rate_limit: RateLimitInterceptor | None = None
     bot_logs: BotLogs | None = None
+    # Stops the /metrics server this App started (one process; the supervisor serves it for workers).
+    _stop_metrics: Callable[[], None] | None = None
 
     async def start(self) -> None:
         # Identity first: the revoked sessions and keys are known before the first call.
@@ -161,6 +172,12 @@ class App:
         if self.bot_logs is not None:
             self.bot_logs.start(self.tasks)
         self.tasks.spawn("health-poll", self._poll_database_health())
+        self.tasks.spawn("retention", Retention(self.engine, self.settings).run_forever())
+        self.tasks.spawn("metrics-sample", metrics.sample_forever(
+            self.events.relay.depth, self._pool_usage, lambda: self.nats.client is not None and self.nats.client.is_connected
+        ))
+        if self.settings.metrics_port and self.settings.workers == 1:
+            self._stop_metrics = metrics.serve_metrics(self.settings.metrics_port, self.settings.grpc_host)
         log.info("gRPC server listening", extra={"port": self.port})
 
     async def stop(self) -> None:
@@ -176,7 +193,16 @@ class App:
         await self.events.stop()
         await self.nats.close()
         await self.engine.dispose()
+        if self._stop_metrics is not None:
+            await asyncio.to_thread(self._stop_metrics)
         log.info("gRPC server stopped")
+
+    def _pool_usage(self) -> tuple[int, int]:
+        """(checked out, open) connections of the engine's pool, for metrics."""
+        pool: Any = self.engine.pool
+        in_use = int(pool.checkedout()) if hasattr(pool, "checkedout") else 0
+        open_ = in_use + int(pool.checkedin()) if hasattr(pool, "checkedin") else in_use
+        return in_use, open_
 
     async def _set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -236,9 +262,9 @@ async def build(settings: Settings) -> App:
         address_of=functools.partial(client_address, trusted_proxies=settings.trusted_proxies),
     )
     server = grpc.aio.server(
-        interceptors=interceptor_chain(
+        interceptors=with_tracing(interceptor_chain(
             auth, request_timeout_seconds=settings.request_timeout_seconds, rate_limit=rate_limit
-        ),
+        ), settings),
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         options=[
             *connection_options(settings),

@@ -621,8 +621,9 @@ def _connection_manager(
     }
 
 
-def _cluster(grpc_host: str, grpc_port: int) -> dict[str, Any]:
-    address = {"socket_address": {"address": grpc_host, "port_value": grpc_port}}
+def _cluster(grpc_host: str, grpc_port: int, extra_grpc_ports: tuple[int, ...] = ()) -> dict[str, Any]:
+    addresses = [{"socket_address": {"address": grpc_host, "port_value": port}}
+                 for port in (grpc_port, *extra_grpc_ports)]
     return {
         "name": CLUSTER,
         # STRICT_DNS: grpc_host may be one DNS name for several replicas (every address
@@ -667,7 +668,7 @@ def _cluster(grpc_host: str, grpc_port: int) -> dict[str, Any]:
             "endpoints": [
                 {
                     "lb_endpoints": [
-                        {"endpoint": {"address": address}}
+                        {"endpoint": {"address": address}} for address in addresses
                     ]
                 }
             ],
@@ -688,6 +689,7 @@ def render_envoy_config(
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     openapi_dir: str | None = None,
     docs_dir: str | None = None,
+    extra_grpc_ports: tuple[int, ...] = (),
 ) -> str:
     """Envoy v3 YAML: REST + gRPC on ``listen_address:http_port``, admin on 127.0.0.1:admin_port.
 
@@ -731,7 +733,8 @@ def render_envoy_config(
                     ],
                 }
             ],
-            "clusters": [_cluster(grpc_host, grpc_port)],
+            # extra_grpc_ports: more replicas on grpc_host (make run REPLICAS=N).
+            "clusters": [_cluster(grpc_host, grpc_port, extra_grpc_ports)],
         },
         # A bound on open client connections (watchers hold theirs for hours); Envoy
         # warns at start-up without one.

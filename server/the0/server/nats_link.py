@@ -46,7 +46,7 @@ class NatsLink:
             try:
                 self.client = await connect_nats(self.url)
             except Exception as error:  # noqa: BLE001 - any failure to connect: try again
-                log.warning("NATS not reachable yet",
+                log.warning("NATS not reachable yet (NATS_URL): serving; events wait in the outbox",
                             extra={"url": redact_url(self.url), "error": scrub(repr(error), self.url)})
                 await asyncio.sleep(RETRY_SECONDS)
             else:

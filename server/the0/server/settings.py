@@ -46,6 +46,19 @@ class Settings:
     minio_access_key: str | None = None
     minio_secret_key: str | None = field(default=None, repr=False)
     minio_use_ssl: bool = False
+    # THE0_OBJECT_STORE_DIR: a local folder for objects, chosen on purpose. Outside dev mode the server
+    # refuses to start with neither MINIO_ENDPOINT nor this: a folder per replica is wrong with two.
+    local_object_store_dir: Path | None = None
+    # Metrics (metrics.py): Prometheus text on this port, never behind the public edge; 0 = off.
+    metrics_port: int = 0
+    # OTEL_EXPORTER_OTLP_ENDPOINT: traces are exported there (tracing.py); unset, nothing is traced.
+    otel_endpoint: str | None = None
+    # Retention (retention.py): how often one replica prunes what is past its window, and the windows.
+    retention_interval_seconds: float = 300.0
+    outbox_retention_seconds: float = 86400.0
+    processed_event_retention_seconds: float = 8 * 86400.0
+    request_id_retention_seconds: float = 86400.0
+    session_retention_seconds: float = 7 * 86400.0
     # Auth.
     jwt_secret: str | None = field(default=None, repr=False)
     # One key ring per purpose, ((kid, secret), ...), the first current (keys.py): JWT
@@ -146,6 +159,14 @@ class Settings:
     max_connection_age_seconds: float = 1800.0
     max_connection_age_grace_seconds: float = 300.0
 
+    def serving_problems(self) -> list[str]:
+        """What stops this configuration from serving, beyond what ``from_env`` checks (commands such as
+        ``rotate-secrets`` never touch objects, so only serving asks for their store)."""
+        if self.dev_mode or self.minio_endpoint is not None or self.local_object_store_dir is not None:
+            return []
+        return [("MINIO_ENDPOINT (with MINIO_ACCESS_KEY and MINIO_SECRET_KEY) is required outside dev mode, "
+                "or THE0_OBJECT_STORE_DIR for a local folder (one replica only: each replica would have its own)")]
+
     @property
     def sqlite_path(self) -> Path:
         return self.data_dir / "the0.db"
@@ -157,7 +178,7 @@ class Settings:
 
     @property
     def object_store_dir(self) -> Path:
-        return self.data_dir / "objects"
+        return self.local_object_store_dir or self.data_dir / "objects"
 
     @property
     def nats_store_dir(self) -> Path:
@@ -343,6 +364,8 @@ class Settings:
         if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             problems.append(f"THE0_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
 
+        local_object_store_dir = Path(raw) if (raw := get("THE0_OBJECT_STORE_DIR")) is not None else None
+
         if not dev_mode:
             missing = [n for n, v in (("DATABASE_URL", database_url), ("NATS_URL", nats_url)) if v is None]
             if missing:
@@ -365,6 +388,16 @@ class Settings:
             minio_access_key=minio_access_key,
             minio_secret_key=minio_secret_key,
             minio_use_ssl=flag("MINIO_USE_SSL"),
+            local_object_store_dir=local_object_store_dir,
+            metrics_port=port("THE0_METRICS_PORT", 0),
+            otel_endpoint=get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            retention_interval_seconds=seconds("THE0_RETENTION_INTERVAL", 300.0, 1, 86400),
+            outbox_retention_seconds=seconds("THE0_OUTBOX_RETENTION", 86400.0, 60, 365 * 86400),
+            # JetStream drops duplicates for 2 minutes; a redelivery comes within the stream's 7 days.
+            processed_event_retention_seconds=seconds("THE0_PROCESSED_EVENT_RETENTION", 8 * 86400.0,
+                                                      7 * 86400, 365 * 86400),
+            request_id_retention_seconds=seconds("THE0_REQUEST_ID_RETENTION", 86400.0, 3600, 365 * 86400),
+            session_retention_seconds=seconds("THE0_SESSION_RETENTION", 7 * 86400.0, 86400, 365 * 86400),
             jwt_secret=jwt_secret,
             api_key_miss_cache_seconds=api_key_miss_cache,
             jwt_keys=rings["THE0_JWT_KEYS"],
@@ -439,4 +472,16 @@ def normalise_database_url(url: str, problems: list[str]) -> str:
     if scheme in {"sqlite", "sqlite+aiosqlite"}:
         return f"sqlite://{rest}"
     problems.append(f"DATABASE_URL must use postgresql:// or sqlite://, got scheme {scheme!r}")
+    return url
+
+
+def database_url_from_env(env: Mapping[str, str]) -> str:
+    """DATABASE_URL alone, validated: all that ``the0-server migrate`` needs."""
+    problems: list[str] = []
+    raw = (env.get("DATABASE_URL") or "").strip()
+    if not raw:
+        raise SettingsError(["DATABASE_URL is required (postgresql://user@host/db or sqlite:///path)"])
+    url = normalise_database_url(raw, problems)
+    if problems:
+        raise SettingsError(problems)
     return url

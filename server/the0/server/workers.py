@@ -55,7 +55,12 @@ def check_port_is_free(host: str, port: int) -> None:
 
 
 class Supervisor:
-    def __init__(self, count: int, target: Callable[[int], None], *, grace_seconds: float) -> None:
+    def __init__(
+        self, count: int, target: Callable[[int], None], *, grace_seconds: float,
+        on_death: Callable[[int], None] | None = None,
+    ) -> None:
+        # Told the pid of each worker that ended (metrics drop its live gauges).
+        self._on_death = on_death
         self._count = count
         self._target = target
         self._grace = grace_seconds
@@ -79,6 +84,8 @@ class Supervisor:
                 for index, worker in list(self._workers.items()):
                     if worker.exitcode is None:
                         continue
+                    if self._on_death is not None and worker.pid is not None:
+                        self._on_death(worker.pid)
                     if self._crash_loop():
                         log.error("workers keep dying: stopping", extra={"exitCode": worker.exitcode})
                         self._stop_all()

@@ -68,4 +68,5 @@ class BacktestRequestRow(Base):
     owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     request_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     backtest_id: Mapped[str] = mapped_column(String(36))
-    create_time: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Indexed for retention.py: a request id is remembered for its retry window only.
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)

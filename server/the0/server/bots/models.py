@@ -59,4 +59,5 @@ class BotRequestRow(Base):
     method: Mapped[str] = mapped_column(String(16), primary_key=True)
     request_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     bot_id: Mapped[str] = mapped_column(String(36))
-    create_time: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Indexed for retention.py: a request id is remembered for its retry window only.
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)

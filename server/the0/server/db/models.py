@@ -102,7 +102,8 @@ class RefreshTokenRow(Base):
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Indexed for retention.py, which deletes tokens long expired.
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 

@@ -27,6 +27,7 @@ from nats.js.client import JetStreamContext
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from the0.server import metrics
 from the0.server.background import BackgroundTasks
 from the0.server.events.envelope import Envelope, MalformedEvent, subject_for
 from the0.server.events.models import ProcessedEventRow
@@ -133,6 +134,7 @@ class EventConsumers:
 
     async def _deliver(self, message: Msg, event_type: str, handler: Handler) -> None:
         outcome = await self.handle(message.data, event_type, handler)
+        metrics.EVENTS_CONSUMED.labels(event_type, outcome.value).inc()
         if outcome is Outcome.RETRY:
             await message.nak(delay=self._retry_delay)
         else:

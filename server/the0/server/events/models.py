@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Index, Integer, String
+from sqlalchemy import JSON, BigInteger, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from the0.server.db.models import Base, UTCDateTime, utcnow
@@ -19,8 +19,13 @@ class OutboxRow(Base):
 
     __tablename__ = "event_outbox"
     __table_args__ = (
-        # The relay's query: unsent rows in commit order.
-        Index("ix_event_outbox_published_at_seq", "published_at", "seq"),
+        # The relay's query: unsent rows in commit order. Partial: it covers the few rows waiting,
+        # not every event ever written (published rows are pruned later by retention.py).
+        Index("ix_event_outbox_unpublished_seq", "seq",
+              postgresql_where=text("published_at IS NULL"), sqlite_where=text("published_at IS NULL")),
+        # Retention's query: published rows past their window.
+        Index("ix_event_outbox_published_at", "published_at",
+              postgresql_where=text("published_at IS NOT NULL"), sqlite_where=text("published_at IS NOT NULL")),
     )
 
     seq: Mapped[int] = mapped_column(_SEQ, primary_key=True, autoincrement=True)
@@ -39,4 +44,5 @@ class ProcessedEventRow(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     type: Mapped[str] = mapped_column(String(100))
-    processed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Indexed for retention.py, which forgets ids past the redelivery window.
+    processed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)

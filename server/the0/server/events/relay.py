@@ -23,6 +23,7 @@ from nats.js.errors import NoStreamResponseError
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from the0.server import metrics
 from the0.server.background import BackgroundTasks
 from the0.server.events.envelope import Envelope, subject_for
 from the0.server.events.models import OutboxRow
@@ -110,6 +111,9 @@ class OutboxRelay:
             async with asyncio.timeout(self._ack_timeout):
                 results = await asyncio.gather(*futures, return_exceptions=True)
             acked = [row for row, result in zip(rows, results, strict=True) if not isinstance(result, BaseException)]
+            for row, result in zip(rows, results, strict=True):
+                counter = metrics.EVENTS_PUBLISH_FAILED if isinstance(result, BaseException) else metrics.EVENTS_PUBLISHED
+                counter.labels(row.type).inc()
             failed = len(rows) - len(acked)
             if failed:
                 first = next(r for r in results if isinstance(r, BaseException))
@@ -128,6 +132,19 @@ class OutboxRelay:
                 )
         self.published_total += len(acked)
         return len(acked)
+
+    async def depth(self) -> tuple[int, float]:
+        """Unpublished events and the age in seconds of the oldest (metrics.OUTBOX_PENDING, OUTBOX_LAG)."""
+        async with self._sessions() as session:
+            count, oldest = (await session.execute(
+                select(func.count(), func.min(OutboxRow.seq)).select_from(OutboxRow)
+                .where(OutboxRow.published_at.is_(None))
+            )).one()
+            if not count:
+                return 0, 0.0
+            created = await session.scalar(select(OutboxRow.created_at).where(OutboxRow.seq == oldest))
+        lag = (datetime.now(UTC) - created).total_seconds() if created is not None else 0.0
+        return int(count), max(0.0, lag)
 
     async def pending_count(self) -> int:
         async with self._sessions() as session:

@@ -29,6 +29,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from the0.server import metrics
 from the0.server.background import BackgroundTasks
 from the0.server.dependency_faults import dependency_fault
 from the0.server.errors import Unavailable
@@ -184,6 +185,7 @@ class WatchHub:
         signal = asyncio.Event()
         # Registered before the first read, so a change between the two is not missed.
         self._watchers.setdefault(key, set()).add(signal)
+        metrics.WATCHERS.inc()
         try:
             try:
                 snapshot = await self._bounded(load)
@@ -226,6 +228,7 @@ class WatchHub:
                     last_sent = time.monotonic()
                     yield HEARTBEAT
         finally:
+            metrics.WATCHERS.dec()
             watchers = self._watchers.get(key)
             if watchers is not None:
                 watchers.discard(signal)

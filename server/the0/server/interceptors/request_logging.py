@@ -19,6 +19,7 @@ import grpc
 import grpc.aio
 
 from the0.server.interceptors.wrapping import AnyContext, WrappingInterceptor
+from the0.server.metrics import RpcRecorder
 from the0.server.request_context import request_id_var
 from the0.server.structured_logging import AccessLog
 
@@ -39,6 +40,8 @@ class RequestLoggingInterceptor(WrappingInterceptor):
     def __init__(self, access_log: AccessLog | None = None) -> None:
         super().__init__()
         self._access_log = access_log or AccessLog()
+        # The RPC series of metrics.py: requests by method and code, durations, open streams.
+        self._metrics = RpcRecorder()
 
     @asynccontextmanager
     async def around(self, method: str, context: AnyContext) -> AsyncIterator[None]:
@@ -49,6 +52,9 @@ class RequestLoggingInterceptor(WrappingInterceptor):
         # Read before the call: after a client cancels a stream, context.peer() in grpcio 1.85 crashes
         # the process (SIGSEGV in cygrpc).
         peer = context.peer()
+        streams = self._metrics.stream_gauge(method)
+        if streams is not None:
+            streams.inc()
         try:
             context.set_trailing_metadata((("x-request-id", request_id),))
             yield
@@ -60,11 +66,16 @@ class RequestLoggingInterceptor(WrappingInterceptor):
             code = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
             raise
         finally:
+            seconds = time.perf_counter() - started
+            if streams is not None:
+                streams.dec()
+            if method not in _QUIET_METHODS:
+                self._metrics.finished(method, code, seconds)
             if self._access_log.enabled and method not in _QUIET_METHODS:
                 self._access_log.write(
                     method=method,
                     code=code,
-                    duration_ms=(time.perf_counter() - started) * 1000,
+                    duration_ms=seconds * 1000,
                     peer=peer,
                     request_id=request_id,
                 )

