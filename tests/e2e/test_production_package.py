@@ -27,6 +27,7 @@ from tests.fixtures.services import PostgresCluster
 from tests.integration.test_bots_support import add_custom_bot
 from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from the0.bot.v1 import bot_service_pb2
+from the0.devtools.embedded.envoy import envoy_binary
 from the0.devtools.embedded.nats_server import EmbeddedNats
 from the0.devtools.embedded.processes import free_port
 from the0.server.db.engine import create_engine, session_factory
@@ -87,6 +88,25 @@ def test_the_production_install_has_no_dev_binaries(installed: Path) -> None:
         shown = subprocess.run([str(installed / command[0]), *command[1:]], check=False, capture_output=True, text=True,
                                timeout=60, env=clean_env())
         assert shown.returncode == 0 and "usage:" in shown.stdout, (command, shown.stderr)
+
+
+def test_the_wheel_writes_an_edge_config_envoy_accepts_with_every_file_it_serves(installed: Path,
+                                                                                tmp_path: Path) -> None:
+    # Envoy's init container in deploy/ runs exactly this, from the installed package alone.
+    out = tmp_path / "edge"
+    written = subprocess.run([str(installed / "the0-server"), "envoy-config", str(out), "--grpc-host", "the0-api",
+                              "--frontend-url", "https://app.example.com"], check=False, cwd=tmp_path,
+                             env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert written.returncode == 0, written.stderr[-3000:]
+    config = (out / "envoy.yaml").read_text()
+    # Every file the config names (descriptor set, OpenAPI document, docs page and assets) was copied beside it.
+    named = {line.split("filename:", 1)[1].strip().strip("'\"") for line in config.splitlines() if "filename:" in line}
+    assert {Path(n).name for n in named} >= {"the0.openapi.json", "the0.openapi.yaml", "index.html",
+                                              "swagger-ui-bundle.js", "swagger-ui.css"}
+    assert all(Path(n).is_file() and Path(n).is_relative_to(out) for n in named), named
+    validated = subprocess.run([str(envoy_binary()), "--mode", "validate", "-c", str(out / "envoy.yaml"), "-l", "warning"],
+                               cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    assert validated.returncode == 0, validated.stdout + validated.stderr
 
 
 async def test_the_wheel_migrates_a_fresh_postgresql_and_serves_with_metrics(

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from the0.server.bots.secret_rotation import RotationReport, rotate_secrets
 from the0.server.db.engine import create_engine, session_factory
-from the0.server.envoy_config import render_envoy_config
-from the0.server.package_data import descriptor_set_path
+from the0.server.envoy_config import DOCS_FILES, render_envoy_config
+from the0.server.package_data import descriptor_set_path, docs_dir, openapi_dir
 from the0.server.secrets.box import config_secrets_for
 from the0.server.serving import load_settings, migrate_only, run_until_stopped
 from the0.server.settings import Settings
@@ -45,9 +45,16 @@ def write_envoy_config(args: argparse.Namespace) -> None:
     args.directory.mkdir(parents=True, exist_ok=True)
     descriptor = args.directory / "the0.binpb"
     shutil.copyfile(descriptor_set_path(), descriptor)
+    # What Envoy serves from files (/api/openapi.json|yaml, /api/docs): copied beside its config.
+    openapi, docs = args.directory / "openapi", args.directory / "docs"
+    shutil.copytree(openapi_dir(), openapi, dirs_exist_ok=True)
+    for _, name, _ in DOCS_FILES:
+        (docs / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(docs_dir() / name, docs / name)
     (args.directory / "envoy.yaml").write_text(render_envoy_config(
         http_port=args.http_port, admin_port=args.admin_port, grpc_host=args.grpc_host, grpc_port=args.grpc_port,
-        frontend_url=args.frontend_url, descriptor_path=str(descriptor),
+        frontend_url=args.frontend_url, descriptor_path=str(descriptor), openapi_dir=str(openapi),
+        docs_dir=str(docs),
     ))
     print(f"the0: wrote {args.directory / 'envoy.yaml'} and {descriptor}")
 
