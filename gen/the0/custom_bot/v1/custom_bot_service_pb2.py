@@ -26,17 +26,22 @@ from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
+from the0.common.v1 import auth_policy_pb2 as the0_dot_common_dot_v1_dot_auth__policy__pb2
 from the0.common.v1 import watch_pb2 as the0_dot_common_dot_v1_dot_watch__pb2
 from the0.custom_bot.v1 import custom_bot_pb2 as the0_dot_custom__bot_dot_v1_dot_custom__bot__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+the0/custom_bot/v1/custom_bot_service.proto\x12\x12the0.custom_bot.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a\x1athe0/common/v1/watch.proto\x1a#the0/custom_bot/v1/custom_bot.proto\"C\n\x16UploadCustomBotRequest\x12)\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"m\n\x15ListCustomBotsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\x12\x19\n\x04name\x18\x03 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18\x64\"e\n\x16ListCustomBotsResponse\x12\x32\n\x0b\x63ustom_bots\x18\x01 \x03(\x0b\x32\x1d.the0.custom_bot.v1.CustomBot\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x13GetCustomBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\">\n\x1f\x44ownloadCustomBotArchiveRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"\x97\x01\n\x16ReviewCustomBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12:\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\".the0.custom_bot.v1.ReviewDecisionB\x04\xe2\x41\x01\x02\x12$\n\x07reasons\x18\x03 \x03(\tB\x13\xe2\x41\x01\x01\xbaH\x0c\x92\x01\t\x10\x32\"\x05r\x03\x18\xe8\x07\"4\n\x15WatchCustomBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"\xc2\x01\n\x16WatchCustomBotResponse\x12\x33\n\ncustom_bot\x18\x01 \x01(\x0b\x32\x1d.the0.custom_bot.v1.CustomBotH\x00\x12.\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.the0.common.v1.HeartbeatH\x00\x12:\n\x0funauthenticated\x18\x03 \x01(\x0b\x32\x1f.the0.common.v1.UnauthenticatedH\x00\x42\x07\n\x05\x65vent*k\n\x0eReviewDecision\x12\x1f\n\x1bREVIEW_DECISION_UNSPECIFIED\x10\x00\x12\x1b\n\x17REVIEW_DECISION_APPROVE\x10\x01\x12\x1b\n\x17REVIEW_DECISION_DECLINE\x10\x02\x32\xc0\x06\n\x10\x43ustomBotService\x12\x86\x01\n\x0fUploadCustomBot\x12*.the0.custom_bot.v1.UploadCustomBotRequest\x1a\x1d.the0.custom_bot.v1.CustomBot\"&\x82\xd3\xe4\x93\x02 \"\x17/api/custom-bots/upload:\x05\x63hunk(\x01\x12\x81\x01\n\x0eListCustomBots\x12).the0.custom_bot.v1.ListCustomBotsRequest\x1a*.the0.custom_bot.v1.ListCustomBotsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/custom-bots\x12u\n\x0cGetCustomBot\x12\'.the0.custom_bot.v1.GetCustomBotRequest\x1a\x1d.the0.custom_bot.v1.CustomBot\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/api/custom-bots/{id}\x12\x8e\x01\n\x18\x44ownloadCustomBotArchive\x12\x33.the0.custom_bot.v1.DownloadCustomBotArchiveRequest\x1a\x14.google.api.HttpBody\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/custom-bots/{id}/archive0\x01\x12\x85\x01\n\x0fReviewCustomBot\x12*.the0.custom_bot.v1.ReviewCustomBotRequest\x1a\x1d.the0.custom_bot.v1.CustomBot\"\'\x82\xd3\xe4\x93\x02!\"\x1c/api/custom-bots/{id}/review:\x01*\x12\x8e\x01\n\x0eWatchCustomBot\x12).the0.custom_bot.v1.WatchCustomBotRequest\x1a*.the0.custom_bot.v1.WatchCustomBotResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/api/custom-bots/{id}/watch0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+the0/custom_bot/v1/custom_bot_service.proto\x12\x12the0.custom_bot.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a the0/common/v1/auth_policy.proto\x1a\x1athe0/common/v1/watch.proto\x1a#the0/custom_bot/v1/custom_bot.proto\"\\\n\x1fListCustomBotReviewQueueRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\"o\n ListCustomBotReviewQueueResponse\x12\x32\n\x0b\x63ustom_bots\x18\x01 \x03(\x0b\x32\x1d.the0.custom_bot.v1.CustomBot\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"C\n\x16UploadCustomBotRequest\x12)\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"m\n\x15ListCustomBotsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\x12\x19\n\x04name\x18\x03 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18\x64\"e\n\x16ListCustomBotsResponse\x12\x32\n\x0b\x63ustom_bots\x18\x01 \x03(\x0b\x32\x1d.the0.custom_bot.v1.CustomBot\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x13GetCustomBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\">\n\x1f\x44ownloadCustomBotArchiveRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"\x97\x01\n\x16ReviewCustomBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12:\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\".the0.custom_bot.v1.ReviewDecisionB\x04\xe2\x41\x01\x02\x12$\n\x07reasons\x18\x03 \x03(\tB\x13\xe2\x41\x01\x01\xbaH\x0c\x92\x01\t\x10\x32\"\x05r\x03\x18\xe8\x07\"4\n\x15WatchCustomBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"\xc2\x01\n\x16WatchCustomBotResponse\x12\x33\n\ncustom_bot\x18\x01 \x01(\x0b\x32\x1d.the0.custom_bot.v1.CustomBotH\x00\x12.\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.the0.common.v1.HeartbeatH\x00\x12:\n\x0funauthenticated\x18\x03 \x01(\x0b\x32\x1f.the0.common.v1.UnauthenticatedH\x00\x42\x07\n\x05\x65vent*k\n\x0eReviewDecision\x12\x1f\n\x1bREVIEW_DECISION_UNSPECIFIED\x10\x00\x12\x1b\n\x17REVIEW_DECISION_APPROVE\x10\x01\x12\x1b\n\x17REVIEW_DECISION_DECLINE\x10\x02\x32\xfd\x07\n\x10\x43ustomBotService\x12\x86\x01\n\x0fUploadCustomBot\x12*.the0.custom_bot.v1.UploadCustomBotRequest\x1a\x1d.the0.custom_bot.v1.CustomBot\"&\x82\xd3\xe4\x93\x02 \"\x17/api/custom-bots/upload:\x05\x63hunk(\x01\x12\x81\x01\n\x0eListCustomBots\x12).the0.custom_bot.v1.ListCustomBotsRequest\x1a*.the0.custom_bot.v1.ListCustomBotsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/custom-bots\x12u\n\x0cGetCustomBot\x12\'.the0.custom_bot.v1.GetCustomBotRequest\x1a\x1d.the0.custom_bot.v1.CustomBot\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/api/custom-bots/{id}\x12\x8e\x01\n\x18\x44ownloadCustomBotArchive\x12\x33.the0.custom_bot.v1.DownloadCustomBotArchiveRequest\x1a\x14.google.api.HttpBody\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/custom-bots/{id}/archive0\x01\x12\x89\x01\n\x0fReviewCustomBot\x12*.the0.custom_bot.v1.ReviewCustomBotRequest\x1a\x1d.the0.custom_bot.v1.CustomBot\"+\x88\xb5\x18\x05\x82\xd3\xe4\x93\x02!\"\x1c/api/custom-bots/{id}/review:\x01*\x12\x8e\x01\n\x0eWatchCustomBot\x12).the0.custom_bot.v1.WatchCustomBotRequest\x1a*.the0.custom_bot.v1.WatchCustomBotResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/api/custom-bots/{id}/watch0\x01\x12\xb6\x01\n\x18ListCustomBotReviewQueue\x12\x33.the0.custom_bot.v1.ListCustomBotReviewQueueRequest\x1a\x34.the0.custom_bot.v1.ListCustomBotReviewQueueResponse\"/\x88\xb5\x18\x05\x82\xd3\xe4\x93\x02%\x12#/api/admin/custom-bots/review-queueb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'the0.custom_bot.v1.custom_bot_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_LISTCUSTOMBOTREVIEWQUEUEREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTCUSTOMBOTREVIEWQUEUEREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
+  _globals['_LISTCUSTOMBOTREVIEWQUEUEREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTCUSTOMBOTREVIEWQUEUEREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001\272H\005r\003\030\200\004'
   _globals['_UPLOADCUSTOMBOTREQUEST'].fields_by_name['chunk']._loaded_options = None
   _globals['_UPLOADCUSTOMBOTREQUEST'].fields_by_name['chunk']._serialized_options = b'\342A\001\002'
   _globals['_LISTCUSTOMBOTSREQUEST'].fields_by_name['page_size']._loaded_options = None
@@ -66,27 +71,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CUSTOMBOTSERVICE'].methods_by_name['DownloadCustomBotArchive']._loaded_options = None
   _globals['_CUSTOMBOTSERVICE'].methods_by_name['DownloadCustomBotArchive']._serialized_options = b'\202\323\344\223\002\037\022\035/api/custom-bots/{id}/archive'
   _globals['_CUSTOMBOTSERVICE'].methods_by_name['ReviewCustomBot']._loaded_options = None
-  _globals['_CUSTOMBOTSERVICE'].methods_by_name['ReviewCustomBot']._serialized_options = b'\202\323\344\223\002!\"\034/api/custom-bots/{id}/review:\001*'
+  _globals['_CUSTOMBOTSERVICE'].methods_by_name['ReviewCustomBot']._serialized_options = b'\210\265\030\005\202\323\344\223\002!\"\034/api/custom-bots/{id}/review:\001*'
   _globals['_CUSTOMBOTSERVICE'].methods_by_name['WatchCustomBot']._loaded_options = None
   _globals['_CUSTOMBOTSERVICE'].methods_by_name['WatchCustomBot']._serialized_options = b'\202\323\344\223\002\035\022\033/api/custom-bots/{id}/watch'
-  _globals['_REVIEWDECISION']._serialized_start=1055
-  _globals['_REVIEWDECISION']._serialized_end=1162
-  _globals['_UPLOADCUSTOMBOTREQUEST']._serialized_start=251
-  _globals['_UPLOADCUSTOMBOTREQUEST']._serialized_end=318
-  _globals['_LISTCUSTOMBOTSREQUEST']._serialized_start=320
-  _globals['_LISTCUSTOMBOTSREQUEST']._serialized_end=429
-  _globals['_LISTCUSTOMBOTSRESPONSE']._serialized_start=431
-  _globals['_LISTCUSTOMBOTSRESPONSE']._serialized_end=532
-  _globals['_GETCUSTOMBOTREQUEST']._serialized_start=534
-  _globals['_GETCUSTOMBOTREQUEST']._serialized_end=584
-  _globals['_DOWNLOADCUSTOMBOTARCHIVEREQUEST']._serialized_start=586
-  _globals['_DOWNLOADCUSTOMBOTARCHIVEREQUEST']._serialized_end=648
-  _globals['_REVIEWCUSTOMBOTREQUEST']._serialized_start=651
-  _globals['_REVIEWCUSTOMBOTREQUEST']._serialized_end=802
-  _globals['_WATCHCUSTOMBOTREQUEST']._serialized_start=804
-  _globals['_WATCHCUSTOMBOTREQUEST']._serialized_end=856
-  _globals['_WATCHCUSTOMBOTRESPONSE']._serialized_start=859
-  _globals['_WATCHCUSTOMBOTRESPONSE']._serialized_end=1053
-  _globals['_CUSTOMBOTSERVICE']._serialized_start=1165
-  _globals['_CUSTOMBOTSERVICE']._serialized_end=1997
+  _globals['_CUSTOMBOTSERVICE'].methods_by_name['ListCustomBotReviewQueue']._loaded_options = None
+  _globals['_CUSTOMBOTSERVICE'].methods_by_name['ListCustomBotReviewQueue']._serialized_options = b'\210\265\030\005\202\323\344\223\002%\022#/api/admin/custom-bots/review-queue'
+  _globals['_REVIEWDECISION']._serialized_start=1296
+  _globals['_REVIEWDECISION']._serialized_end=1403
+  _globals['_LISTCUSTOMBOTREVIEWQUEUEREQUEST']._serialized_start=285
+  _globals['_LISTCUSTOMBOTREVIEWQUEUEREQUEST']._serialized_end=377
+  _globals['_LISTCUSTOMBOTREVIEWQUEUERESPONSE']._serialized_start=379
+  _globals['_LISTCUSTOMBOTREVIEWQUEUERESPONSE']._serialized_end=490
+  _globals['_UPLOADCUSTOMBOTREQUEST']._serialized_start=492
+  _globals['_UPLOADCUSTOMBOTREQUEST']._serialized_end=559
+  _globals['_LISTCUSTOMBOTSREQUEST']._serialized_start=561
+  _globals['_LISTCUSTOMBOTSREQUEST']._serialized_end=670
+  _globals['_LISTCUSTOMBOTSRESPONSE']._serialized_start=672
+  _globals['_LISTCUSTOMBOTSRESPONSE']._serialized_end=773
+  _globals['_GETCUSTOMBOTREQUEST']._serialized_start=775
+  _globals['_GETCUSTOMBOTREQUEST']._serialized_end=825
+  _globals['_DOWNLOADCUSTOMBOTARCHIVEREQUEST']._serialized_start=827
+  _globals['_DOWNLOADCUSTOMBOTARCHIVEREQUEST']._serialized_end=889
+  _globals['_REVIEWCUSTOMBOTREQUEST']._serialized_start=892
+  _globals['_REVIEWCUSTOMBOTREQUEST']._serialized_end=1043
+  _globals['_WATCHCUSTOMBOTREQUEST']._serialized_start=1045
+  _globals['_WATCHCUSTOMBOTREQUEST']._serialized_end=1097
+  _globals['_WATCHCUSTOMBOTRESPONSE']._serialized_start=1100
+  _globals['_WATCHCUSTOMBOTRESPONSE']._serialized_end=1294
+  _globals['_CUSTOMBOTSERVICE']._serialized_start=1406
+  _globals['_CUSTOMBOTSERVICE']._serialized_end=2427
 # @@protoc_insertion_point(module_scope)

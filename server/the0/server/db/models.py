@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     TypeDecorator,
     UniqueConstraint,
+    false,
     true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -65,6 +66,8 @@ class Base(DeclarativeBase):
 
 class UserRow(Base):
     __tablename__ = "users"
+    # Admin's user list: newest first, keyset on (created_at, id).
+    __table_args__ = (Index("ix_users_created_at_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     # Stored lower-cased by the repository, so the unique index is case-insensitive.
@@ -78,6 +81,11 @@ class UserRow(Base):
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    # Set by an admin's ForcePasswordReset: login refuses until the password is reset.
+    password_reset_required: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # When an admin disabled the account (None while active); indexed: every replica
+    # re-reads the recently disabled accounts every few seconds (identity/revocations.py).
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
 
 
 class SessionRow(Base):

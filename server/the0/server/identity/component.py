@@ -11,7 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from the0.server.background import BackgroundTasks
 from the0.server.db.engine import session_factory
 from the0.server.domain_page_tokens import page_tokens_for
+from the0.server.identity.admin import AdminService
 from the0.server.identity.admin_bootstrap import bootstrap_admin
+from the0.server.identity.admin_servicer import AdminServicer
 from the0.server.identity.api_key_secrets import ApiKeyHasher
 from the0.server.identity.authenticator import Authenticator
 from the0.server.identity.passwords import Passwords
@@ -45,9 +47,11 @@ class Identity:
         tokens = AccessTokens(key_ring(settings.jwt_keys, settings.jwt_secret), settings.jwt_expires_in)
         hasher = ApiKeyHasher(key_ring(settings.api_key_hash_keys, settings.jwt_secret))
         self._sessions = sessions
+        housekeeping = CredentialHousekeeping(sessions)
         self.revocations = Revocations(
             nats=nats,
-            loader=CredentialHousekeeping(sessions).revoked_since,
+            loader=housekeeping.revoked_since,
+            disabled_loader=housekeeping.disabled_since,
             remember=max(settings.jwt_expires_in, timedelta(seconds=settings.api_key_cache_seconds))
             + timedelta(minutes=1),
             sync_seconds=settings.revocation_sync_seconds,
@@ -67,9 +71,18 @@ class Identity:
             sessions=sessions, hasher=hasher, authenticator=self.authenticator, revocations=self.revocations,
             page_tokens=page_tokens_for(settings, "api keys"),
         )
+        self.admin_service = AdminService(
+            sessions=sessions, revocations=self.revocations, page_tokens=page_tokens_for(settings, "users"),
+            forget_user=self._forget_user,
+        )
+        self.admin_servicer = AdminServicer(self.admin_service)
         self.auth_servicer = AuthServicer(self.auth_service, trusted_proxies=settings.trusted_proxies)
         self.api_key_servicer = ApiKeyServicer(self.api_key_service)
         self.admin_ready = asyncio.Event()
+
+    def _forget_user(self, user_id: str) -> None:
+        self.auth_service.forget_profile(user_id)
+        self.authenticator.forget_user(user_id)
 
     async def start(self, tasks: BackgroundTasks) -> None:
         await self.passwords.prepare()

@@ -23,6 +23,7 @@ class User:
     last_login_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    password_reset_required: bool = False
 
     @classmethod
     def from_row(cls, row: UserRow) -> User:
@@ -30,6 +31,7 @@ class User:
             id=row.id, email=row.email, username=row.username, first_name=row.first_name,
             last_name=row.last_name, role=row.role, active=row.active, last_login_at=row.last_login_at,
             created_at=row.created_at, updated_at=row.updated_at,
+            password_reset_required=bool(row.password_reset_required),
         )
 
 
@@ -75,4 +77,10 @@ class CreatedApiKey:
 @dataclass(frozen=True, slots=True)
 class ApiKeyPage:
     api_keys: list[ApiKey]
+    next_page_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserPage:
+    users: list[User]
     next_page_token: str

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import Select, and_, bindparam, or_, select, update
+from sqlalchemy import Select, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from the0.server.db.models import ApiKeyRow, RefreshTokenRow, SessionRow, UserRow
@@ -46,6 +46,43 @@ class UserRepository:
 
     def add(self, user: UserRow) -> None:
         self._db.add(user)
+
+    async def get_for_update(self, user_id: str) -> UserRow | None:
+        return (await self._db.execute(
+            select(UserRow).where(UserRow.id == user_id).with_for_update()
+        )).scalar_one_or_none()
+
+    async def list_page(
+        self, *, prefix: str, active: bool | None, role: str | None, after: Cursor | None, limit: int
+    ) -> list[UserRow]:
+        """Every account (an admin's view), newest first; ``prefix`` matches email or username."""
+        statement = select(UserRow)
+        if prefix:
+            pattern = _escape_like(prefix.lower()) + "%"
+            statement = statement.where(or_(UserRow.email.like(pattern, escape="\\"),
+                                            func.lower(UserRow.username).like(pattern, escape="\\")))
+        if active is not None:
+            statement = statement.where(UserRow.active.is_(active))
+        if role is not None:
+            statement = statement.where(UserRow.role == role)
+        if after is not None:
+            statement = statement.where(
+                or_(
+                    UserRow.created_at < after.create_time,
+                    and_(UserRow.created_at == after.create_time, UserRow.id < after.id),
+                )
+            )
+        statement = statement.order_by(UserRow.created_at.desc(), UserRow.id.desc()).limit(limit)
+        return list((await self._db.execute(statement)).scalars())
+
+    async def disabled_since(self, since: datetime) -> list[str]:
+        return list((await self._db.execute(
+            select(UserRow.id).where(UserRow.disabled_at >= since, UserRow.active.is_(False))
+        )).scalars())
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 class SessionRepository:
@@ -95,6 +132,19 @@ class SessionRepository:
 
     async def revoked_since(self, since: datetime) -> list[str]:
         return list((await self._db.execute(select(SessionRow.id).where(SessionRow.revoked_at >= since))).scalars())
+
+    async def revoke_all_of_user(self, user_id: str, now: datetime, reason: str,
+                                 *, except_session: str | None = None) -> list[str]:
+        """Ends every open session of ``user_id`` (but ``except_session``); returns their ids."""
+        statement = (
+            update(SessionRow)
+            .where(SessionRow.user_id == user_id, SessionRow.revoked_at.is_(None))
+            .values(revoked_at=now, revoked_reason=reason)
+            .returning(SessionRow.id)
+        )
+        if except_session is not None:
+            statement = statement.where(SessionRow.id != except_session)
+        return list((await self._db.execute(statement)).scalars())
 
 
 class ApiKeyRepository:

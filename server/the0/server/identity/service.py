@@ -157,6 +157,10 @@ class AuthService:
             raise
         if found is None or not verified.ok or not found.active:
             raise Unauthenticated("wrong email or password", reason="INVALID_CREDENTIALS")
+        if found.password_reset_required:  # said only to someone who knows the password
+            await self._throttles.succeeded(reservation)
+            raise FailedPrecondition("an administrator requires a new password for this account: reset it",
+                                     reason="PASSWORD_RESET_REQUIRED")
         new_hash = None
         if verified.needs_rehash:
             with contextlib.suppress(ResourceExhausted):  # rehashed on a quieter login instead
@@ -206,7 +210,7 @@ class AuthService:
                 raise Unauthenticated("this refresh token was already used; the session is revoked",
                                       reason="REFRESH_TOKEN_REUSED")
             user = await UserRepository(db).get(session.user_id)
-            if user is None or not user.active:
+            if user is None or not user.active or user.password_reset_required:
                 raise _refresh_invalid()
             tokens = self._issue(db, user, session.id, now)
             await db.commit()
@@ -218,6 +222,10 @@ class AuthService:
             await SessionRepository(db).revoke(principal.session_id, _now(), "LOGOUT")
             await db.commit()
         await self._revocations.revoke_session(principal.session_id)
+
+    def forget_profile(self, user_id: str) -> None:
+        """An admin changed the account: this replica's next GetCurrentUser reads it anew."""
+        self._profiles.pop(user_id, None)
 
     async def current_user(self, principal: Principal) -> User:
         if (cached := self._profiles.get(principal.user_id)) is not None:
@@ -360,3 +368,7 @@ class CredentialHousekeeping:
                 await SessionRepository(db).revoked_since(since),
                 await CredentialRepository(db).api_keys_revoked_since(since),
             )
+
+    async def disabled_since(self, since: datetime) -> list[str]:
+        async with self._sessions() as db:
+            return await UserRepository(db).disabled_since(since)

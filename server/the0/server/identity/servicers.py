@@ -31,6 +31,7 @@ def user_to_proto(user: User) -> user_pb2.User:
         id=user.id, email=user.email, username=user.username, first_name=user.first_name,
         last_name=user.last_name, role=_ROLES[user.role], active=user.active,
         create_time=_timestamp(user.created_at), update_time=_timestamp(user.updated_at),
+        password_reset_required=user.password_reset_required,
     )
     if user.last_login_at is not None:
         message.last_login_time.CopyFrom(_timestamp(user.last_login_at))
