@@ -30,7 +30,7 @@ from the0.auth.v1 import user_pb2 as the0_dot_auth_dot_v1_dot_user__pb2
 from the0.common.v1 import auth_policy_pb2 as the0_dot_common_dot_v1_dot_auth__policy__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fthe0/auth/v1/auth_service.proto\x12\x0cthe0.auth.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17the0/auth/v1/user.proto\x1a the0/common/v1/auth_policy.proto\"\x8d\x03\n\x0fRegisterRequest\x12\x81\x01\n\x05\x65mail\x18\x01 \x01(\tBr\xe2\x41\x01\x02\xbaHkr\x03\x18\xfe\x01\xba\x01`\n\x0c\x65mail.format\x12\x18must be an email address\x1a\x36this.matches(\'^\\\\s*[^@\\\\s]+@[^@\\\\s]+\\\\.[^@\\\\s]+\\\\s*$\')\xd8\x01\x01\x12$\n\x08password\x18\x02 \x01(\tB\x12\xe2\x41\x02\x02\x04\xbaH\nr\x05\x10\x08\x18\x80\x08\xd8\x01\x01\x12\x8e\x01\n\x08username\x18\x03 \x01(\tB|\xe2\x41\x01\x02\xbaHur\x02\x18\x32\xba\x01k\n\x0fusername.format\x12\x30must be 3 to 50 letters, digits, \'_\', \'.\' or \'-\'\x1a&this.matches(\'^[A-Za-z0-9_.-]{3,50}$\')\xd8\x01\x01\x12\x1f\n\nfirst_name\x18\x04 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18\x64\x12\x1e\n\tlast_name\x18\x05 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18\x64\"L\n\x0cLoginRequest\x12\x1b\n\x05\x65mail\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\x18\xfe\x01\x12\x1f\n\x08password\x18\x02 \x01(\tB\r\xe2\x41\x02\x02\x04\xbaH\x05r\x03\x18\x80\x08\";\n\x13RefreshTokenRequest\x12$\n\rrefresh_token\x18\x01 \x01(\tB\r\xe2\x41\x02\x02\x04\xbaH\x05r\x03\x18\x80\x02\"\x0f\n\rLogoutRequest\"\x10\n\x0eLogoutResponse\"\x17\n\x15GetCurrentUserRequest\"\x90\x02\n\nAuthTokens\x12&\n\x04user\x18\x01 \x01(\x0b\x32\x12.the0.auth.v1.UserB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x61\x63\x63\x65ss_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x42\n\x18\x61\x63\x63\x65ss_token_expire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1b\n\rrefresh_token\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x43\n\x19refresh_token_expire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x18\n\ntoken_type\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x32\x8a\x04\n\x0b\x41uthService\x12\x66\n\x08Register\x12\x1d.the0.auth.v1.RegisterRequest\x1a\x18.the0.auth.v1.AuthTokens\"!\x88\xb5\x18\x01\x82\xd3\xe4\x93\x02\x17\"\x12/api/auth/register:\x01*\x12]\n\x05Login\x12\x1a.the0.auth.v1.LoginRequest\x1a\x18.the0.auth.v1.AuthTokens\"\x1e\x88\xb5\x18\x01\x82\xd3\xe4\x93\x02\x14\"\x0f/api/auth/login:\x01*\x12m\n\x0cRefreshToken\x12!.the0.auth.v1.RefreshTokenRequest\x1a\x18.the0.auth.v1.AuthTokens\" \x88\xb5\x18\x01\x82\xd3\xe4\x93\x02\x16\"\x11/api/auth/refresh:\x01*\x12\x64\n\x06Logout\x12\x1b.the0.auth.v1.LogoutRequest\x1a\x1c.the0.auth.v1.LogoutResponse\"\x1f\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x15\"\x10/api/auth/logout:\x01*\x12_\n\x0eGetCurrentUser\x12#.the0.auth.v1.GetCurrentUserRequest\x1a\x12.the0.auth.v1.User\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/api/auth/meb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fthe0/auth/v1/auth_service.proto\x12\x0cthe0.auth.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17the0/auth/v1/user.proto\x1a the0/common/v1/auth_policy.proto\"\x8d\x03\n\x0fRegisterRequest\x12\x81\x01\n\x05\x65mail\x18\x01 \x01(\tBr\xe2\x41\x01\x02\xbaHkr\x03\x18\xfe\x01\xba\x01`\n\x0c\x65mail.format\x12\x18must be an email address\x1a\x36this.matches(\'^\\\\s*[^@\\\\s]+@[^@\\\\s]+\\\\.[^@\\\\s]+\\\\s*$\')\xd8\x01\x01\x12$\n\x08password\x18\x02 \x01(\tB\x12\xe2\x41\x02\x02\x04\xbaH\nr\x05\x10\x08\x18\x80\x08\xd8\x01\x01\x12\x8e\x01\n\x08username\x18\x03 \x01(\tB|\xe2\x41\x01\x02\xbaHur\x02\x18\x32\xba\x01k\n\x0fusername.format\x12\x30must be 3 to 50 letters, digits, \'_\', \'.\' or \'-\'\x1a&this.matches(\'^[A-Za-z0-9_.-]{3,50}$\')\xd8\x01\x01\x12\x1f\n\nfirst_name\x18\x04 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18\x64\x12\x1e\n\tlast_name\x18\x05 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18\x64\"L\n\x0cLoginRequest\x12\x1b\n\x05\x65mail\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\x18\xfe\x01\x12\x1f\n\x08password\x18\x02 \x01(\tB\r\xe2\x41\x02\x02\x04\xbaH\x05r\x03\x18\x80\x08\";\n\x13RefreshTokenRequest\x12$\n\rrefresh_token\x18\x01 \x01(\tB\r\xe2\x41\x02\x02\x04\xbaH\x05r\x03\x18\x80\x02\"\x0f\n\rLogoutRequest\"\x10\n\x0eLogoutResponse\"\x17\n\x15GetCurrentUserRequest\"\x90\x02\n\nAuthTokens\x12&\n\x04user\x18\x01 \x01(\x0b\x32\x12.the0.auth.v1.UserB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x61\x63\x63\x65ss_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x42\n\x18\x61\x63\x63\x65ss_token_expire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1b\n\rrefresh_token\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x43\n\x19refresh_token_expire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x18\n\ntoken_type\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\"\xda\x01\n\x07Session\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nuser_agent\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x63lient_address\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x37\n\rlast_use_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63urrent\x18\x06 \x01(\x08\x42\x04\xe2\x41\x01\x03\"P\n\x13ListSessionsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\"X\n\x14ListSessionsResponse\x12\'\n\x08sessions\x18\x01 \x03(\x0b\x32\x15.the0.auth.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"3\n\x14RevokeSessionRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"\x17\n\x15RevokeSessionResponse\"5\n\x17LogoutEverywhereRequest\x12\x1a\n\x0ckeep_current\x18\x01 \x01(\x08\x42\x04\xe2\x41\x01\x01\":\n\x18LogoutEverywhereResponse\x12\x1e\n\x10sessions_revoked\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x03\x32\x90\x07\n\x0b\x41uthService\x12\x66\n\x08Register\x12\x1d.the0.auth.v1.RegisterRequest\x1a\x18.the0.auth.v1.AuthTokens\"!\x88\xb5\x18\x01\x82\xd3\xe4\x93\x02\x17\"\x12/api/auth/register:\x01*\x12]\n\x05Login\x12\x1a.the0.auth.v1.LoginRequest\x1a\x18.the0.auth.v1.AuthTokens\"\x1e\x88\xb5\x18\x01\x82\xd3\xe4\x93\x02\x14\"\x0f/api/auth/login:\x01*\x12m\n\x0cRefreshToken\x12!.the0.auth.v1.RefreshTokenRequest\x1a\x18.the0.auth.v1.AuthTokens\" \x88\xb5\x18\x01\x82\xd3\xe4\x93\x02\x16\"\x11/api/auth/refresh:\x01*\x12\x64\n\x06Logout\x12\x1b.the0.auth.v1.LogoutRequest\x1a\x1c.the0.auth.v1.LogoutResponse\"\x1f\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x15\"\x10/api/auth/logout:\x01*\x12u\n\x0cListSessions\x12!.the0.auth.v1.ListSessionsRequest\x1a\".the0.auth.v1.ListSessionsResponse\"\x1e\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x14\x12\x12/api/auth/sessions\x12}\n\rRevokeSession\x12\".the0.auth.v1.RevokeSessionRequest\x1a#.the0.auth.v1.RevokeSessionResponse\"#\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x19*\x17/api/auth/sessions/{id}\x12\x8d\x01\n\x10LogoutEverywhere\x12%.the0.auth.v1.LogoutEverywhereRequest\x1a&.the0.auth.v1.LogoutEverywhereResponse\"*\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02 \"\x1b/api/auth/logout-everywhere:\x01*\x12_\n\x0eGetCurrentUser\x12#.the0.auth.v1.GetCurrentUserRequest\x1a\x12.the0.auth.v1.User\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/api/auth/meb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -65,6 +65,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUTHTOKENS'].fields_by_name['refresh_token_expire_time']._serialized_options = b'\342A\001\003'
   _globals['_AUTHTOKENS'].fields_by_name['token_type']._loaded_options = None
   _globals['_AUTHTOKENS'].fields_by_name['token_type']._serialized_options = b'\342A\001\003'
+  _globals['_SESSION'].fields_by_name['id']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['id']._serialized_options = b'\342A\001\003'
+  _globals['_SESSION'].fields_by_name['user_agent']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['user_agent']._serialized_options = b'\342A\001\003'
+  _globals['_SESSION'].fields_by_name['client_address']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['client_address']._serialized_options = b'\342A\001\003'
+  _globals['_SESSION'].fields_by_name['create_time']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_SESSION'].fields_by_name['last_use_time']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['last_use_time']._serialized_options = b'\342A\001\003'
+  _globals['_SESSION'].fields_by_name['current']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['current']._serialized_options = b'\342A\001\003'
+  _globals['_LISTSESSIONSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTSESSIONSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
+  _globals['_LISTSESSIONSREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTSESSIONSREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001\272H\005r\003\030\200\004'
+  _globals['_REVOKESESSIONREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_REVOKESESSIONREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\330\001\001'
+  _globals['_LOGOUTEVERYWHEREREQUEST'].fields_by_name['keep_current']._loaded_options = None
+  _globals['_LOGOUTEVERYWHEREREQUEST'].fields_by_name['keep_current']._serialized_options = b'\342A\001\001'
+  _globals['_LOGOUTEVERYWHERERESPONSE'].fields_by_name['sessions_revoked']._loaded_options = None
+  _globals['_LOGOUTEVERYWHERERESPONSE'].fields_by_name['sessions_revoked']._serialized_options = b'\342A\001\003'
   _globals['_AUTHSERVICE'].methods_by_name['Register']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['Register']._serialized_options = b'\210\265\030\001\202\323\344\223\002\027\"\022/api/auth/register:\001*'
   _globals['_AUTHSERVICE'].methods_by_name['Login']._loaded_options = None
@@ -73,6 +95,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUTHSERVICE'].methods_by_name['RefreshToken']._serialized_options = b'\210\265\030\001\202\323\344\223\002\026\"\021/api/auth/refresh:\001*'
   _globals['_AUTHSERVICE'].methods_by_name['Logout']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['Logout']._serialized_options = b'\210\265\030\002\202\323\344\223\002\025\"\020/api/auth/logout:\001*'
+  _globals['_AUTHSERVICE'].methods_by_name['ListSessions']._loaded_options = None
+  _globals['_AUTHSERVICE'].methods_by_name['ListSessions']._serialized_options = b'\210\265\030\002\202\323\344\223\002\024\022\022/api/auth/sessions'
+  _globals['_AUTHSERVICE'].methods_by_name['RevokeSession']._loaded_options = None
+  _globals['_AUTHSERVICE'].methods_by_name['RevokeSession']._serialized_options = b'\210\265\030\002\202\323\344\223\002\031*\027/api/auth/sessions/{id}'
+  _globals['_AUTHSERVICE'].methods_by_name['LogoutEverywhere']._loaded_options = None
+  _globals['_AUTHSERVICE'].methods_by_name['LogoutEverywhere']._serialized_options = b'\210\265\030\002\202\323\344\223\002 \"\033/api/auth/logout-everywhere:\001*'
   _globals['_AUTHSERVICE'].methods_by_name['GetCurrentUser']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['GetCurrentUser']._serialized_options = b'\202\323\344\223\002\016\022\014/api/auth/me'
   _globals['_REGISTERREQUEST']._serialized_start=234
@@ -89,6 +117,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETCURRENTUSERREQUEST']._serialized_end=830
   _globals['_AUTHTOKENS']._serialized_start=833
   _globals['_AUTHTOKENS']._serialized_end=1105
-  _globals['_AUTHSERVICE']._serialized_start=1108
-  _globals['_AUTHSERVICE']._serialized_end=1630
+  _globals['_SESSION']._serialized_start=1108
+  _globals['_SESSION']._serialized_end=1326
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1328
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1408
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1410
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1498
+  _globals['_REVOKESESSIONREQUEST']._serialized_start=1500
+  _globals['_REVOKESESSIONREQUEST']._serialized_end=1551
+  _globals['_REVOKESESSIONRESPONSE']._serialized_start=1553
+  _globals['_REVOKESESSIONRESPONSE']._serialized_end=1576
+  _globals['_LOGOUTEVERYWHEREREQUEST']._serialized_start=1578
+  _globals['_LOGOUTEVERYWHEREREQUEST']._serialized_end=1631
+  _globals['_LOGOUTEVERYWHERERESPONSE']._serialized_start=1633
+  _globals['_LOGOUTEVERYWHERERESPONSE']._serialized_end=1691
+  _globals['_AUTHSERVICE']._serialized_start=1694
+  _globals['_AUTHSERVICE']._serialized_end=2606
 # @@protoc_insertion_point(module_scope)

@@ -57,6 +57,21 @@ class AuthServiceStub:
                 request_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.LogoutRequest.SerializeToString,
                 response_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.LogoutResponse.FromString,
                 _registered_method=True)
+        self.ListSessions = channel.unary_unary(
+                '/the0.auth.v1.AuthService/ListSessions',
+                request_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.ListSessionsRequest.SerializeToString,
+                response_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.ListSessionsResponse.FromString,
+                _registered_method=True)
+        self.RevokeSession = channel.unary_unary(
+                '/the0.auth.v1.AuthService/RevokeSession',
+                request_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.RevokeSessionRequest.SerializeToString,
+                response_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.RevokeSessionResponse.FromString,
+                _registered_method=True)
+        self.LogoutEverywhere = channel.unary_unary(
+                '/the0.auth.v1.AuthService/LogoutEverywhere',
+                request_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.LogoutEverywhereRequest.SerializeToString,
+                response_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.LogoutEverywhereResponse.FromString,
+                _registered_method=True)
         self.GetCurrentUser = channel.unary_unary(
                 '/the0.auth.v1.AuthService/GetCurrentUser',
                 request_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.GetCurrentUserRequest.SerializeToString,
@@ -110,6 +125,36 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSessions(self, request, context):
+        """Lists the caller's open sessions (each Register or Login starts one),
+        newest first; the one making the call has `current` set.
+        Errors: INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN),
+        UNAUTHENTICATED, PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeSession(self, request, context):
+        """Ends one of the caller's sessions (the current one too, like Logout): its
+        refresh token and access tokens are rejected on every replica within a
+        second. Idempotent. Errors: NOT_FOUND (not the caller's), INVALID_ARGUMENT,
+        UNAUTHENTICATED, PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LogoutEverywhere(self, request, context):
+        """Logs out everywhere: ends every session of the caller (but the current
+        one with `keep_current`), on every replica within a second, and says how
+        many. API keys are not sessions and keep working.
+        Errors: UNAUTHENTICATED, PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetCurrentUser(self, request, context):
         """Returns the caller's account; works with a JWT or an API key.
         Errors: UNAUTHENTICATED (TOKEN_*, API_KEY_INVALID).
@@ -140,6 +185,21 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.Logout,
                     request_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.LogoutRequest.FromString,
                     response_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.LogoutResponse.SerializeToString,
+            ),
+            'ListSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSessions,
+                    request_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.ListSessionsRequest.FromString,
+                    response_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.ListSessionsResponse.SerializeToString,
+            ),
+            'RevokeSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeSession,
+                    request_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.RevokeSessionRequest.FromString,
+                    response_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.RevokeSessionResponse.SerializeToString,
+            ),
+            'LogoutEverywhere': grpc.unary_unary_rpc_method_handler(
+                    servicer.LogoutEverywhere,
+                    request_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.LogoutEverywhereRequest.FromString,
+                    response_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.LogoutEverywhereResponse.SerializeToString,
             ),
             'GetCurrentUser': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCurrentUser,
@@ -257,6 +317,87 @@ class AuthService:
             '/the0.auth.v1.AuthService/Logout',
             the0_dot_auth_dot_v1_dot_auth__service__pb2.LogoutRequest.SerializeToString,
             the0_dot_auth_dot_v1_dot_auth__service__pb2.LogoutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/the0.auth.v1.AuthService/ListSessions',
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.ListSessionsRequest.SerializeToString,
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/the0.auth.v1.AuthService/RevokeSession',
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.RevokeSessionRequest.SerializeToString,
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.RevokeSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LogoutEverywhere(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/the0.auth.v1.AuthService/LogoutEverywhere',
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.LogoutEverywhereRequest.SerializeToString,
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.LogoutEverywhereResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,6 +61,24 @@ class AuthServiceStub:
     are rejected on every server replica within a second.
     Errors: UNAUTHENTICATED (TOKEN_*), PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
     """
+    ListSessions: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ListSessionsRequest, _auth_service_pb2.ListSessionsResponse]
+    """Lists the caller's open sessions (each Register or Login starts one),
+    newest first; the one making the call has `current` set.
+    Errors: INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN),
+    UNAUTHENTICATED, PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+    """
+    RevokeSession: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.RevokeSessionRequest, _auth_service_pb2.RevokeSessionResponse]
+    """Ends one of the caller's sessions (the current one too, like Logout): its
+    refresh token and access tokens are rejected on every replica within a
+    second. Idempotent. Errors: NOT_FOUND (not the caller's), INVALID_ARGUMENT,
+    UNAUTHENTICATED, PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+    """
+    LogoutEverywhere: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.LogoutEverywhereRequest, _auth_service_pb2.LogoutEverywhereResponse]
+    """Logs out everywhere: ends every session of the caller (but the current
+    one with `keep_current`), on every replica within a second, and says how
+    many. API keys are not sessions and keep working.
+    Errors: UNAUTHENTICATED, PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+    """
     GetCurrentUser: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.GetCurrentUserRequest, _user_pb2.User]
     """Returns the caller's account; works with a JWT or an API key.
     Errors: UNAUTHENTICATED (TOKEN_*, API_KEY_INVALID).
@@ -97,6 +115,24 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """Ends the caller's session: its refresh token and every access token of it
     are rejected on every server replica within a second.
     Errors: UNAUTHENTICATED (TOKEN_*), PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+    """
+    ListSessions: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ListSessionsRequest, _auth_service_pb2.ListSessionsResponse]  # type: ignore[assignment]
+    """Lists the caller's open sessions (each Register or Login starts one),
+    newest first; the one making the call has `current` set.
+    Errors: INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN),
+    UNAUTHENTICATED, PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+    """
+    RevokeSession: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.RevokeSessionRequest, _auth_service_pb2.RevokeSessionResponse]  # type: ignore[assignment]
+    """Ends one of the caller's sessions (the current one too, like Logout): its
+    refresh token and access tokens are rejected on every replica within a
+    second. Idempotent. Errors: NOT_FOUND (not the caller's), INVALID_ARGUMENT,
+    UNAUTHENTICATED, PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+    """
+    LogoutEverywhere: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.LogoutEverywhereRequest, _auth_service_pb2.LogoutEverywhereResponse]  # type: ignore[assignment]
+    """Logs out everywhere: ends every session of the caller (but the current
+    one with `keep_current`), on every replica within a second, and says how
+    many. API keys are not sessions and keep working.
+    Errors: UNAUTHENTICATED, PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
     """
     GetCurrentUser: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.GetCurrentUserRequest, _user_pb2.User]  # type: ignore[assignment]
     """Returns the caller's account; works with a JWT or an API key.
@@ -155,6 +191,42 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         """Ends the caller's session: its refresh token and every access token of it
         are rejected on every server replica within a second.
         Errors: UNAUTHENTICATED (TOKEN_*), PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+        """
+
+    @_abc_1.abstractmethod
+    def ListSessions(
+        self,
+        request: _auth_service_pb2.ListSessionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.ListSessionsResponse, _abc.Awaitable[_auth_service_pb2.ListSessionsResponse]]:
+        """Lists the caller's open sessions (each Register or Login starts one),
+        newest first; the one making the call has `current` set.
+        Errors: INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN),
+        UNAUTHENTICATED, PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeSession(
+        self,
+        request: _auth_service_pb2.RevokeSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.RevokeSessionResponse, _abc.Awaitable[_auth_service_pb2.RevokeSessionResponse]]:
+        """Ends one of the caller's sessions (the current one too, like Logout): its
+        refresh token and access tokens are rejected on every replica within a
+        second. Idempotent. Errors: NOT_FOUND (not the caller's), INVALID_ARGUMENT,
+        UNAUTHENTICATED, PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+        """
+
+    @_abc_1.abstractmethod
+    def LogoutEverywhere(
+        self,
+        request: _auth_service_pb2.LogoutEverywhereRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.LogoutEverywhereResponse, _abc.Awaitable[_auth_service_pb2.LogoutEverywhereResponse]]:
+        """Logs out everywhere: ends every session of the caller (but the current
+        one with `keep_current`), on every replica within a second, and says how
+        many. API keys are not sessions and keep working.
+        Errors: UNAUTHENTICATED, PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
         """
 
     @_abc_1.abstractmethod

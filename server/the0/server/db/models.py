@@ -92,6 +92,8 @@ class SessionRow(Base):
     """One login: every access and refresh token issued for it carries its id."""
 
     __tablename__ = "sessions"
+    # ListSessions: one user's sessions, newest first.
+    __table_args__ = (Index("ix_sessions_user_id_created_at_id", "user_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -99,6 +101,11 @@ class SessionRow(Base):
     # Indexed: every replica re-reads the recently revoked sessions every few seconds.
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
     revoked_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # Who logged in from where (ListSessions); the user agent is cut to 256 characters.
+    user_agent: Mapped[str] = mapped_column(String(256), default="", server_default="")
+    client_address: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    # When the session last got tokens (login, then each refresh): no write per request.
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class RefreshTokenRow(Base):

@@ -66,6 +66,7 @@ class Identity:
             sessions=sessions, passwords=self.passwords, tokens=tokens, revocations=self.revocations,
             throttles=self.throttles,
             refresh_token_ttl=settings.refresh_token_ttl, registration_enabled=settings.registration_enabled,
+            page_tokens=page_tokens_for(settings, "sessions"),
         )
         self.api_key_service = ApiKeyService(
             sessions=sessions, hasher=hasher, authenticator=self.authenticator, revocations=self.revocations,

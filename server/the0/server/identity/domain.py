@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from the0.server.db.models import ApiKeyRow, UserRow
+from the0.server.db.models import ApiKeyRow, SessionRow, UserRow
 
 ApiKeyState = Literal["active", "revoked", "expired"]
 
@@ -83,4 +83,25 @@ class ApiKeyPage:
 @dataclass(frozen=True, slots=True)
 class UserPage:
     users: list[User]
+    next_page_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    id: str
+    user_agent: str
+    client_address: str
+    created_at: datetime
+    last_used_at: datetime
+    current: bool
+
+    @classmethod
+    def from_row(cls, row: SessionRow, *, current: bool) -> SessionInfo:
+        return cls(id=row.id, user_agent=row.user_agent, client_address=row.client_address,
+                   created_at=row.created_at, last_used_at=row.last_used_at or row.created_at, current=current)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPage:
+    sessions: list[SessionInfo]
     next_page_token: str

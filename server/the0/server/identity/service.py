@@ -31,7 +31,15 @@ from the0.server.errors import (
 from the0.server.identity import api_key_secrets
 from the0.server.identity.api_key_secrets import ApiKeyHasher
 from the0.server.identity.authenticator import Authenticator
-from the0.server.identity.domain import ApiKey, ApiKeyPage, CreatedApiKey, IssuedTokens, User
+from the0.server.identity.domain import (
+    ApiKey,
+    ApiKeyPage,
+    CreatedApiKey,
+    IssuedTokens,
+    SessionInfo,
+    SessionPage,
+    User,
+)
 from the0.server.identity.passwords import Passwords
 from the0.server.identity.principal import Principal
 from the0.server.identity.repository import (
@@ -86,7 +94,9 @@ class AuthService:
         throttles: Throttles,
         refresh_token_ttl: timedelta,
         registration_enabled: bool,
+        page_tokens: PageTokens,
     ) -> None:
+        self._page_tokens = page_tokens
         self._sessions = sessions
         self._passwords = passwords
         self._tokens = tokens
@@ -100,7 +110,7 @@ class AuthService:
         # the TTL. Authorization never reads this cache (credentials are checked per request).
         self._profiles: TTLCache[str, User] = TTLCache(maxsize=PROFILE_CACHE_ENTRIES, ttl=PROFILE_CACHE_SECONDS)
 
-    async def register(self, form: Registration, *, client_address: str) -> IssuedTokens:
+    async def register(self, form: Registration, *, client_address: str, user_agent: str = "") -> IssuedTokens:
         if not self._registration_enabled:
             raise FailedPrecondition("registration is switched off on this server", reason="REGISTRATION_DISABLED")
         email = normalise_email(form.email)
@@ -129,13 +139,13 @@ class AuthService:
                 await db.rollback()
                 await _refuse_taken(UserRepository(db), email, form.username)
                 raise AlreadyExists("the email or username is already registered") from None
-            tokens = await self._start_session(db, user, now)
+            tokens = await self._start_session(db, user, now, user_agent=user_agent, client_address=client_address)
             await db.commit()
         await self._throttles.remember_address(email, client_address)
         log.info("user registered", extra={"userId": user.id})
         return tokens
 
-    async def login(self, email: str, password: str, *, client_address: str) -> IssuedTokens:
+    async def login(self, email: str, password: str, *, client_address: str, user_agent: str = "") -> IssuedTokens:
         email = normalise_email(email)
         violations = [FieldViolation(f, "is required") for f, v in (("email", email), ("password", password)) if not v]
         if len(password) > PASSWORD_MAX:
@@ -173,7 +183,7 @@ class AuthService:
             if new_hash is not None and user.password_hash == found.password_hash:
                 user.password_hash = new_hash
             user.last_login_at = now
-            tokens = await self._start_session(db, user, now)
+            tokens = await self._start_session(db, user, now, user_agent=user_agent, client_address=client_address)
             await db.commit()
         # The profile as committed (new lastLoginAt), not an empty entry: the first
         # GetCurrentUser after a login (the dashboard's) needs no database read.
@@ -212,6 +222,7 @@ class AuthService:
             user = await UserRepository(db).get(session.user_id)
             if user is None or not user.active or user.password_reset_required:
                 raise _refresh_invalid()
+            session.last_used_at = now
             tokens = self._issue(db, user, session.id, now)
             await db.commit()
         return tokens
@@ -222,6 +233,41 @@ class AuthService:
             await SessionRepository(db).revoke(principal.session_id, _now(), "LOGOUT")
             await db.commit()
         await self._revocations.revoke_session(principal.session_id)
+
+    async def list_sessions(self, principal: Principal, *, requested_page_size: int, page_token: str) -> SessionPage:
+        limit = page_size(requested_page_size)
+        scope = f"ListSessions:{principal.user_id}"
+        after = self._page_tokens.decode(page_token, scope=scope)
+        async with self._sessions() as db:
+            rows = await SessionRepository(db).open_page_of_user(
+                principal.user_id, alive_since=_now() - self._refresh_ttl, after=after, limit=limit + 1)
+        rows, next_token = self._page_tokens.page(
+            rows, limit, scope=scope, cursor=lambda row: Cursor(row.created_at, row.id)
+        )
+        return SessionPage([SessionInfo.from_row(r, current=r.id == principal.session_id) for r in rows],
+                           next_token)
+
+    async def revoke_session(self, principal: Principal, session_id: str) -> None:
+        if not session_id:
+            raise InvalidArgument("id is required", violations=[FieldViolation("id", "is required")])
+        async with self._sessions() as db:
+            repo = SessionRepository(db)
+            if await repo.get_of_user(principal.user_id, session_id) is None:
+                raise NotFound("no such session", metadata={"id": session_id})
+            await repo.revoke(session_id, _now(), "REVOKED")
+            await db.commit()
+        await self._revocations.revoke_session(session_id)
+
+    async def logout_everywhere(self, principal: Principal, *, keep_current: bool) -> int:
+        """Ends the caller's sessions (but the current one with ``keep_current``); how many."""
+        async with self._sessions() as db:
+            ended = await SessionRepository(db).revoke_all_of_user(
+                principal.user_id, _now(), "LOGOUT_EVERYWHERE",
+                except_session=principal.session_id if keep_current else None)
+            await db.commit()
+        for session_id in ended:
+            await self._revocations.revoke_session(session_id)
+        return len(ended)
 
     def forget_profile(self, user_id: str) -> None:
         """An admin changed the account: this replica's next GetCurrentUser reads it anew."""
@@ -238,8 +284,11 @@ class AuthService:
         self._profiles[principal.user_id] = user
         return user
 
-    async def _start_session(self, db: AsyncSession, user: UserRow, now: datetime) -> IssuedTokens:
-        session = await SessionRepository(db).start(user.id, now)
+    async def _start_session(
+        self, db: AsyncSession, user: UserRow, now: datetime, *, user_agent: str, client_address: str
+    ) -> IssuedTokens:
+        session = await SessionRepository(db).start(user.id, now, user_agent=user_agent,
+                                                    client_address=client_address)
         return self._issue(db, user, session.id, now)
 
     def _issue(self, db: AsyncSession, user: UserRow, session_id: str, now: datetime) -> IssuedTokens:

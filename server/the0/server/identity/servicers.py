@@ -11,7 +11,7 @@ import grpc.aio
 
 from the0.api_key.v1 import api_key_pb2, api_key_service_pb2, api_key_service_pb2_grpc
 from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc, user_pb2
-from the0.server.identity.domain import ApiKey, IssuedTokens, User
+from the0.server.identity.domain import ApiKey, IssuedTokens, SessionInfo, User
 from the0.server.identity.principal import current_principal
 from the0.server.identity.service import ApiKeyService, AuthService, Registration
 from the0.server.proto_values import to_timestamp as _timestamp
@@ -47,6 +47,22 @@ def tokens_to_proto(tokens: IssuedTokens) -> auth_service_pb2.AuthTokens:
         refresh_token_expire_time=_timestamp(tokens.refresh_token_expires_at),
         token_type="Bearer",
     )
+
+
+def session_to_proto(session: SessionInfo) -> auth_service_pb2.Session:
+    return auth_service_pb2.Session(
+        id=session.id, user_agent=session.user_agent, client_address=session.client_address,
+        create_time=_timestamp(session.created_at), last_use_time=_timestamp(session.last_used_at),
+        current=session.current,
+    )
+
+
+def user_agent(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The caller's user agent as sent (Envoy passes the browser's), for ListSessions."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "user-agent" and isinstance(value, str):
+            return value[:256]
+    return ""
 
 
 def api_key_to_proto(key: ApiKey) -> api_key_pb2.ApiKey:
@@ -119,7 +135,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         tokens = await self._service.register(
             Registration(email=request.email, password=request.password, username=request.username,
                          first_name=request.first_name, last_name=request.last_name),
-            client_address=client_address(context, self._trusted_proxies),
+            client_address=client_address(context, self._trusted_proxies), user_agent=user_agent(context),
         )
         return tokens_to_proto(tokens)
 
@@ -129,7 +145,9 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         context: grpc.aio.ServicerContext[auth_service_pb2.LoginRequest, auth_service_pb2.AuthTokens],
     ) -> auth_service_pb2.AuthTokens:
         validate_request(request)
-        tokens = await self._service.login(request.email, request.password, client_address=client_address(context, self._trusted_proxies))
+        tokens = await self._service.login(request.email, request.password,
+                                           client_address=client_address(context, self._trusted_proxies),
+                                           user_agent=user_agent(context))
         return tokens_to_proto(tokens)
 
     async def RefreshToken(
@@ -147,6 +165,34 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
     ) -> auth_service_pb2.LogoutResponse:
         await self._service.logout(current_principal())
         return auth_service_pb2.LogoutResponse()
+
+    async def ListSessions(
+        self,
+        request: auth_service_pb2.ListSessionsRequest,
+        context: grpc.aio.ServicerContext[auth_service_pb2.ListSessionsRequest, auth_service_pb2.ListSessionsResponse],
+    ) -> auth_service_pb2.ListSessionsResponse:
+        validate_request(request)
+        page = await self._service.list_sessions(current_principal(), requested_page_size=request.page_size,
+                                                 page_token=request.page_token)
+        return auth_service_pb2.ListSessionsResponse(sessions=[session_to_proto(s) for s in page.sessions],
+                                                     next_page_token=page.next_page_token)
+
+    async def RevokeSession(
+        self,
+        request: auth_service_pb2.RevokeSessionRequest,
+        context: grpc.aio.ServicerContext[auth_service_pb2.RevokeSessionRequest, auth_service_pb2.RevokeSessionResponse],
+    ) -> auth_service_pb2.RevokeSessionResponse:
+        validate_request(request)
+        await self._service.revoke_session(current_principal(), request.id)
+        return auth_service_pb2.RevokeSessionResponse()
+
+    async def LogoutEverywhere(
+        self,
+        request: auth_service_pb2.LogoutEverywhereRequest,
+        context: grpc.aio.ServicerContext[auth_service_pb2.LogoutEverywhereRequest, auth_service_pb2.LogoutEverywhereResponse],
+    ) -> auth_service_pb2.LogoutEverywhereResponse:
+        ended = await self._service.logout_everywhere(current_principal(), keep_current=request.keep_current)
+        return auth_service_pb2.LogoutEverywhereResponse(sessions_revoked=ended)
 
     async def GetCurrentUser(
         self,
