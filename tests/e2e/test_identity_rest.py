@@ -8,7 +8,7 @@ import pytest
 
 from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 
-PASSWORD = "correct horse battery staple"
+PASSWORD = "ada trades at dawn, slowly"
 
 
 @pytest.fixture

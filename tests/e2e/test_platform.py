@@ -27,6 +27,11 @@ REST_ROUTES = [
     ("GET", "/api/auth/sessions", "AuthService.ListSessions"),
     ("DELETE", "/api/auth/sessions/s1", "AuthService.RevokeSession"),
     ("POST", "/api/auth/logout-everywhere", "AuthService.LogoutEverywhere"),
+    ("POST", "/api/auth/password", "AuthService.ChangePassword"),
+    ("POST", "/api/auth/password-reset/request", "AuthService.RequestPasswordReset"),
+    ("POST", "/api/auth/password-reset", "AuthService.ResetPassword"),
+    ("POST", "/api/auth/email-verification/request", "AuthService.RequestEmailVerification"),
+    ("POST", "/api/auth/email-verification", "AuthService.VerifyEmail"),
     ("GET", "/api/bots", "BotService.ListBots"),
     ("POST", "/api/bots", "BotService.CreateBot"),
     ("GET", "/api/bots/b1", "BotService.GetBot"),
@@ -64,7 +69,8 @@ REST_ROUTES = [
     ("GET", "/api/admin/custom-bots/review-queue", "CustomBotService.ListCustomBotReviewQueue"),
 ]
 # Identity RPCs that need no credentials (AUTH_POLICY_PUBLIC in the proto).
-PUBLIC_RPCS = ("AuthService.Register", "AuthService.Login", "AuthService.RefreshToken")
+PUBLIC_RPCS = ("AuthService.Register", "AuthService.Login", "AuthService.RefreshToken",
+               "AuthService.RequestPasswordReset", "AuthService.ResetPassword", "AuthService.VerifyEmail")
 
 
 @pytest.fixture

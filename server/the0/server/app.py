@@ -210,13 +210,13 @@ async def build(settings: Settings) -> App:
     )
     object_store = object_store_from_settings(settings)
     nats = NatsLink(settings.nats_url)
-    identity = Identity(settings, engine, nats)
     events = EventBackbone(
         session_factory(engine),
         nats,
         heartbeat_seconds=settings.watch_heartbeat_seconds,
         read_bound_seconds=settings.request_timeout_seconds,
     )
+    identity = Identity(settings, engine, nats, events.outbox)
     custom_bots = CustomBots(settings, session_factory(engine), object_store, events)
     bots = Bots(settings, session_factory(engine), events)
     backtests = Backtests(settings, session_factory(engine), object_store, events)

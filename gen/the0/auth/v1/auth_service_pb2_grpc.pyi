@@ -79,6 +79,42 @@ class AuthServiceStub:
     many. API keys are not sessions and keep working.
     Errors: UNAUTHENTICATED, PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
     """
+    ChangePassword: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ChangePasswordRequest, _auth_service_pb2.ChangePasswordResponse]
+    """Changes the caller's password; the current one is required (wrong
+    attempts are throttled like logins). Every other session of the account
+    ends, on every replica within a second; the answer says how many.
+    Errors: INVALID_ARGUMENT (VALIDATION_FAILED: the new password breaks the
+    policy, see docs/accounts.md), UNAUTHENTICATED (INVALID_CREDENTIALS: wrong
+    current password), RESOURCE_EXHAUSTED (RATE_LIMITED), PERMISSION_DENIED
+    (API_KEY_NOT_ALLOWED).
+    """
+    RequestPasswordReset: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.RequestPasswordResetRequest, _auth_service_pb2.RequestPasswordResetResponse]
+    """Asks for a password-reset token to be mailed. The server sends no mail:
+    it publishes `user.password-reset-requested` (data: userId, email, token,
+    expireTime) for the platform's mailer. The token is single-use,
+    short-lived (THE0_PASSWORD_RESET_TTL, 30 minutes by default) and stored
+    only hashed; a new request voids the older tokens. The answer is the same
+    whether or not the email has an account.
+    Errors: INVALID_ARGUMENT (VALIDATION_FAILED), RESOURCE_EXHAUSTED (RATE_LIMITED).
+    """
+    ResetPassword: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ResetPasswordRequest, _auth_service_pb2.ResetPasswordResponse]
+    """Sets a new password with a reset token (once). Every session of the
+    account ends; an administrator's reset requirement is cleared.
+    Errors: INVALID_ARGUMENT (ACCOUNT_TOKEN_INVALID: unknown, used or expired
+    token; VALIDATION_FAILED: the password breaks the policy).
+    """
+    RequestEmailVerification: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.RequestEmailVerificationRequest, _auth_service_pb2.RequestEmailVerificationResponse]
+    """Asks for an email-verification token for the caller's address: publishes
+    `user.email-verification-requested` (data: userId, email, token,
+    expireTime), single-use, stored hashed, valid THE0_EMAIL_VERIFICATION_TTL
+    (24 hours by default). An already verified address gets no token.
+    Errors: UNAUTHENTICATED, RESOURCE_EXHAUSTED (RATE_LIMITED),
+    PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+    """
+    VerifyEmail: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.VerifyEmailRequest, _user_pb2.User]
+    """Marks the address verified with a verification token (once).
+    Errors: INVALID_ARGUMENT (ACCOUNT_TOKEN_INVALID, VALIDATION_FAILED).
+    """
     GetCurrentUser: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.GetCurrentUserRequest, _user_pb2.User]
     """Returns the caller's account; works with a JWT or an API key.
     Errors: UNAUTHENTICATED (TOKEN_*, API_KEY_INVALID).
@@ -133,6 +169,42 @@ class AuthServiceAsyncStub(AuthServiceStub):
     one with `keep_current`), on every replica within a second, and says how
     many. API keys are not sessions and keep working.
     Errors: UNAUTHENTICATED, PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+    """
+    ChangePassword: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ChangePasswordRequest, _auth_service_pb2.ChangePasswordResponse]  # type: ignore[assignment]
+    """Changes the caller's password; the current one is required (wrong
+    attempts are throttled like logins). Every other session of the account
+    ends, on every replica within a second; the answer says how many.
+    Errors: INVALID_ARGUMENT (VALIDATION_FAILED: the new password breaks the
+    policy, see docs/accounts.md), UNAUTHENTICATED (INVALID_CREDENTIALS: wrong
+    current password), RESOURCE_EXHAUSTED (RATE_LIMITED), PERMISSION_DENIED
+    (API_KEY_NOT_ALLOWED).
+    """
+    RequestPasswordReset: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.RequestPasswordResetRequest, _auth_service_pb2.RequestPasswordResetResponse]  # type: ignore[assignment]
+    """Asks for a password-reset token to be mailed. The server sends no mail:
+    it publishes `user.password-reset-requested` (data: userId, email, token,
+    expireTime) for the platform's mailer. The token is single-use,
+    short-lived (THE0_PASSWORD_RESET_TTL, 30 minutes by default) and stored
+    only hashed; a new request voids the older tokens. The answer is the same
+    whether or not the email has an account.
+    Errors: INVALID_ARGUMENT (VALIDATION_FAILED), RESOURCE_EXHAUSTED (RATE_LIMITED).
+    """
+    ResetPassword: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ResetPasswordRequest, _auth_service_pb2.ResetPasswordResponse]  # type: ignore[assignment]
+    """Sets a new password with a reset token (once). Every session of the
+    account ends; an administrator's reset requirement is cleared.
+    Errors: INVALID_ARGUMENT (ACCOUNT_TOKEN_INVALID: unknown, used or expired
+    token; VALIDATION_FAILED: the password breaks the policy).
+    """
+    RequestEmailVerification: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.RequestEmailVerificationRequest, _auth_service_pb2.RequestEmailVerificationResponse]  # type: ignore[assignment]
+    """Asks for an email-verification token for the caller's address: publishes
+    `user.email-verification-requested` (data: userId, email, token,
+    expireTime), single-use, stored hashed, valid THE0_EMAIL_VERIFICATION_TTL
+    (24 hours by default). An already verified address gets no token.
+    Errors: UNAUTHENTICATED, RESOURCE_EXHAUSTED (RATE_LIMITED),
+    PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+    """
+    VerifyEmail: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.VerifyEmailRequest, _user_pb2.User]  # type: ignore[assignment]
+    """Marks the address verified with a verification token (once).
+    Errors: INVALID_ARGUMENT (ACCOUNT_TOKEN_INVALID, VALIDATION_FAILED).
     """
     GetCurrentUser: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.GetCurrentUserRequest, _user_pb2.User]  # type: ignore[assignment]
     """Returns the caller's account; works with a JWT or an API key.
@@ -227,6 +299,72 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         one with `keep_current`), on every replica within a second, and says how
         many. API keys are not sessions and keep working.
         Errors: UNAUTHENTICATED, PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+        """
+
+    @_abc_1.abstractmethod
+    def ChangePassword(
+        self,
+        request: _auth_service_pb2.ChangePasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.ChangePasswordResponse, _abc.Awaitable[_auth_service_pb2.ChangePasswordResponse]]:
+        """Changes the caller's password; the current one is required (wrong
+        attempts are throttled like logins). Every other session of the account
+        ends, on every replica within a second; the answer says how many.
+        Errors: INVALID_ARGUMENT (VALIDATION_FAILED: the new password breaks the
+        policy, see docs/accounts.md), UNAUTHENTICATED (INVALID_CREDENTIALS: wrong
+        current password), RESOURCE_EXHAUSTED (RATE_LIMITED), PERMISSION_DENIED
+        (API_KEY_NOT_ALLOWED).
+        """
+
+    @_abc_1.abstractmethod
+    def RequestPasswordReset(
+        self,
+        request: _auth_service_pb2.RequestPasswordResetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.RequestPasswordResetResponse, _abc.Awaitable[_auth_service_pb2.RequestPasswordResetResponse]]:
+        """Asks for a password-reset token to be mailed. The server sends no mail:
+        it publishes `user.password-reset-requested` (data: userId, email, token,
+        expireTime) for the platform's mailer. The token is single-use,
+        short-lived (THE0_PASSWORD_RESET_TTL, 30 minutes by default) and stored
+        only hashed; a new request voids the older tokens. The answer is the same
+        whether or not the email has an account.
+        Errors: INVALID_ARGUMENT (VALIDATION_FAILED), RESOURCE_EXHAUSTED (RATE_LIMITED).
+        """
+
+    @_abc_1.abstractmethod
+    def ResetPassword(
+        self,
+        request: _auth_service_pb2.ResetPasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.ResetPasswordResponse, _abc.Awaitable[_auth_service_pb2.ResetPasswordResponse]]:
+        """Sets a new password with a reset token (once). Every session of the
+        account ends; an administrator's reset requirement is cleared.
+        Errors: INVALID_ARGUMENT (ACCOUNT_TOKEN_INVALID: unknown, used or expired
+        token; VALIDATION_FAILED: the password breaks the policy).
+        """
+
+    @_abc_1.abstractmethod
+    def RequestEmailVerification(
+        self,
+        request: _auth_service_pb2.RequestEmailVerificationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.RequestEmailVerificationResponse, _abc.Awaitable[_auth_service_pb2.RequestEmailVerificationResponse]]:
+        """Asks for an email-verification token for the caller's address: publishes
+        `user.email-verification-requested` (data: userId, email, token,
+        expireTime), single-use, stored hashed, valid THE0_EMAIL_VERIFICATION_TTL
+        (24 hours by default). An already verified address gets no token.
+        Errors: UNAUTHENTICATED, RESOURCE_EXHAUSTED (RATE_LIMITED),
+        PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+        """
+
+    @_abc_1.abstractmethod
+    def VerifyEmail(
+        self,
+        request: _auth_service_pb2.VerifyEmailRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_user_pb2.User, _abc.Awaitable[_user_pb2.User]]:
+        """Marks the address verified with a verification token (once).
+        Errors: INVALID_ARGUMENT (ACCOUNT_TOKEN_INVALID, VALIDATION_FAILED).
         """
 
     @_abc_1.abstractmethod

@@ -143,6 +143,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     their own account (so the last admin cannot lock everyone out).
     Code: FAILED_PRECONDITION.
     """
+    ERROR_REASON_ACCOUNT_TOKEN_INVALID: _ErrorReason.ValueType  # 32
+    """A password-reset or email-verification token is unknown, already used or
+    expired; ask for a new one. Code: INVALID_ARGUMENT.
+    """
     ERROR_REASON_ARCHIVE_INVALID: _ErrorReason.ValueType  # 40
     """Custom bots, bots and backtests.
 
@@ -298,6 +302,10 @@ ERROR_REASON_SELF_ADMINISTRATION: ErrorReason.ValueType  # 31
 """An administrator may not disable, force a reset on or change the role of
 their own account (so the last admin cannot lock everyone out).
 Code: FAILED_PRECONDITION.
+"""
+ERROR_REASON_ACCOUNT_TOKEN_INVALID: ErrorReason.ValueType  # 32
+"""A password-reset or email-verification token is unknown, already used or
+expired; ask for a new one. Code: INVALID_ARGUMENT.
 """
 ERROR_REASON_ARCHIVE_INVALID: ErrorReason.ValueType  # 40
 """Custom bots, bots and backtests.

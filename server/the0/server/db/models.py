@@ -86,6 +86,23 @@ class UserRow(Base):
     # When an admin disabled the account (None while active); indexed: every replica
     # re-reads the recently disabled accounts every few seconds (identity/revocations.py).
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
+    # When the address was verified (VerifyEmail); None until then.
+    email_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class AccountTokenRow(Base):
+    """A single-use token mailed to a user (password reset, email verification); only its hash is kept."""
+
+    __tablename__ = "account_tokens"
+    __table_args__ = (Index("ix_account_tokens_user_id_purpose", "user_id", "purpose"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    purpose: Mapped[str] = mapped_column(String(32))  # "password_reset" | "email_verification"
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class SessionRow(Base):

@@ -24,6 +24,7 @@ class User:
     created_at: datetime
     updated_at: datetime
     password_reset_required: bool = False
+    email_verified: bool = False
 
     @classmethod
     def from_row(cls, row: UserRow) -> User:
@@ -32,6 +33,7 @@ class User:
             last_name=row.last_name, role=row.role, active=row.active, last_login_at=row.last_login_at,
             created_at=row.created_at, updated_at=row.updated_at,
             password_reset_required=bool(row.password_reset_required),
+            email_verified=row.email_verified_at is not None,
         )
 
 

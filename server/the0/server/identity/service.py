@@ -40,6 +40,7 @@ from the0.server.identity.domain import (
     SessionPage,
     User,
 )
+from the0.server.identity.password_policy import PasswordPolicy
 from the0.server.identity.passwords import Passwords
 from the0.server.identity.principal import Principal
 from the0.server.identity.repository import (
@@ -61,7 +62,7 @@ PROFILE_CACHE_ENTRIES = 10_000
 EMAIL_MAX = 254
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,50}$")
-PASSWORD_MIN, PASSWORD_MAX = 8, 1024
+PASSWORD_MAX = 1024
 NAME_MAX = 100
 API_KEY_NAME_MIN, API_KEY_NAME_MAX = 3, 50
 
@@ -95,8 +96,10 @@ class AuthService:
         refresh_token_ttl: timedelta,
         registration_enabled: bool,
         page_tokens: PageTokens,
+        policy: PasswordPolicy | None = None,
     ) -> None:
         self._page_tokens = page_tokens
+        self._policy = policy or PasswordPolicy()
         self._sessions = sessions
         self._passwords = passwords
         self._tokens = tokens
@@ -114,7 +117,7 @@ class AuthService:
         if not self._registration_enabled:
             raise FailedPrecondition("registration is switched off on this server", reason="REGISTRATION_DISABLED")
         email = normalise_email(form.email)
-        violations = validate_registration(form, email)
+        violations = validate_registration(form, email, self._policy)
         if violations:
             raise InvalidArgument("the registration has invalid fields: " + ", ".join(v.field for v in violations),
                                   violations=violations)
@@ -299,7 +302,7 @@ class AuthService:
         return IssuedTokens(User.from_row(user), access, access_expires, refresh, refresh_expires)
 
 
-def validate_registration(form: Registration, email: str) -> list[FieldViolation]:
+def validate_registration(form: Registration, email: str, policy: PasswordPolicy | None = None) -> list[FieldViolation]:
     violations = []
     if not email:
         violations.append(FieldViolation("email", "is required"))
@@ -311,10 +314,9 @@ def validate_registration(form: Registration, email: str) -> list[FieldViolation
         violations.append(FieldViolation("username", "must be 3 to 50 letters, digits, '_', '.' or '-'"))
     if not form.password:
         violations.append(FieldViolation("password", "is required"))
-    elif not PASSWORD_MIN <= len(form.password) <= PASSWORD_MAX:
-        violations.append(FieldViolation("password", f"must be {PASSWORD_MIN} to {PASSWORD_MAX} characters"))
-    elif email and form.password.strip().lower() == email:
-        violations.append(FieldViolation("password", "must not be the email address"))
+    else:
+        violations += (policy or PasswordPolicy()).violations("password", form.password, email=email,
+                                                              username=form.username)
     for field, value in (("firstName", form.first_name), ("lastName", form.last_name)):
         if len(value) > NAME_MAX:
             violations.append(FieldViolation(field, f"must be at most {NAME_MAX} characters"))

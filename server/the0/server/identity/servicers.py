@@ -13,6 +13,7 @@ from the0.api_key.v1 import api_key_pb2, api_key_service_pb2, api_key_service_pb
 from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc, user_pb2
 from the0.server.identity.domain import ApiKey, IssuedTokens, SessionInfo, User
 from the0.server.identity.principal import current_principal
+from the0.server.identity.recovery import AccountRecovery
 from the0.server.identity.service import ApiKeyService, AuthService, Registration
 from the0.server.proto_values import to_timestamp as _timestamp
 from the0.server.settings import IPNetwork
@@ -31,7 +32,7 @@ def user_to_proto(user: User) -> user_pb2.User:
         id=user.id, email=user.email, username=user.username, first_name=user.first_name,
         last_name=user.last_name, role=_ROLES[user.role], active=user.active,
         create_time=_timestamp(user.created_at), update_time=_timestamp(user.updated_at),
-        password_reset_required=user.password_reset_required,
+        password_reset_required=user.password_reset_required, email_verified=user.email_verified,
     )
     if user.last_login_at is not None:
         message.last_login_time.CopyFrom(_timestamp(user.last_login_at))
@@ -122,8 +123,10 @@ def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address, networks: S
 
 
 class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
-    def __init__(self, service: AuthService, *, trusted_proxies: Sequence[IPNetwork]) -> None:
+    def __init__(self, service: AuthService, recovery: AccountRecovery, *,
+                 trusted_proxies: Sequence[IPNetwork]) -> None:
         self._service = service
+        self._recovery = recovery
         self._trusted_proxies = tuple(trusted_proxies)
 
     async def Register(
@@ -193,6 +196,55 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
     ) -> auth_service_pb2.LogoutEverywhereResponse:
         ended = await self._service.logout_everywhere(current_principal(), keep_current=request.keep_current)
         return auth_service_pb2.LogoutEverywhereResponse(sessions_revoked=ended)
+
+    async def ChangePassword(
+        self,
+        request: auth_service_pb2.ChangePasswordRequest,
+        context: grpc.aio.ServicerContext[auth_service_pb2.ChangePasswordRequest, auth_service_pb2.ChangePasswordResponse],
+    ) -> auth_service_pb2.ChangePasswordResponse:
+        clear_output_only(request)  # the service reports every bad field at once
+        ended = await self._recovery.change_password(
+            current_principal(), request.current_password, request.new_password,
+            client_address=client_address(context, self._trusted_proxies))
+        return auth_service_pb2.ChangePasswordResponse(sessions_revoked=ended)
+
+    async def RequestPasswordReset(
+        self,
+        request: auth_service_pb2.RequestPasswordResetRequest,
+        context: grpc.aio.ServicerContext[auth_service_pb2.RequestPasswordResetRequest, auth_service_pb2.RequestPasswordResetResponse],
+    ) -> auth_service_pb2.RequestPasswordResetResponse:
+        validate_request(request)
+        await self._recovery.request_password_reset(request.email,
+                                                    client_address=client_address(context, self._trusted_proxies))
+        return auth_service_pb2.RequestPasswordResetResponse()
+
+    async def ResetPassword(
+        self,
+        request: auth_service_pb2.ResetPasswordRequest,
+        context: grpc.aio.ServicerContext[auth_service_pb2.ResetPasswordRequest, auth_service_pb2.ResetPasswordResponse],
+    ) -> auth_service_pb2.ResetPasswordResponse:
+        clear_output_only(request)
+        await self._recovery.reset_password(request.token, request.new_password)
+        return auth_service_pb2.ResetPasswordResponse()
+
+    async def RequestEmailVerification(
+        self,
+        request: auth_service_pb2.RequestEmailVerificationRequest,
+        context: grpc.aio.ServicerContext[auth_service_pb2.RequestEmailVerificationRequest, auth_service_pb2.RequestEmailVerificationResponse],
+    ) -> auth_service_pb2.RequestEmailVerificationResponse:
+        await self._recovery.request_email_verification(
+            current_principal(), client_address=client_address(context, self._trusted_proxies))
+        return auth_service_pb2.RequestEmailVerificationResponse()
+
+    async def VerifyEmail(
+        self,
+        request: auth_service_pb2.VerifyEmailRequest,
+        context: grpc.aio.ServicerContext[auth_service_pb2.VerifyEmailRequest, user_pb2.User],
+    ) -> user_pb2.User:
+        validate_request(request)
+        user = await self._recovery.verify_email(request.token)
+        self._service.forget_profile(user.id)
+        return user_to_proto(user)
 
     async def GetCurrentUser(
         self,
