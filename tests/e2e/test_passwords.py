@@ -17,8 +17,8 @@ from tests.e2e.test_admin import ADMIN_EMAIL, ADMIN_PASSWORD, admin_of, login, r
 from tests.e2e.test_bots import rpc_error
 from tests.fixtures.accounts import PASSWORD
 from the0.admin.v1 import admin_service_pb2
-from the0.devtools import mailbox
 from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
+from the0.devtools import mailbox
 from the0.server.db.engine import create_engine, session_factory
 from the0.server.db.models import AccountTokenRow
 from the0.server.events.models import OutboxRow
