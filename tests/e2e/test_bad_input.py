@@ -23,7 +23,7 @@ from buf.validate import validate_pb2
 from tests.fixtures.accounts import new_account
 from tests.request_fields import every_method, string_fields
 from the0.api_key.v1 import api_key_pb2, api_key_service_pb2
-from the0.auth.v1 import auth_service_pb2
+from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from the0.bot.v1 import bot_pb2, bot_service_pb2
 from the0.common.v1 import auth_policy_pb2
 from the0.custom_bot.v1 import custom_bot_service_pb2
@@ -41,7 +41,14 @@ async def stack(stack_factory):
     return await stack_factory(
         envoy=True,
         service_accounts=(("runtime", "runtime-1", RUNTIME_KEY), ("analyzer", "analyzer-1", ANALYZER_KEY)),
+        admin_email=ADMIN_EMAIL, admin_password=ADMIN_PASSWORD,
     )
+
+
+ADMIN_EMAIL, ADMIN_PASSWORD = "root@example.com", "admin password 123"
+# A user's token -> an admin's token of the same stack: admin-only RPCs (AUTH_POLICY_ADMIN) are
+# called as an admin, so their input checks are reached (the BFLA suite, test_admin.py, covers the rest).
+ADMIN_TOKEN_FOR: dict[str, str] = {}
 
 
 def credentials_for(method: MethodDescriptor, token: str) -> tuple[tuple[str, str], ...]:
@@ -49,12 +56,18 @@ def credentials_for(method: MethodDescriptor, token: str) -> tuple[tuple[str, st
     policy = method.GetOptions().Extensions[auth_policy_pb2.auth_policy]
     if policy in SERVICE_KEYS:
         return (("x-service-key", SERVICE_KEYS[policy]),)
+    if policy == auth_policy_pb2.AUTH_POLICY_ADMIN and token:
+        token = ADMIN_TOKEN_FOR[token]
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 
 @pytest.fixture
 async def token(stack) -> str:
     _, access_token = await new_account(stack.channel)
+    await stack.app.identity.admin_ready.wait()
+    admin = await auth_service_pb2_grpc.AuthServiceStub(stack.channel).Login(
+        auth_service_pb2.LoginRequest(email=ADMIN_EMAIL, password=ADMIN_PASSWORD))
+    ADMIN_TOKEN_FOR[access_token] = admin.access_token
     return access_token
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 
-PASSWORD = "correct horse battery staple"
+PASSWORD = "ada trades at dawn, slowly"
 
 
 @pytest.fixture
@@ -36,7 +36,10 @@ async def test_dashboard_and_cli_flow(stack, http):
     body = registered.json()
     assert body["tokenType"] == "Bearer" and body["user"]["email"] == "ada@example.com"
     assert body["user"]["role"] == "ROLE_USER"
-    assert "password" not in registered.text and "passwordHash" not in registered.text
+    # Neither the password nor its hash; the one field named after it is the admin's reset flag.
+    assert PASSWORD not in registered.text and "passwordHash" not in registered.text
+    assert "argon2" not in registered.text
+    assert [k for k in body["user"] if "password" in k.lower()] == ["passwordResetRequired"]
 
     login = await http.post("/api/auth/login", json={"email": "ada@example.com", "password": PASSWORD})
     assert login.status_code == 200

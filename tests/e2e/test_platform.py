@@ -24,6 +24,14 @@ REST_ROUTES = [
     ("POST", "/api/auth/refresh", "AuthService.RefreshToken"),
     ("POST", "/api/auth/logout", "AuthService.Logout"),
     ("GET", "/api/auth/me", "AuthService.GetCurrentUser"),
+    ("GET", "/api/auth/sessions", "AuthService.ListSessions"),
+    ("DELETE", "/api/auth/sessions/s1", "AuthService.RevokeSession"),
+    ("POST", "/api/auth/logout-everywhere", "AuthService.LogoutEverywhere"),
+    ("POST", "/api/auth/password", "AuthService.ChangePassword"),
+    ("POST", "/api/auth/password-reset/request", "AuthService.RequestPasswordReset"),
+    ("POST", "/api/auth/password-reset", "AuthService.ResetPassword"),
+    ("POST", "/api/auth/email-verification/request", "AuthService.RequestEmailVerification"),
+    ("POST", "/api/auth/email-verification", "AuthService.VerifyEmail"),
     ("GET", "/api/bots", "BotService.ListBots"),
     ("POST", "/api/bots", "BotService.CreateBot"),
     ("GET", "/api/bots/b1", "BotService.GetBot"),
@@ -52,9 +60,17 @@ REST_ROUTES = [
     ("POST", "/api/api-keys", "ApiKeyService.CreateApiKey"),
     ("GET", "/api/api-keys", "ApiKeyService.ListApiKeys"),
     ("DELETE", "/api/api-keys/k1", "ApiKeyService.RevokeApiKey"),
+    ("GET", "/api/admin/users", "AdminService.ListUsers"),
+    ("GET", "/api/admin/users/u1", "AdminService.GetUser"),
+    ("POST", "/api/admin/users/u1/disable", "AdminService.DisableUser"),
+    ("POST", "/api/admin/users/u1/enable", "AdminService.EnableUser"),
+    ("POST", "/api/admin/users/u1/force-password-reset", "AdminService.ForcePasswordReset"),
+    ("POST", "/api/admin/users/u1/role", "AdminService.SetUserRole"),
+    ("GET", "/api/admin/custom-bots/review-queue", "CustomBotService.ListCustomBotReviewQueue"),
 ]
 # Identity RPCs that need no credentials (AUTH_POLICY_PUBLIC in the proto).
-PUBLIC_RPCS = ("AuthService.Register", "AuthService.Login", "AuthService.RefreshToken")
+PUBLIC_RPCS = ("AuthService.Register", "AuthService.Login", "AuthService.RefreshToken",
+               "AuthService.RequestPasswordReset", "AuthService.ResetPassword", "AuthService.VerifyEmail")
 
 
 @pytest.fixture
@@ -107,7 +123,7 @@ async def test_every_rest_route_reaches_its_rpc(http, method, path, rpc):
     response = await http.request(method, path, content=body, headers=headers)
     # Every service is built, and the route reached its RPC: success, or the RPC's own answer to the
     # empty body or made-up id (an ErrorInfo, so not Envoy's 404 and never UNIMPLEMENTED).
-    # (403: a plain user may not ReviewCustomBot; the upload's empty zip is ARCHIVE_INVALID.)
+    # (403: a plain user may not call admin RPCs; the upload's empty zip is ARCHIVE_INVALID.)
     assert response.status_code in {200, 400, 403, 404}, response.text
     if response.status_code != 200:
         assert error_info(response.json())["reason"] in {"VALIDATION_FAILED", "NOT_FOUND", "ARCHIVE_INVALID",
@@ -190,7 +206,7 @@ async def test_reflection_lists_every_service_of_the_contract(stack, descriptor_
     contract = {f"{file.package}.{service.name}" for file in fds.file if file.package.startswith("the0.")
                 for service in file.service}
     assert set(API_SERVICES) == contract
-    assert len(API_SERVICES) == 7  # six public services and the internal platform API
+    assert len(API_SERVICES) == 8  # seven public services (AdminService: admin-only) and the internal platform API
     stub = reflection_pb2_grpc.ServerReflectionStub(stack.channel)
     responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
     names = {s.name async for r in responses for s in r.list_services_response.service}

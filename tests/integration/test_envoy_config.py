@@ -45,6 +45,7 @@ HTTP_SERVICES = {
     "the0.custom_bot.v1.CustomBotService",
     "the0.backtest.v1.BacktestService",
     "the0.health.v1.HealthService",
+    "the0.admin.v1.AdminService",
 }
 
 

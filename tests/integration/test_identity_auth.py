@@ -38,7 +38,7 @@ from the0.devtools.embedded.processes import free_port
 from the0.server.db.engine import sync_url
 from the0.server.identity.passwords import OWASP_MEMORY_KIB, OWASP_PARALLELISM, OWASP_TIME_COST
 
-PASSWORD = "correct horse battery staple"
+PASSWORD = "ada trades at dawn, slowly"
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
@@ -117,6 +117,8 @@ def retry_info(error: grpc.aio.AioRpcError) -> error_details_pb2.RetryInfo | Non
 
 
 def run_sql(database_url: str, statement: str, **params):
+    """Blocking: from a test sharing the server's event loop, call it through ``asyncio.to_thread``
+    (a server coroutine holding an SQLite lock could otherwise never release it)."""
     engine = create_sync_engine(sync_url(database_url), poolclass=NullPool)
     try:
         with engine.begin() as conn:
@@ -222,7 +224,7 @@ async def test_wrong_password_unknown_email_and_inactive_user_answer_alike(stack
                        grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIALS")
     await expect_error(login(auth_service_pb2.LoginRequest(email="nobody@example.com", password=PASSWORD)),
                        grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIALS")
-    run_sql(database_url, "UPDATE users SET active = :no WHERE email = 'ada@example.com'", no=False)
+    await asyncio.to_thread(run_sql, database_url, "UPDATE users SET active = :no WHERE email = 'ada@example.com'", no=False)
     await expect_error(login(auth_service_pb2.LoginRequest(email="ada@example.com", password=PASSWORD)),
                        grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIALS")
 
@@ -290,15 +292,15 @@ async def test_bcrypt_hash_from_the_old_platform_is_rehashed_with_argon2id(stack
     stack = await stack_factory()
     now = datetime.now(UTC)
     legacy = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode().replace("$2b$", "$2a$", 1)
-    run_sql(database_url, "INSERT INTO users (id, email, username, password_hash, first_name, last_name, role, "
+    await asyncio.to_thread(run_sql, database_url, "INSERT INTO users (id, email, username, password_hash, first_name, last_name, role, "
             "active, created_at, updated_at) VALUES (:id, 'old@example.com', 'old', :hash, '', '', 'user', :yes, "
             ":now, :now)", id=str(uuid.uuid4()), hash=legacy, yes=True, now=now)
     login = auth(stack.channel).Login
     await expect_error(login(auth_service_pb2.LoginRequest(email="old@example.com", password="wrong password")),
                        grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIALS")
-    assert run_sql(database_url, "SELECT password_hash FROM users")[0][0] == legacy
+    assert (await asyncio.to_thread(run_sql, database_url, "SELECT password_hash FROM users"))[0][0] == legacy
     await login(auth_service_pb2.LoginRequest(email="old@example.com", password=PASSWORD))
-    stored = run_sql(database_url, "SELECT password_hash FROM users")[0][0]
+    stored = (await asyncio.to_thread(run_sql, database_url, "SELECT password_hash FROM users"))[0][0]
     assert stored.startswith("$argon2id$")
     await login(auth_service_pb2.LoginRequest(email="old@example.com", password=PASSWORD))
 
@@ -308,7 +310,7 @@ async def test_admin_is_bootstrapped_idempotently_by_two_replicas(stack_factory,
     first, second = await asyncio.gather(stack_factory(**settings), stack_factory(**settings))
     for stack in (first, second):
         await asyncio.wait_for(stack.app.identity.admin_ready.wait(), 10)
-    assert run_sql(database_url, "SELECT email, role FROM users") == [("root@example.com", "admin")]
+    assert await asyncio.to_thread(run_sql, database_url, "SELECT email, role FROM users") == [("root@example.com", "admin")]
     tokens = await auth(first.channel).Login(auth_service_pb2.LoginRequest(email="root@example.com",
                                                                           password="admin password 1"))
     assert tokens.user.role == user_pb2.ROLE_ADMIN
@@ -318,7 +320,7 @@ async def test_admin_is_bootstrapped_idempotently_by_two_replicas(stack_factory,
     await asyncio.wait_for(third.app.identity.admin_ready.wait(), 10)
     await auth(third.channel).Login(auth_service_pb2.LoginRequest(email="root@example.com",
                                                                  password="admin password 2"))
-    assert len(run_sql(database_url, "SELECT id FROM users")) == 1
+    assert len(await asyncio.to_thread(run_sql, database_url, "SELECT id FROM users")) == 1
 
 
 # -- the JWT attack suite --------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from the0.admin.v1 import admin_service_pb2, admin_service_pb2_grpc
 from the0.api_key.v1 import api_key_service_pb2, api_key_service_pb2_grpc
 from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from the0.backtest.v1 import backtest_service_pb2, backtest_service_pb2_grpc
@@ -58,6 +59,7 @@ log = logging.getLogger("the0.app")
 _IDENTITY_SERVICES = (
     auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"],
     api_key_service_pb2.DESCRIPTOR.services_by_name["ApiKeyService"],
+    admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"],
 )
 _BACKTEST_SERVICE = backtest_service_pb2.DESCRIPTOR.services_by_name["BacktestService"]
 _CUSTOM_BOT_SERVICE = custom_bot_service_pb2.DESCRIPTOR.services_by_name["CustomBotService"]
@@ -234,13 +236,13 @@ async def build(settings: Settings) -> App:
     )
     object_store = object_store_from_settings(settings)
     nats = NatsLink(settings.nats_url)
-    identity = Identity(settings, engine, nats)
     events = EventBackbone(
         session_factory(engine),
         nats,
         heartbeat_seconds=settings.watch_heartbeat_seconds,
         read_bound_seconds=settings.request_timeout_seconds,
     )
+    identity = Identity(settings, engine, nats, events.outbox)
     custom_bots = CustomBots(settings, session_factory(engine), object_store, events)
     bots = Bots(settings, session_factory(engine), events)
     backtests = Backtests(settings, session_factory(engine), object_store, events)
@@ -286,6 +288,7 @@ async def build(settings: Settings) -> App:
     )
     auth_service_pb2_grpc.add_AuthServiceServicer_to_server(identity.auth_servicer, server)
     api_key_service_pb2_grpc.add_ApiKeyServiceServicer_to_server(identity.api_key_servicer, server)
+    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(identity.admin_servicer, server)
     custom_bot_service_pb2_grpc.add_CustomBotServiceServicer_to_server(custom_bots.servicer, server)
     bot_service_pb2_grpc.add_BotServiceServicer_to_server(bots.servicer, server)
     backtest_service_pb2_grpc.add_BacktestServiceServicer_to_server(backtests.servicer, server)

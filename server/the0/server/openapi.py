@@ -494,8 +494,8 @@ class _Builder:
         policy = method.options.Extensions[auth_policy_pb2.auth_policy]
         if policy != auth_policy_pb2.AUTH_POLICY_PUBLIC:
             statuses.add(401)
-        if policy == auth_policy_pb2.AUTH_POLICY_USER_SESSION:
-            statuses.add(403)  # an API key is refused: API_KEY_NOT_ALLOWED
+        if policy in (auth_policy_pb2.AUTH_POLICY_USER_SESSION, auth_policy_pb2.AUTH_POLICY_ADMIN):
+            statuses.add(403)  # an API key is refused (API_KEY_NOT_ALLOWED), and so is a non-admin
         if has_path:
             statuses.add(404)
         if has_body:
@@ -658,8 +658,8 @@ def _comment_codes(comment: str) -> list[str]:
 def _security(policy: auth_policy_pb2.AuthPolicy.ValueType, method: str) -> list[dict[str, list[str]]]:
     if policy == auth_policy_pb2.AUTH_POLICY_PUBLIC:
         return []
-    if policy == auth_policy_pb2.AUTH_POLICY_USER_SESSION:
-        return [{"Bearer": []}]
+    if policy in (auth_policy_pb2.AUTH_POLICY_USER_SESSION, auth_policy_pb2.AUTH_POLICY_ADMIN):
+        return [{"Bearer": []}]  # an admin's session: admin RPCs refuse every API key
     if policy == auth_policy_pb2.AUTH_POLICY_UNSPECIFIED:
         return [{"Bearer": []}, {"ApiKey": []}, {"ApiKeyHeader": []}]
     raise ValueError(f"{method}: {auth_policy_pb2.AuthPolicy.Name(policy)} has no place on the REST edge")

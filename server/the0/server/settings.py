@@ -72,6 +72,11 @@ class Settings:
     jwt_expires_in: timedelta = timedelta(minutes=15)
     refresh_token_ttl: timedelta = timedelta(days=30)
     registration_enabled: bool = True
+    # Password policy and account recovery (identity/password_policy.py, docs/accounts.md).
+    password_min_length: int = 12
+    password_reset_ttl_seconds: float = 1800.0
+    email_verification_ttl_seconds: float = 86400.0
+    account_recovery_per_address: int = 10  # reset and verification requests per address per hour
     # Both or neither: an admin created or updated at start-up.
     admin_email: str | None = None
     admin_password: str | None = field(default=None, repr=False)
@@ -333,6 +338,11 @@ class Settings:
                 return default
             return value
 
+        password_min_length = positive_int("THE0_PASSWORD_MIN_LENGTH", 12)
+        if not 8 <= password_min_length <= 128:
+            problems.append(f"THE0_PASSWORD_MIN_LENGTH must be 8-128 (NIST's floor is 8), got {password_min_length}")
+            password_min_length = 12
+
         rate_limit_per_second = 20.0
         if (raw := get("THE0_RATE_LIMIT_PER_SECOND")) is not None:
             try:
@@ -431,6 +441,10 @@ class Settings:
             max_streams_per_caller=positive_int("THE0_MAX_STREAMS_PER_CALLER", 50),
             max_uploads_per_caller=positive_int("THE0_MAX_UPLOADS_PER_CALLER", 3),
             upload_idle_timeout_seconds=seconds("THE0_UPLOAD_IDLE_TIMEOUT", 60.0, 1, 3600),
+            password_min_length=password_min_length,
+            password_reset_ttl_seconds=seconds("THE0_PASSWORD_RESET_TTL", 1800.0, 60, 86400),
+            email_verification_ttl_seconds=seconds("THE0_EMAIL_VERIFICATION_TTL", 86400.0, 60, 7 * 86400),
+            account_recovery_per_address=positive_int("THE0_ACCOUNT_RECOVERY_PER_ADDRESS", 10),
             max_upload_spool_bytes=max_spool,
             max_bots_per_user=positive_int("THE0_MAX_BOTS_PER_USER", 100),
             max_active_backtests_per_user=positive_int("THE0_MAX_ACTIVE_BACKTESTS_PER_USER", 10),

@@ -57,6 +57,46 @@ class AuthServiceStub:
                 request_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.LogoutRequest.SerializeToString,
                 response_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.LogoutResponse.FromString,
                 _registered_method=True)
+        self.ListSessions = channel.unary_unary(
+                '/the0.auth.v1.AuthService/ListSessions',
+                request_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.ListSessionsRequest.SerializeToString,
+                response_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.ListSessionsResponse.FromString,
+                _registered_method=True)
+        self.RevokeSession = channel.unary_unary(
+                '/the0.auth.v1.AuthService/RevokeSession',
+                request_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.RevokeSessionRequest.SerializeToString,
+                response_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.RevokeSessionResponse.FromString,
+                _registered_method=True)
+        self.LogoutEverywhere = channel.unary_unary(
+                '/the0.auth.v1.AuthService/LogoutEverywhere',
+                request_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.LogoutEverywhereRequest.SerializeToString,
+                response_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.LogoutEverywhereResponse.FromString,
+                _registered_method=True)
+        self.ChangePassword = channel.unary_unary(
+                '/the0.auth.v1.AuthService/ChangePassword',
+                request_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.ChangePasswordRequest.SerializeToString,
+                response_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.ChangePasswordResponse.FromString,
+                _registered_method=True)
+        self.RequestPasswordReset = channel.unary_unary(
+                '/the0.auth.v1.AuthService/RequestPasswordReset',
+                request_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.RequestPasswordResetRequest.SerializeToString,
+                response_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.RequestPasswordResetResponse.FromString,
+                _registered_method=True)
+        self.ResetPassword = channel.unary_unary(
+                '/the0.auth.v1.AuthService/ResetPassword',
+                request_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.ResetPasswordRequest.SerializeToString,
+                response_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.ResetPasswordResponse.FromString,
+                _registered_method=True)
+        self.RequestEmailVerification = channel.unary_unary(
+                '/the0.auth.v1.AuthService/RequestEmailVerification',
+                request_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.RequestEmailVerificationRequest.SerializeToString,
+                response_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.RequestEmailVerificationResponse.FromString,
+                _registered_method=True)
+        self.VerifyEmail = channel.unary_unary(
+                '/the0.auth.v1.AuthService/VerifyEmail',
+                request_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.VerifyEmailRequest.SerializeToString,
+                response_deserializer=the0_dot_auth_dot_v1_dot_user__pb2.User.FromString,
+                _registered_method=True)
         self.GetCurrentUser = channel.unary_unary(
                 '/the0.auth.v1.AuthService/GetCurrentUser',
                 request_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.GetCurrentUserRequest.SerializeToString,
@@ -110,6 +150,92 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSessions(self, request, context):
+        """Lists the caller's open sessions (each Register or Login starts one),
+        newest first; the one making the call has `current` set.
+        Errors: INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN),
+        UNAUTHENTICATED, PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeSession(self, request, context):
+        """Ends one of the caller's sessions (the current one too, like Logout): its
+        refresh token and access tokens are rejected on every replica within a
+        second. Idempotent. Errors: NOT_FOUND (not the caller's), INVALID_ARGUMENT,
+        UNAUTHENTICATED, PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LogoutEverywhere(self, request, context):
+        """Logs out everywhere: ends every session of the caller (but the current
+        one with `keep_current`), on every replica within a second, and says how
+        many. API keys are not sessions and keep working.
+        Errors: UNAUTHENTICATED, PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ChangePassword(self, request, context):
+        """Changes the caller's password; the current one is required (wrong
+        attempts are throttled like logins). Every other session of the account
+        ends, on every replica within a second; the answer says how many.
+        Errors: INVALID_ARGUMENT (VALIDATION_FAILED: the new password breaks the
+        policy, see docs/accounts.md), UNAUTHENTICATED (INVALID_CREDENTIALS: wrong
+        current password), RESOURCE_EXHAUSTED (RATE_LIMITED), PERMISSION_DENIED
+        (API_KEY_NOT_ALLOWED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RequestPasswordReset(self, request, context):
+        """Asks for a password-reset token to be mailed. The server sends no mail:
+        it publishes `user.password-reset-requested` (data: userId, email, token,
+        expireTime) for the platform's mailer. The token is single-use,
+        short-lived (THE0_PASSWORD_RESET_TTL, 30 minutes by default) and stored
+        only hashed; a new request voids the older tokens. The answer is the same
+        whether or not the email has an account.
+        Errors: INVALID_ARGUMENT (VALIDATION_FAILED), RESOURCE_EXHAUSTED (RATE_LIMITED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetPassword(self, request, context):
+        """Sets a new password with a reset token (once). Every session of the
+        account ends; an administrator's reset requirement is cleared.
+        Errors: INVALID_ARGUMENT (ACCOUNT_TOKEN_INVALID: unknown, used or expired
+        token; VALIDATION_FAILED: the password breaks the policy).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RequestEmailVerification(self, request, context):
+        """Asks for an email-verification token for the caller's address: publishes
+        `user.email-verification-requested` (data: userId, email, token,
+        expireTime), single-use, stored hashed, valid THE0_EMAIL_VERIFICATION_TTL
+        (24 hours by default). An already verified address gets no token.
+        Errors: UNAUTHENTICATED, RESOURCE_EXHAUSTED (RATE_LIMITED),
+        PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyEmail(self, request, context):
+        """Marks the address verified with a verification token (once).
+        Errors: INVALID_ARGUMENT (ACCOUNT_TOKEN_INVALID, VALIDATION_FAILED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetCurrentUser(self, request, context):
         """Returns the caller's account; works with a JWT or an API key.
         Errors: UNAUTHENTICATED (TOKEN_*, API_KEY_INVALID).
@@ -140,6 +266,46 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.Logout,
                     request_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.LogoutRequest.FromString,
                     response_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.LogoutResponse.SerializeToString,
+            ),
+            'ListSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSessions,
+                    request_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.ListSessionsRequest.FromString,
+                    response_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.ListSessionsResponse.SerializeToString,
+            ),
+            'RevokeSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeSession,
+                    request_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.RevokeSessionRequest.FromString,
+                    response_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.RevokeSessionResponse.SerializeToString,
+            ),
+            'LogoutEverywhere': grpc.unary_unary_rpc_method_handler(
+                    servicer.LogoutEverywhere,
+                    request_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.LogoutEverywhereRequest.FromString,
+                    response_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.LogoutEverywhereResponse.SerializeToString,
+            ),
+            'ChangePassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangePassword,
+                    request_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.ChangePasswordRequest.FromString,
+                    response_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.ChangePasswordResponse.SerializeToString,
+            ),
+            'RequestPasswordReset': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestPasswordReset,
+                    request_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.RequestPasswordResetRequest.FromString,
+                    response_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.RequestPasswordResetResponse.SerializeToString,
+            ),
+            'ResetPassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetPassword,
+                    request_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.ResetPasswordRequest.FromString,
+                    response_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.ResetPasswordResponse.SerializeToString,
+            ),
+            'RequestEmailVerification': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestEmailVerification,
+                    request_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.RequestEmailVerificationRequest.FromString,
+                    response_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.RequestEmailVerificationResponse.SerializeToString,
+            ),
+            'VerifyEmail': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyEmail,
+                    request_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.VerifyEmailRequest.FromString,
+                    response_serializer=the0_dot_auth_dot_v1_dot_user__pb2.User.SerializeToString,
             ),
             'GetCurrentUser': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCurrentUser,
@@ -257,6 +423,222 @@ class AuthService:
             '/the0.auth.v1.AuthService/Logout',
             the0_dot_auth_dot_v1_dot_auth__service__pb2.LogoutRequest.SerializeToString,
             the0_dot_auth_dot_v1_dot_auth__service__pb2.LogoutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/the0.auth.v1.AuthService/ListSessions',
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.ListSessionsRequest.SerializeToString,
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/the0.auth.v1.AuthService/RevokeSession',
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.RevokeSessionRequest.SerializeToString,
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.RevokeSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LogoutEverywhere(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/the0.auth.v1.AuthService/LogoutEverywhere',
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.LogoutEverywhereRequest.SerializeToString,
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.LogoutEverywhereResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangePassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/the0.auth.v1.AuthService/ChangePassword',
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.ChangePasswordRequest.SerializeToString,
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.ChangePasswordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestPasswordReset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/the0.auth.v1.AuthService/RequestPasswordReset',
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.RequestPasswordResetRequest.SerializeToString,
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.RequestPasswordResetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetPassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/the0.auth.v1.AuthService/ResetPassword',
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.ResetPasswordRequest.SerializeToString,
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.ResetPasswordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestEmailVerification(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/the0.auth.v1.AuthService/RequestEmailVerification',
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.RequestEmailVerificationRequest.SerializeToString,
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.RequestEmailVerificationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyEmail(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/the0.auth.v1.AuthService/VerifyEmail',
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.VerifyEmailRequest.SerializeToString,
+            the0_dot_auth_dot_v1_dot_user__pb2.User.FromString,
             options,
             channel_credentials,
             insecure,

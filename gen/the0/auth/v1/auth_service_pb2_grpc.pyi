@@ -61,6 +61,60 @@ class AuthServiceStub:
     are rejected on every server replica within a second.
     Errors: UNAUTHENTICATED (TOKEN_*), PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
     """
+    ListSessions: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ListSessionsRequest, _auth_service_pb2.ListSessionsResponse]
+    """Lists the caller's open sessions (each Register or Login starts one),
+    newest first; the one making the call has `current` set.
+    Errors: INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN),
+    UNAUTHENTICATED, PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+    """
+    RevokeSession: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.RevokeSessionRequest, _auth_service_pb2.RevokeSessionResponse]
+    """Ends one of the caller's sessions (the current one too, like Logout): its
+    refresh token and access tokens are rejected on every replica within a
+    second. Idempotent. Errors: NOT_FOUND (not the caller's), INVALID_ARGUMENT,
+    UNAUTHENTICATED, PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+    """
+    LogoutEverywhere: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.LogoutEverywhereRequest, _auth_service_pb2.LogoutEverywhereResponse]
+    """Logs out everywhere: ends every session of the caller (but the current
+    one with `keep_current`), on every replica within a second, and says how
+    many. API keys are not sessions and keep working.
+    Errors: UNAUTHENTICATED, PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+    """
+    ChangePassword: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ChangePasswordRequest, _auth_service_pb2.ChangePasswordResponse]
+    """Changes the caller's password; the current one is required (wrong
+    attempts are throttled like logins). Every other session of the account
+    ends, on every replica within a second; the answer says how many.
+    Errors: INVALID_ARGUMENT (VALIDATION_FAILED: the new password breaks the
+    policy, see docs/accounts.md), UNAUTHENTICATED (INVALID_CREDENTIALS: wrong
+    current password), RESOURCE_EXHAUSTED (RATE_LIMITED), PERMISSION_DENIED
+    (API_KEY_NOT_ALLOWED).
+    """
+    RequestPasswordReset: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.RequestPasswordResetRequest, _auth_service_pb2.RequestPasswordResetResponse]
+    """Asks for a password-reset token to be mailed. The server sends no mail:
+    it publishes `user.password-reset-requested` (data: userId, email, token,
+    expireTime) for the platform's mailer. The token is single-use,
+    short-lived (THE0_PASSWORD_RESET_TTL, 30 minutes by default) and stored
+    only hashed; a new request voids the older tokens. The answer is the same
+    whether or not the email has an account.
+    Errors: INVALID_ARGUMENT (VALIDATION_FAILED), RESOURCE_EXHAUSTED (RATE_LIMITED).
+    """
+    ResetPassword: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ResetPasswordRequest, _auth_service_pb2.ResetPasswordResponse]
+    """Sets a new password with a reset token (once). Every session of the
+    account ends; an administrator's reset requirement is cleared.
+    Errors: INVALID_ARGUMENT (ACCOUNT_TOKEN_INVALID: unknown, used or expired
+    token; VALIDATION_FAILED: the password breaks the policy).
+    """
+    RequestEmailVerification: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.RequestEmailVerificationRequest, _auth_service_pb2.RequestEmailVerificationResponse]
+    """Asks for an email-verification token for the caller's address: publishes
+    `user.email-verification-requested` (data: userId, email, token,
+    expireTime), single-use, stored hashed, valid THE0_EMAIL_VERIFICATION_TTL
+    (24 hours by default). An already verified address gets no token.
+    Errors: UNAUTHENTICATED, RESOURCE_EXHAUSTED (RATE_LIMITED),
+    PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+    """
+    VerifyEmail: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.VerifyEmailRequest, _user_pb2.User]
+    """Marks the address verified with a verification token (once).
+    Errors: INVALID_ARGUMENT (ACCOUNT_TOKEN_INVALID, VALIDATION_FAILED).
+    """
     GetCurrentUser: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.GetCurrentUserRequest, _user_pb2.User]
     """Returns the caller's account; works with a JWT or an API key.
     Errors: UNAUTHENTICATED (TOKEN_*, API_KEY_INVALID).
@@ -97,6 +151,60 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """Ends the caller's session: its refresh token and every access token of it
     are rejected on every server replica within a second.
     Errors: UNAUTHENTICATED (TOKEN_*), PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+    """
+    ListSessions: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ListSessionsRequest, _auth_service_pb2.ListSessionsResponse]  # type: ignore[assignment]
+    """Lists the caller's open sessions (each Register or Login starts one),
+    newest first; the one making the call has `current` set.
+    Errors: INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN),
+    UNAUTHENTICATED, PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+    """
+    RevokeSession: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.RevokeSessionRequest, _auth_service_pb2.RevokeSessionResponse]  # type: ignore[assignment]
+    """Ends one of the caller's sessions (the current one too, like Logout): its
+    refresh token and access tokens are rejected on every replica within a
+    second. Idempotent. Errors: NOT_FOUND (not the caller's), INVALID_ARGUMENT,
+    UNAUTHENTICATED, PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+    """
+    LogoutEverywhere: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.LogoutEverywhereRequest, _auth_service_pb2.LogoutEverywhereResponse]  # type: ignore[assignment]
+    """Logs out everywhere: ends every session of the caller (but the current
+    one with `keep_current`), on every replica within a second, and says how
+    many. API keys are not sessions and keep working.
+    Errors: UNAUTHENTICATED, PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+    """
+    ChangePassword: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ChangePasswordRequest, _auth_service_pb2.ChangePasswordResponse]  # type: ignore[assignment]
+    """Changes the caller's password; the current one is required (wrong
+    attempts are throttled like logins). Every other session of the account
+    ends, on every replica within a second; the answer says how many.
+    Errors: INVALID_ARGUMENT (VALIDATION_FAILED: the new password breaks the
+    policy, see docs/accounts.md), UNAUTHENTICATED (INVALID_CREDENTIALS: wrong
+    current password), RESOURCE_EXHAUSTED (RATE_LIMITED), PERMISSION_DENIED
+    (API_KEY_NOT_ALLOWED).
+    """
+    RequestPasswordReset: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.RequestPasswordResetRequest, _auth_service_pb2.RequestPasswordResetResponse]  # type: ignore[assignment]
+    """Asks for a password-reset token to be mailed. The server sends no mail:
+    it publishes `user.password-reset-requested` (data: userId, email, token,
+    expireTime) for the platform's mailer. The token is single-use,
+    short-lived (THE0_PASSWORD_RESET_TTL, 30 minutes by default) and stored
+    only hashed; a new request voids the older tokens. The answer is the same
+    whether or not the email has an account.
+    Errors: INVALID_ARGUMENT (VALIDATION_FAILED), RESOURCE_EXHAUSTED (RATE_LIMITED).
+    """
+    ResetPassword: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ResetPasswordRequest, _auth_service_pb2.ResetPasswordResponse]  # type: ignore[assignment]
+    """Sets a new password with a reset token (once). Every session of the
+    account ends; an administrator's reset requirement is cleared.
+    Errors: INVALID_ARGUMENT (ACCOUNT_TOKEN_INVALID: unknown, used or expired
+    token; VALIDATION_FAILED: the password breaks the policy).
+    """
+    RequestEmailVerification: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.RequestEmailVerificationRequest, _auth_service_pb2.RequestEmailVerificationResponse]  # type: ignore[assignment]
+    """Asks for an email-verification token for the caller's address: publishes
+    `user.email-verification-requested` (data: userId, email, token,
+    expireTime), single-use, stored hashed, valid THE0_EMAIL_VERIFICATION_TTL
+    (24 hours by default). An already verified address gets no token.
+    Errors: UNAUTHENTICATED, RESOURCE_EXHAUSTED (RATE_LIMITED),
+    PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+    """
+    VerifyEmail: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.VerifyEmailRequest, _user_pb2.User]  # type: ignore[assignment]
+    """Marks the address verified with a verification token (once).
+    Errors: INVALID_ARGUMENT (ACCOUNT_TOKEN_INVALID, VALIDATION_FAILED).
     """
     GetCurrentUser: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.GetCurrentUserRequest, _user_pb2.User]  # type: ignore[assignment]
     """Returns the caller's account; works with a JWT or an API key.
@@ -155,6 +263,108 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         """Ends the caller's session: its refresh token and every access token of it
         are rejected on every server replica within a second.
         Errors: UNAUTHENTICATED (TOKEN_*), PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+        """
+
+    @_abc_1.abstractmethod
+    def ListSessions(
+        self,
+        request: _auth_service_pb2.ListSessionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.ListSessionsResponse, _abc.Awaitable[_auth_service_pb2.ListSessionsResponse]]:
+        """Lists the caller's open sessions (each Register or Login starts one),
+        newest first; the one making the call has `current` set.
+        Errors: INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN),
+        UNAUTHENTICATED, PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeSession(
+        self,
+        request: _auth_service_pb2.RevokeSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.RevokeSessionResponse, _abc.Awaitable[_auth_service_pb2.RevokeSessionResponse]]:
+        """Ends one of the caller's sessions (the current one too, like Logout): its
+        refresh token and access tokens are rejected on every replica within a
+        second. Idempotent. Errors: NOT_FOUND (not the caller's), INVALID_ARGUMENT,
+        UNAUTHENTICATED, PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+        """
+
+    @_abc_1.abstractmethod
+    def LogoutEverywhere(
+        self,
+        request: _auth_service_pb2.LogoutEverywhereRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.LogoutEverywhereResponse, _abc.Awaitable[_auth_service_pb2.LogoutEverywhereResponse]]:
+        """Logs out everywhere: ends every session of the caller (but the current
+        one with `keep_current`), on every replica within a second, and says how
+        many. API keys are not sessions and keep working.
+        Errors: UNAUTHENTICATED, PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+        """
+
+    @_abc_1.abstractmethod
+    def ChangePassword(
+        self,
+        request: _auth_service_pb2.ChangePasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.ChangePasswordResponse, _abc.Awaitable[_auth_service_pb2.ChangePasswordResponse]]:
+        """Changes the caller's password; the current one is required (wrong
+        attempts are throttled like logins). Every other session of the account
+        ends, on every replica within a second; the answer says how many.
+        Errors: INVALID_ARGUMENT (VALIDATION_FAILED: the new password breaks the
+        policy, see docs/accounts.md), UNAUTHENTICATED (INVALID_CREDENTIALS: wrong
+        current password), RESOURCE_EXHAUSTED (RATE_LIMITED), PERMISSION_DENIED
+        (API_KEY_NOT_ALLOWED).
+        """
+
+    @_abc_1.abstractmethod
+    def RequestPasswordReset(
+        self,
+        request: _auth_service_pb2.RequestPasswordResetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.RequestPasswordResetResponse, _abc.Awaitable[_auth_service_pb2.RequestPasswordResetResponse]]:
+        """Asks for a password-reset token to be mailed. The server sends no mail:
+        it publishes `user.password-reset-requested` (data: userId, email, token,
+        expireTime) for the platform's mailer. The token is single-use,
+        short-lived (THE0_PASSWORD_RESET_TTL, 30 minutes by default) and stored
+        only hashed; a new request voids the older tokens. The answer is the same
+        whether or not the email has an account.
+        Errors: INVALID_ARGUMENT (VALIDATION_FAILED), RESOURCE_EXHAUSTED (RATE_LIMITED).
+        """
+
+    @_abc_1.abstractmethod
+    def ResetPassword(
+        self,
+        request: _auth_service_pb2.ResetPasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.ResetPasswordResponse, _abc.Awaitable[_auth_service_pb2.ResetPasswordResponse]]:
+        """Sets a new password with a reset token (once). Every session of the
+        account ends; an administrator's reset requirement is cleared.
+        Errors: INVALID_ARGUMENT (ACCOUNT_TOKEN_INVALID: unknown, used or expired
+        token; VALIDATION_FAILED: the password breaks the policy).
+        """
+
+    @_abc_1.abstractmethod
+    def RequestEmailVerification(
+        self,
+        request: _auth_service_pb2.RequestEmailVerificationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.RequestEmailVerificationResponse, _abc.Awaitable[_auth_service_pb2.RequestEmailVerificationResponse]]:
+        """Asks for an email-verification token for the caller's address: publishes
+        `user.email-verification-requested` (data: userId, email, token,
+        expireTime), single-use, stored hashed, valid THE0_EMAIL_VERIFICATION_TTL
+        (24 hours by default). An already verified address gets no token.
+        Errors: UNAUTHENTICATED, RESOURCE_EXHAUSTED (RATE_LIMITED),
+        PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+        """
+
+    @_abc_1.abstractmethod
+    def VerifyEmail(
+        self,
+        request: _auth_service_pb2.VerifyEmailRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_user_pb2.User, _abc.Awaitable[_user_pb2.User]]:
+        """Marks the address verified with a verification token (once).
+        Errors: INVALID_ARGUMENT (ACCOUNT_TOKEN_INVALID, VALIDATION_FAILED).
         """
 
     @_abc_1.abstractmethod

@@ -58,6 +58,8 @@ class User(_message.Message):
     LAST_LOGIN_TIME_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    PASSWORD_RESET_REQUIRED_FIELD_NUMBER: _builtins.int
+    EMAIL_VERIFIED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned id (UUID)."""
     email: _builtins.str
@@ -72,6 +74,12 @@ class User(_message.Message):
     """What the user may do."""
     active: _builtins.bool
     """Inactive users cannot log in or use their API keys."""
+    password_reset_required: _builtins.bool
+    """An administrator required a new password: login is refused
+    (PASSWORD_RESET_REQUIRED) until the password is reset.
+    """
+    email_verified: _builtins.bool
+    """Whether the email address was verified (VerifyEmail)."""
     @_builtins.property
     def last_login_time(self) -> _timestamp_pb2.Timestamp:
         """The last successful login, unset before the first."""
@@ -97,10 +105,12 @@ class User(_message.Message):
         last_login_time: _timestamp_pb2.Timestamp | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        password_reset_required: _builtins.bool = ...,
+        email_verified: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "last_login_time", b"last_login_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "create_time", b"create_time", "email", b"email", "first_name", b"first_name", "id", b"id", "last_login_time", b"last_login_time", "last_name", b"last_name", "role", b"role", "update_time", b"update_time", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "create_time", b"create_time", "email", b"email", "email_verified", b"email_verified", "first_name", b"first_name", "id", b"id", "last_login_time", b"last_login_time", "last_name", b"last_name", "password_reset_required", b"password_reset_required", "role", b"role", "update_time", b"update_time", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

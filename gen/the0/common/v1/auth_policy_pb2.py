@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n the0/common/v1/auth_policy.proto\x12\x0ethe0.common.v1\x1a google/protobuf/descriptor.proto*\xa2\x01\n\nAuthPolicy\x12\x1b\n\x17\x41UTH_POLICY_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41UTH_POLICY_PUBLIC\x10\x01\x12\x1c\n\x18\x41UTH_POLICY_USER_SESSION\x10\x02\x12\x1f\n\x1b\x41UTH_POLICY_SERVICE_RUNTIME\x10\x03\x12 \n\x1c\x41UTH_POLICY_SERVICE_ANALYZER\x10\x04:Q\n\x0b\x61uth_policy\x12\x1e.google.protobuf.MethodOptions\x18\xd1\x86\x03 \x01(\x0e\x32\x1a.the0.common.v1.AuthPolicyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n the0/common/v1/auth_policy.proto\x12\x0ethe0.common.v1\x1a google/protobuf/descriptor.proto*\xb9\x01\n\nAuthPolicy\x12\x1b\n\x17\x41UTH_POLICY_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41UTH_POLICY_PUBLIC\x10\x01\x12\x1c\n\x18\x41UTH_POLICY_USER_SESSION\x10\x02\x12\x1f\n\x1b\x41UTH_POLICY_SERVICE_RUNTIME\x10\x03\x12 \n\x1c\x41UTH_POLICY_SERVICE_ANALYZER\x10\x04\x12\x15\n\x11\x41UTH_POLICY_ADMIN\x10\x05:Q\n\x0b\x61uth_policy\x12\x1e.google.protobuf.MethodOptions\x18\xd1\x86\x03 \x01(\x0e\x32\x1a.the0.common.v1.AuthPolicyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'the0.common.v1.auth_policy_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AUTHPOLICY']._serialized_start=87
-  _globals['_AUTHPOLICY']._serialized_end=249
+  _globals['_AUTHPOLICY']._serialized_end=272
 # @@protoc_insertion_point(module_scope)

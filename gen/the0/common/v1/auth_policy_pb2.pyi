@@ -41,6 +41,13 @@ class _AuthPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuthPolicy
     """Only a platform service account of role `analyzer` (the custom-bot
     analyzer), by its service key, as above.
     """
+    AUTH_POLICY_ADMIN: _AuthPolicy.ValueType  # 5
+    """Only an administrator's user session (JWT of a user whose role is admin);
+    an ordinary user is PERMISSION_DENIED, an API key PERMISSION_DENIED
+    (API_KEY_NOT_ALLOWED). Checked by the auth interceptor before the handler
+    runs, and again by the service; the BFLA suite (tests/e2e/test_admin.py)
+    calls every RPC marked so as an ordinary user.
+    """
 
 class AuthPolicy(_AuthPolicy, metaclass=_AuthPolicyEnumTypeWrapper):
     """AuthPolicy says which credentials an RPC accepts. The server's auth
@@ -64,6 +71,13 @@ tokens and API keys are refused (PERMISSION_DENIED). Never on the REST edge.
 AUTH_POLICY_SERVICE_ANALYZER: AuthPolicy.ValueType  # 4
 """Only a platform service account of role `analyzer` (the custom-bot
 analyzer), by its service key, as above.
+"""
+AUTH_POLICY_ADMIN: AuthPolicy.ValueType  # 5
+"""Only an administrator's user session (JWT of a user whose role is admin);
+an ordinary user is PERMISSION_DENIED, an API key PERMISSION_DENIED
+(API_KEY_NOT_ALLOWED). Checked by the auth interceptor before the handler
+runs, and again by the service; the BFLA suite (tests/e2e/test_admin.py)
+calls every RPC marked so as an ordinary user.
 """
 Global___AuthPolicy: _TypeAlias = AuthPolicy  # noqa: Y015
 

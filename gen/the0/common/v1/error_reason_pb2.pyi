@@ -133,6 +133,20 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """An already-rotated refresh token was presented; its whole session is now revoked."""
     ERROR_REASON_REGISTRATION_DISABLED: _ErrorReason.ValueType  # 29
     """Public registration is switched off. Code: FAILED_PRECONDITION."""
+    ERROR_REASON_PASSWORD_RESET_REQUIRED: _ErrorReason.ValueType  # 30
+    """An administrator required a new password for this account: the password
+    was right, but the account must be reset first (RequestPasswordReset).
+    Code: FAILED_PRECONDITION.
+    """
+    ERROR_REASON_SELF_ADMINISTRATION: _ErrorReason.ValueType  # 31
+    """An administrator may not disable, force a reset on or change the role of
+    their own account (so the last admin cannot lock everyone out).
+    Code: FAILED_PRECONDITION.
+    """
+    ERROR_REASON_ACCOUNT_TOKEN_INVALID: _ErrorReason.ValueType  # 32
+    """A password-reset or email-verification token is unknown, already used or
+    expired; ask for a new one. Code: INVALID_ARGUMENT.
+    """
     ERROR_REASON_ARCHIVE_INVALID: _ErrorReason.ValueType  # 40
     """Custom bots, bots and backtests.
 
@@ -279,6 +293,20 @@ ERROR_REASON_REFRESH_TOKEN_REUSED: ErrorReason.ValueType  # 28
 """An already-rotated refresh token was presented; its whole session is now revoked."""
 ERROR_REASON_REGISTRATION_DISABLED: ErrorReason.ValueType  # 29
 """Public registration is switched off. Code: FAILED_PRECONDITION."""
+ERROR_REASON_PASSWORD_RESET_REQUIRED: ErrorReason.ValueType  # 30
+"""An administrator required a new password for this account: the password
+was right, but the account must be reset first (RequestPasswordReset).
+Code: FAILED_PRECONDITION.
+"""
+ERROR_REASON_SELF_ADMINISTRATION: ErrorReason.ValueType  # 31
+"""An administrator may not disable, force a reset on or change the role of
+their own account (so the last admin cannot lock everyone out).
+Code: FAILED_PRECONDITION.
+"""
+ERROR_REASON_ACCOUNT_TOKEN_INVALID: ErrorReason.ValueType  # 32
+"""A password-reset or email-verification token is unknown, already used or
+expired; ask for a new one. Code: INVALID_ARGUMENT.
+"""
 ERROR_REASON_ARCHIVE_INVALID: ErrorReason.ValueType  # 40
 """Custom bots, bots and backtests.
 

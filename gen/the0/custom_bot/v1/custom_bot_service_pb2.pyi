@@ -47,6 +47,60 @@ REVIEW_DECISION_DECLINE: ReviewDecision.ValueType  # 2
 Global___ReviewDecision: _TypeAlias = ReviewDecision  # noqa: Y015
 
 @_typing.final
+class ListCustomBotReviewQueueRequest(_message.Message):
+    """Request of CustomBotService.ListCustomBotReviewQueue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """1 to 200; 0 means 50. Negative is INVALID_ARGUMENT."""
+    page_token: _builtins.str
+    """`next_page_token` of the previous page."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCustomBotReviewQueueRequest: _TypeAlias = ListCustomBotReviewQueueRequest  # noqa: Y015
+
+@_typing.final
+class ListCustomBotReviewQueueResponse(_message.Message):
+    """Response of CustomBotService.ListCustomBotReviewQueue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOM_BOTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page; empty on the last page."""
+    @_builtins.property
+    def custom_bots(self) -> _containers.RepeatedCompositeFieldContainer[_custom_bot_pb2.CustomBot]:
+        """The page's versions awaiting human review, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        custom_bots: _abc.Iterable[_custom_bot_pb2.CustomBot] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["custom_bots", b"custom_bots", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCustomBotReviewQueueResponse: _TypeAlias = ListCustomBotReviewQueueResponse  # noqa: Y015
+
+@_typing.final
 class UploadCustomBotRequest(_message.Message):
     """One piece of an UploadCustomBot stream."""
 

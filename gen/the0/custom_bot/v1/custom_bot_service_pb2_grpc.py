@@ -68,6 +68,11 @@ class CustomBotServiceStub:
                 request_serializer=the0_dot_custom__bot_dot_v1_dot_custom__bot__service__pb2.WatchCustomBotRequest.SerializeToString,
                 response_deserializer=the0_dot_custom__bot_dot_v1_dot_custom__bot__service__pb2.WatchCustomBotResponse.FromString,
                 _registered_method=True)
+        self.ListCustomBotReviewQueue = channel.unary_unary(
+                '/the0.custom_bot.v1.CustomBotService/ListCustomBotReviewQueue',
+                request_serializer=the0_dot_custom__bot_dot_v1_dot_custom__bot__service__pb2.ListCustomBotReviewQueueRequest.SerializeToString,
+                response_deserializer=the0_dot_custom__bot_dot_v1_dot_custom__bot__service__pb2.ListCustomBotReviewQueueResponse.FromString,
+                _registered_method=True)
 
 
 class CustomBotServiceServicer:
@@ -115,7 +120,8 @@ class CustomBotServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReviewCustomBot(self, request, context):
-        """An admin approves or declines a version awaiting human review.
+        """An admin approves or declines a version awaiting human review (an
+        admin's session only: an API key is PERMISSION_DENIED, API_KEY_NOT_ALLOWED).
         Errors: PERMISSION_DENIED (not an admin), NOT_FOUND, FAILED_PRECONDITION
         (INVALID_STATE: not awaiting human review), INVALID_ARGUMENT, UNAUTHENTICATED.
         """
@@ -130,6 +136,16 @@ class CustomBotServiceServicer:
         Ends with UNAUTHENTICATED after an `unauthenticated` message when the
         caller's session is logged out, its API key revoked or its token expires.
         Errors: NOT_FOUND, UNAUTHENTICATED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCustomBotReviewQueue(self, request, context):
+        """The review queue: versions of every user AWAITING_HUMAN_REVIEW, oldest
+        first (the one waiting longest is reviewed first). Admins only.
+        Errors: PERMISSION_DENIED (not an admin; API_KEY_NOT_ALLOWED for an API
+        key), INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN), UNAUTHENTICATED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -167,6 +183,11 @@ def add_CustomBotServiceServicer_to_server(servicer, server):
                     servicer.WatchCustomBot,
                     request_deserializer=the0_dot_custom__bot_dot_v1_dot_custom__bot__service__pb2.WatchCustomBotRequest.FromString,
                     response_serializer=the0_dot_custom__bot_dot_v1_dot_custom__bot__service__pb2.WatchCustomBotResponse.SerializeToString,
+            ),
+            'ListCustomBotReviewQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCustomBotReviewQueue,
+                    request_deserializer=the0_dot_custom__bot_dot_v1_dot_custom__bot__service__pb2.ListCustomBotReviewQueueRequest.FromString,
+                    response_serializer=the0_dot_custom__bot_dot_v1_dot_custom__bot__service__pb2.ListCustomBotReviewQueueResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -333,6 +354,33 @@ class CustomBotService:
             '/the0.custom_bot.v1.CustomBotService/WatchCustomBot',
             the0_dot_custom__bot_dot_v1_dot_custom__bot__service__pb2.WatchCustomBotRequest.SerializeToString,
             the0_dot_custom__bot_dot_v1_dot_custom__bot__service__pb2.WatchCustomBotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCustomBotReviewQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/the0.custom_bot.v1.CustomBotService/ListCustomBotReviewQueue',
+            the0_dot_custom__bot_dot_v1_dot_custom__bot__service__pb2.ListCustomBotReviewQueueRequest.SerializeToString,
+            the0_dot_custom__bot_dot_v1_dot_custom__bot__service__pb2.ListCustomBotReviewQueueResponse.FromString,
             options,
             channel_credentials,
             insecure,

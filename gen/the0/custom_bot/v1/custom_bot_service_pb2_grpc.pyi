@@ -61,7 +61,8 @@ class CustomBotServiceStub:
     Errors: NOT_FOUND, UNAVAILABLE (object store down), UNAUTHENTICATED.
     """
     ReviewCustomBot: _grpc.UnaryUnaryMultiCallable[_custom_bot_service_pb2.ReviewCustomBotRequest, _custom_bot_pb2.CustomBot]
-    """An admin approves or declines a version awaiting human review.
+    """An admin approves or declines a version awaiting human review (an
+    admin's session only: an API key is PERMISSION_DENIED, API_KEY_NOT_ALLOWED).
     Errors: PERMISSION_DENIED (not an admin), NOT_FOUND, FAILED_PRECONDITION
     (INVALID_STATE: not awaiting human review), INVALID_ARGUMENT, UNAUTHENTICATED.
     """
@@ -72,6 +73,12 @@ class CustomBotServiceStub:
     Ends with UNAUTHENTICATED after an `unauthenticated` message when the
     caller's session is logged out, its API key revoked or its token expires.
     Errors: NOT_FOUND, UNAUTHENTICATED.
+    """
+    ListCustomBotReviewQueue: _grpc.UnaryUnaryMultiCallable[_custom_bot_service_pb2.ListCustomBotReviewQueueRequest, _custom_bot_service_pb2.ListCustomBotReviewQueueResponse]
+    """The review queue: versions of every user AWAITING_HUMAN_REVIEW, oldest
+    first (the one waiting longest is reviewed first). Admins only.
+    Errors: PERMISSION_DENIED (not an admin; API_KEY_NOT_ALLOWED for an API
+    key), INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN), UNAUTHENTICATED.
     """
 
 @_typing.type_check_only
@@ -105,7 +112,8 @@ class CustomBotServiceAsyncStub(CustomBotServiceStub):
     Errors: NOT_FOUND, UNAVAILABLE (object store down), UNAUTHENTICATED.
     """
     ReviewCustomBot: _aio.UnaryUnaryMultiCallable[_custom_bot_service_pb2.ReviewCustomBotRequest, _custom_bot_pb2.CustomBot]  # type: ignore[assignment]
-    """An admin approves or declines a version awaiting human review.
+    """An admin approves or declines a version awaiting human review (an
+    admin's session only: an API key is PERMISSION_DENIED, API_KEY_NOT_ALLOWED).
     Errors: PERMISSION_DENIED (not an admin), NOT_FOUND, FAILED_PRECONDITION
     (INVALID_STATE: not awaiting human review), INVALID_ARGUMENT, UNAUTHENTICATED.
     """
@@ -116,6 +124,12 @@ class CustomBotServiceAsyncStub(CustomBotServiceStub):
     Ends with UNAUTHENTICATED after an `unauthenticated` message when the
     caller's session is logged out, its API key revoked or its token expires.
     Errors: NOT_FOUND, UNAUTHENTICATED.
+    """
+    ListCustomBotReviewQueue: _aio.UnaryUnaryMultiCallable[_custom_bot_service_pb2.ListCustomBotReviewQueueRequest, _custom_bot_service_pb2.ListCustomBotReviewQueueResponse]  # type: ignore[assignment]
+    """The review queue: versions of every user AWAITING_HUMAN_REVIEW, oldest
+    first (the one waiting longest is reviewed first). Admins only.
+    Errors: PERMISSION_DENIED (not an admin; API_KEY_NOT_ALLOWED for an API
+    key), INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN), UNAUTHENTICATED.
     """
 
 class CustomBotServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -176,7 +190,8 @@ class CustomBotServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _custom_bot_service_pb2.ReviewCustomBotRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_custom_bot_pb2.CustomBot, _abc.Awaitable[_custom_bot_pb2.CustomBot]]:
-        """An admin approves or declines a version awaiting human review.
+        """An admin approves or declines a version awaiting human review (an
+        admin's session only: an API key is PERMISSION_DENIED, API_KEY_NOT_ALLOWED).
         Errors: PERMISSION_DENIED (not an admin), NOT_FOUND, FAILED_PRECONDITION
         (INVALID_STATE: not awaiting human review), INVALID_ARGUMENT, UNAUTHENTICATED.
         """
@@ -193,6 +208,18 @@ class CustomBotServiceServicer(metaclass=_abc_1.ABCMeta):
         Ends with UNAUTHENTICATED after an `unauthenticated` message when the
         caller's session is logged out, its API key revoked or its token expires.
         Errors: NOT_FOUND, UNAUTHENTICATED.
+        """
+
+    @_abc_1.abstractmethod
+    def ListCustomBotReviewQueue(
+        self,
+        request: _custom_bot_service_pb2.ListCustomBotReviewQueueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_custom_bot_service_pb2.ListCustomBotReviewQueueResponse, _abc.Awaitable[_custom_bot_service_pb2.ListCustomBotReviewQueueResponse]]:
+        """The review queue: versions of every user AWAITING_HUMAN_REVIEW, oldest
+        first (the one waiting longest is reviewed first). Admins only.
+        Errors: PERMISSION_DENIED (not an admin; API_KEY_NOT_ALLOWED for an API
+        key), INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN), UNAUTHENTICATED.
         """
 
 def add_CustomBotServiceServicer_to_server(servicer: CustomBotServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

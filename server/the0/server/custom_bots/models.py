@@ -39,6 +39,8 @@ class CustomBotRow(Base):
         # List pages: newest version of each name, and every version of one name.
         Index("ix_custom_bots_owner_id_is_latest_created_at_id", "owner_id", "is_latest", "created_at", "id"),
         Index("ix_custom_bots_owner_id_name_created_at_id", "owner_id", "name", "created_at", "id"),
+        # The admins' review queue: one state across owners, oldest first.
+        Index("ix_custom_bots_state_created_at_id", "state", "created_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

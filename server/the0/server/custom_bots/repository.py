@@ -1,9 +1,17 @@
-"""Custom-bot rows. Every owner query starts from ``CustomBotRepository._base`` (the owner's rows)."""
+"""Custom-bot rows. Every owner query starts from ``CustomBotRepository._base`` (the owner's rows).
+
+The one read across owners is ``ReviewQueue``: the admins' queue of versions awaiting
+human review (its caller checks the admin role first).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sqlalchemy import select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from the0.server.custom_bots.lifecycle import AWAITING_HUMAN_REVIEW
 from the0.server.custom_bots.models import CustomBotRow
 from the0.server.db.repository import OwnedRepository
 from the0.server.pagination import Cursor
@@ -53,3 +61,19 @@ class CustomBotRepository(OwnedRepository[CustomBotRow]):
             query = query.where(CustomBotRow.is_latest.is_(True))
         return await self._page(query, after, limit)
 
+
+
+class ReviewQueue:
+    """Versions of every owner awaiting human review, oldest first (admins only)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def page(self, *, after: Cursor | None, limit: int) -> Sequence[CustomBotRow]:
+        query = select(CustomBotRow).where(CustomBotRow.state == AWAITING_HUMAN_REVIEW)
+        if after is not None:
+            query = query.where(
+                tuple_(CustomBotRow.created_at, CustomBotRow.id) > tuple_(after.create_time, after.id)
+            )
+        query = query.order_by(CustomBotRow.created_at.asc(), CustomBotRow.id.asc()).limit(limit)
+        return (await self._session.scalars(query)).all()

@@ -31,7 +31,7 @@ from the0.server.custom_bots.lifecycle import (
 )
 from the0.server.custom_bots.manifest import NAME_PATTERN, CheckedManifest, ManifestInvalid
 from the0.server.custom_bots.models import CustomBotRow
-from the0.server.custom_bots.repository import CustomBotRepository
+from the0.server.custom_bots.repository import CustomBotRepository, ReviewQueue
 from the0.server.custom_bots.semver import SemVer
 from the0.server.db.repository import get_any_for_update
 from the0.server.errors import (
@@ -403,6 +403,20 @@ class CustomBotService:
             yield item
 
     # -- review --------------------------------------------------------------
+
+    async def review_queue(self, *, is_admin: bool, requested_page_size: int, page_token: str) -> Page:
+        """Every owner's versions AWAITING_HUMAN_REVIEW, the longest waiting first."""
+        if not is_admin:
+            raise PermissionDenied("only an admin may see the review queue")
+        size = page_size(requested_page_size)
+        scope = "custom-bots:review-queue"
+        cursor = self._page_tokens.decode(page_token, scope=scope)
+        async with self._sessions() as session:
+            rows = await ReviewQueue(session).page(after=cursor, limit=size + 1)
+        rows, next_token = self._page_tokens.page(
+            rows, size, scope=scope, cursor=lambda row: Cursor(row.created_at, row.id)
+        )
+        return Page(items=[CustomBot.from_row(row) for row in rows], next_page_token=next_token)
 
     async def review(
         self, *, actor_id: str, is_admin: bool, custom_bot_id: str, approve: bool | None, reasons: list[str]

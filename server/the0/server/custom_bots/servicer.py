@@ -133,6 +133,20 @@ class CustomBotServicer(custom_bot_service_pb2_grpc.CustomBotServiceServicer):
             async for chunk in chunks:
                 yield httpbody_pb2.HttpBody(content_type="application/zip", data=chunk)
 
+    async def ListCustomBotReviewQueue(
+        self,
+        request: custom_bot_service_pb2.ListCustomBotReviewQueueRequest,
+        context: grpc.aio.ServicerContext[custom_bot_service_pb2.ListCustomBotReviewQueueRequest, custom_bot_service_pb2.ListCustomBotReviewQueueResponse],
+    ) -> custom_bot_service_pb2.ListCustomBotReviewQueueResponse:
+        principal = current_principal()
+        validate_request(request)
+        page = await self._service.review_queue(
+            is_admin=principal.is_admin, requested_page_size=request.page_size, page_token=request.page_token
+        )
+        return custom_bot_service_pb2.ListCustomBotReviewQueueResponse(
+            custom_bots=[custom_bot_to_proto(item) for item in page.items], next_page_token=page.next_page_token
+        )
+
     async def ReviewCustomBot(
         self,
         request: custom_bot_service_pb2.ReviewCustomBotRequest,

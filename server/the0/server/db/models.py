@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     TypeDecorator,
     UniqueConstraint,
+    false,
     true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -65,6 +66,8 @@ class Base(DeclarativeBase):
 
 class UserRow(Base):
     __tablename__ = "users"
+    # Admin's user list: newest first, keyset on (created_at, id).
+    __table_args__ = (Index("ix_users_created_at_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     # Stored lower-cased by the repository, so the unique index is case-insensitive.
@@ -78,12 +81,36 @@ class UserRow(Base):
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    # Set by an admin's ForcePasswordReset: login refuses until the password is reset.
+    password_reset_required: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # When an admin disabled the account (None while active); indexed: every replica
+    # re-reads the recently disabled accounts every few seconds (identity/revocations.py).
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
+    # When the address was verified (VerifyEmail); None until then.
+    email_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class AccountTokenRow(Base):
+    """A single-use token mailed to a user (password reset, email verification); only its hash is kept."""
+
+    __tablename__ = "account_tokens"
+    __table_args__ = (Index("ix_account_tokens_user_id_purpose", "user_id", "purpose"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    purpose: Mapped[str] = mapped_column(String(32))  # "password_reset" | "email_verification"
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class SessionRow(Base):
     """One login: every access and refresh token issued for it carries its id."""
 
     __tablename__ = "sessions"
+    # ListSessions: one user's sessions, newest first.
+    __table_args__ = (Index("ix_sessions_user_id_created_at_id", "user_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -91,6 +118,11 @@ class SessionRow(Base):
     # Indexed: every replica re-reads the recently revoked sessions every few seconds.
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
     revoked_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # Who logged in from where (ListSessions); the user agent is cut to 256 characters.
+    user_agent: Mapped[str] = mapped_column(String(256), default="", server_default="")
+    client_address: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    # When the session last got tokens (login, then each refresh): no write per request.
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class RefreshTokenRow(Base):

@@ -23,7 +23,7 @@ logger = logging.getLogger("the0.nats")
 EVENTS_STREAM = "THE0_EVENTS"
 # Every event family, not "the0.>": bot logs (the0.bot.logs.<botId>) live in a stream of
 # their own (bot_logs/ingest.py, THE0_BOT_LOGS) and JetStream refuses overlapping streams.
-EVENTS_SUBJECTS = ("the0.bot.*", "the0.bot.execution.>", "the0.custom-bot.>", "the0.backtest.>")
+EVENTS_SUBJECTS = ("the0.bot.*", "the0.bot.execution.>", "the0.custom-bot.>", "the0.backtest.>", "the0.user.>")
 
 
 def stored_by_events_stream(subject: str) -> bool:

@@ -1,8 +1,9 @@
 """Turns presented credentials into a Principal, without a query per request.
 
-JWTs: signature and claims, then the in-memory revoked-session set.
+JWTs: signature and claims, then the in-memory revoked-session and disabled-account sets.
 API keys: shape and checksum, then a short-lived cache of hash → (key, owner),
-a database read on a miss, and the in-memory revoked-key set on every call.
+a database read on a miss, and the in-memory revoked-key and disabled-account sets
+on every call.
 A well-formed key that is not ours (the checksum is public, so anyone can make
 one) is remembered as unknown for a few seconds, and concurrent lookups of the
 same key share one read: refusing a fake key costs a query once per
@@ -77,7 +78,7 @@ class Authenticator:
 
     def authenticate_jwt(self, token: str) -> Principal:
         claims = self._tokens.verify(token)
-        if self._revocations.session_revoked(claims.session_id):
+        if self._revocations.session_revoked(claims.session_id) or self._revocations.user_disabled(claims.user_id):
             raise Unauthenticated("the session of this access token was logged out", reason="TOKEN_REVOKED")
         return Principal(user_id=claims.user_id, role=role_of(claims.role), auth_kind="jwt",
                          session_id=claims.session_id, expires_at=claims.expires_at)
@@ -92,7 +93,7 @@ class Authenticator:
         else:  # no revocable credential: an event that is never set
             yield asyncio.Event()
             return
-        with self._revocations.signal(kind, item_id) as event:
+        with self._revocations.signal(kind, item_id, user_id=principal.user_id) as event:
             yield event
 
     async def authenticate_api_key(self, secret: str) -> Principal:
@@ -110,6 +111,8 @@ class Authenticator:
             cached.expires_at is not None and cached.expires_at <= now
         ):
             self._keys.pop(key_hash, None)
+            raise _invalid_key()
+        if self._revocations.user_disabled(cached.user_id):  # kept cached: it works again once enabled
             raise _invalid_key()
         self._record_use(cached.api_key_id, now)
         return Principal(user_id=cached.user_id, role=role_of(cached.role), auth_kind="api_key",
@@ -162,6 +165,11 @@ class Authenticator:
 
     def forget_api_key(self, api_key_id: str) -> None:
         for key_hash in [h for h, c in self._keys.items() if c.api_key_id == api_key_id]:
+            self._keys.pop(key_hash, None)
+
+    def forget_user(self, user_id: str) -> None:
+        """Drop this replica's cached keys of an account whose role or state changed."""
+        for key_hash in [h for h, c in self._keys.items() if c.user_id == user_id]:
             self._keys.pop(key_hash, None)
 
     def _record_use(self, api_key_id: str, now: datetime) -> None:

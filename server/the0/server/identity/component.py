@@ -11,10 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from the0.server.background import BackgroundTasks
 from the0.server.db.engine import session_factory
 from the0.server.domain_page_tokens import page_tokens_for
+from the0.server.events.outbox import Outbox
+from the0.server.identity.admin import AdminService
 from the0.server.identity.admin_bootstrap import bootstrap_admin
+from the0.server.identity.admin_servicer import AdminServicer
 from the0.server.identity.api_key_secrets import ApiKeyHasher
 from the0.server.identity.authenticator import Authenticator
+from the0.server.identity.password_policy import PasswordPolicy
 from the0.server.identity.passwords import Passwords
+from the0.server.identity.recovery import AccountRecovery, RecoveryTimes
 from the0.server.identity.revocations import Revocations
 from the0.server.identity.service import ApiKeyService, AuthService, CredentialHousekeeping
 from the0.server.identity.servicers import ApiKeyServicer, AuthServicer
@@ -29,7 +34,7 @@ _ADMIN_RETRY_SECONDS = 2.0
 
 
 class Identity:
-    def __init__(self, settings: Settings, engine: AsyncEngine, nats: NatsLink) -> None:
+    def __init__(self, settings: Settings, engine: AsyncEngine, nats: NatsLink, outbox: Outbox) -> None:
         self._settings = settings
         sessions = session_factory(engine)
         self.passwords = Passwords(memory_kib=settings.argon2_memory_kib, time_cost=settings.argon2_time_cost,
@@ -40,14 +45,18 @@ class Identity:
             login_per_account=settings.login_attempts_per_account,
             login_per_address=settings.login_attempts_per_address,
             registrations_per_address=settings.registrations_per_address,
+            recovery_per_address=settings.account_recovery_per_address,
         ))
+        policy = PasswordPolicy(min_length=settings.password_min_length)
         # One key ring per purpose (keys.py): rotating the JWT key leaves API keys valid.
         tokens = AccessTokens(key_ring(settings.jwt_keys, settings.jwt_secret), settings.jwt_expires_in)
         hasher = ApiKeyHasher(key_ring(settings.api_key_hash_keys, settings.jwt_secret))
         self._sessions = sessions
+        housekeeping = CredentialHousekeeping(sessions)
         self.revocations = Revocations(
             nats=nats,
-            loader=CredentialHousekeeping(sessions).revoked_since,
+            loader=housekeeping.revoked_since,
+            disabled_loader=housekeeping.disabled_since,
             remember=max(settings.jwt_expires_in, timedelta(seconds=settings.api_key_cache_seconds))
             + timedelta(minutes=1),
             sync_seconds=settings.revocation_sync_seconds,
@@ -62,14 +71,30 @@ class Identity:
             sessions=sessions, passwords=self.passwords, tokens=tokens, revocations=self.revocations,
             throttles=self.throttles,
             refresh_token_ttl=settings.refresh_token_ttl, registration_enabled=settings.registration_enabled,
+            page_tokens=page_tokens_for(settings, "sessions"), policy=policy,
+        )
+        self.recovery = AccountRecovery(
+            sessions=sessions, passwords=self.passwords, policy=policy, throttles=self.throttles,
+            revocations=self.revocations, outbox=outbox,
+            times=RecoveryTimes(password_reset=timedelta(seconds=settings.password_reset_ttl_seconds),
+                                email_verification=timedelta(seconds=settings.email_verification_ttl_seconds)),
         )
         self.api_key_service = ApiKeyService(
             sessions=sessions, hasher=hasher, authenticator=self.authenticator, revocations=self.revocations,
             page_tokens=page_tokens_for(settings, "api keys"),
         )
-        self.auth_servicer = AuthServicer(self.auth_service, trusted_proxies=settings.trusted_proxies)
+        self.admin_service = AdminService(
+            sessions=sessions, revocations=self.revocations, page_tokens=page_tokens_for(settings, "users"),
+            forget_user=self._forget_user,
+        )
+        self.admin_servicer = AdminServicer(self.admin_service)
+        self.auth_servicer = AuthServicer(self.auth_service, self.recovery, trusted_proxies=settings.trusted_proxies)
         self.api_key_servicer = ApiKeyServicer(self.api_key_service)
         self.admin_ready = asyncio.Event()
+
+    def _forget_user(self, user_id: str) -> None:
+        self.auth_service.forget_profile(user_id)
+        self.authenticator.forget_user(user_id)
 
     async def start(self, tasks: BackgroundTasks) -> None:
         await self.passwords.prepare()

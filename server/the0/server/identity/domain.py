@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from the0.server.db.models import ApiKeyRow, UserRow
+from the0.server.db.models import ApiKeyRow, SessionRow, UserRow
 
 ApiKeyState = Literal["active", "revoked", "expired"]
 
@@ -23,6 +23,8 @@ class User:
     last_login_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    password_reset_required: bool = False
+    email_verified: bool = False
 
     @classmethod
     def from_row(cls, row: UserRow) -> User:
@@ -30,6 +32,8 @@ class User:
             id=row.id, email=row.email, username=row.username, first_name=row.first_name,
             last_name=row.last_name, role=row.role, active=row.active, last_login_at=row.last_login_at,
             created_at=row.created_at, updated_at=row.updated_at,
+            password_reset_required=bool(row.password_reset_required),
+            email_verified=row.email_verified_at is not None,
         )
 
 
@@ -75,4 +79,31 @@ class CreatedApiKey:
 @dataclass(frozen=True, slots=True)
 class ApiKeyPage:
     api_keys: list[ApiKey]
+    next_page_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserPage:
+    users: list[User]
+    next_page_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    id: str
+    user_agent: str
+    client_address: str
+    created_at: datetime
+    last_used_at: datetime
+    current: bool
+
+    @classmethod
+    def from_row(cls, row: SessionRow, *, current: bool) -> SessionInfo:
+        return cls(id=row.id, user_agent=row.user_agent, client_address=row.client_address,
+                   created_at=row.created_at, last_used_at=row.last_used_at or row.created_at, current=current)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPage:
+    sessions: list[SessionInfo]
     next_page_token: str

@@ -12,11 +12,13 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import Select, and_, bindparam, or_, select, update
+from sqlalchemy import Select, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from the0.server.db.models import ApiKeyRow, RefreshTokenRow, SessionRow, UserRow
 from the0.server.pagination import Cursor
+
+USER_AGENT_MAX, ADDRESS_MAX = 256, 64
 
 
 def new_id() -> str:
@@ -47,13 +49,51 @@ class UserRepository:
     def add(self, user: UserRow) -> None:
         self._db.add(user)
 
+    async def get_for_update(self, user_id: str) -> UserRow | None:
+        return (await self._db.execute(
+            select(UserRow).where(UserRow.id == user_id).with_for_update()
+        )).scalar_one_or_none()
+
+    async def list_page(
+        self, *, prefix: str, active: bool | None, role: str | None, after: Cursor | None, limit: int
+    ) -> list[UserRow]:
+        """Every account (an admin's view), newest first; ``prefix`` matches email or username."""
+        statement = select(UserRow)
+        if prefix:
+            pattern = _escape_like(prefix.lower()) + "%"
+            statement = statement.where(or_(UserRow.email.like(pattern, escape="\\"),
+                                            func.lower(UserRow.username).like(pattern, escape="\\")))
+        if active is not None:
+            statement = statement.where(UserRow.active.is_(active))
+        if role is not None:
+            statement = statement.where(UserRow.role == role)
+        if after is not None:
+            statement = statement.where(
+                or_(
+                    UserRow.created_at < after.create_time,
+                    and_(UserRow.created_at == after.create_time, UserRow.id < after.id),
+                )
+            )
+        statement = statement.order_by(UserRow.created_at.desc(), UserRow.id.desc()).limit(limit)
+        return list((await self._db.execute(statement)).scalars())
+
+    async def disabled_since(self, since: datetime) -> list[str]:
+        return list((await self._db.execute(
+            select(UserRow.id).where(UserRow.disabled_at >= since, UserRow.active.is_(False))
+        )).scalars())
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
 
 class SessionRepository:
     def __init__(self, db: AsyncSession) -> None:
         self._db = db
 
-    async def start(self, user_id: str, now: datetime) -> SessionRow:
-        session = SessionRow(id=new_id(), user_id=user_id, created_at=now)
+    async def start(self, user_id: str, now: datetime, *, user_agent: str = "", client_address: str = "") -> SessionRow:
+        session = SessionRow(id=new_id(), user_id=user_id, created_at=now, last_used_at=now,
+                             user_agent=user_agent[:USER_AGENT_MAX], client_address=client_address[:ADDRESS_MAX])
         self._db.add(session)
         # No ORM relationships, so the unit of work does not order the inserts: the
         # session row must exist before its refresh token references it.
@@ -95,6 +135,44 @@ class SessionRepository:
 
     async def revoked_since(self, since: datetime) -> list[str]:
         return list((await self._db.execute(select(SessionRow.id).where(SessionRow.revoked_at >= since))).scalars())
+
+    async def open_page_of_user(
+        self, user_id: str, *, alive_since: datetime, after: Cursor | None, limit: int
+    ) -> list[SessionRow]:
+        """``user_id``'s sessions not revoked and refreshed since ``alive_since``, newest first."""
+        statement = select(SessionRow).where(
+            SessionRow.user_id == user_id, SessionRow.revoked_at.is_(None),
+            or_(SessionRow.last_used_at >= alive_since,
+                and_(SessionRow.last_used_at.is_(None), SessionRow.created_at >= alive_since)),
+        )
+        if after is not None:
+            statement = statement.where(
+                or_(
+                    SessionRow.created_at < after.create_time,
+                    and_(SessionRow.created_at == after.create_time, SessionRow.id < after.id),
+                )
+            )
+        statement = statement.order_by(SessionRow.created_at.desc(), SessionRow.id.desc()).limit(limit)
+        return list((await self._db.execute(statement)).scalars())
+
+    async def get_of_user(self, user_id: str, session_id: str) -> SessionRow | None:
+        """The session if it is ``user_id``'s; someone else's does not exist here."""
+        return (await self._db.execute(
+            select(SessionRow).where(SessionRow.id == session_id, SessionRow.user_id == user_id)
+        )).scalar_one_or_none()
+
+    async def revoke_all_of_user(self, user_id: str, now: datetime, reason: str,
+                                 *, except_session: str | None = None) -> list[str]:
+        """Ends every open session of ``user_id`` (but ``except_session``); returns their ids."""
+        statement = (
+            update(SessionRow)
+            .where(SessionRow.user_id == user_id, SessionRow.revoked_at.is_(None))
+            .values(revoked_at=now, revoked_reason=reason)
+            .returning(SessionRow.id)
+        )
+        if except_session is not None:
+            statement = statement.where(SessionRow.id != except_session)
+        return list((await self._db.execute(statement)).scalars())
 
 
 class ApiKeyRepository:

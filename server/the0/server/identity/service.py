@@ -31,7 +31,16 @@ from the0.server.errors import (
 from the0.server.identity import api_key_secrets
 from the0.server.identity.api_key_secrets import ApiKeyHasher
 from the0.server.identity.authenticator import Authenticator
-from the0.server.identity.domain import ApiKey, ApiKeyPage, CreatedApiKey, IssuedTokens, User
+from the0.server.identity.domain import (
+    ApiKey,
+    ApiKeyPage,
+    CreatedApiKey,
+    IssuedTokens,
+    SessionInfo,
+    SessionPage,
+    User,
+)
+from the0.server.identity.password_policy import PasswordPolicy
 from the0.server.identity.passwords import Passwords
 from the0.server.identity.principal import Principal
 from the0.server.identity.repository import (
@@ -53,7 +62,7 @@ PROFILE_CACHE_ENTRIES = 10_000
 EMAIL_MAX = 254
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,50}$")
-PASSWORD_MIN, PASSWORD_MAX = 8, 1024
+PASSWORD_MAX = 1024
 NAME_MAX = 100
 API_KEY_NAME_MIN, API_KEY_NAME_MAX = 3, 50
 
@@ -86,7 +95,11 @@ class AuthService:
         throttles: Throttles,
         refresh_token_ttl: timedelta,
         registration_enabled: bool,
+        page_tokens: PageTokens,
+        policy: PasswordPolicy | None = None,
     ) -> None:
+        self._page_tokens = page_tokens
+        self._policy = policy or PasswordPolicy()
         self._sessions = sessions
         self._passwords = passwords
         self._tokens = tokens
@@ -100,11 +113,11 @@ class AuthService:
         # the TTL. Authorization never reads this cache (credentials are checked per request).
         self._profiles: TTLCache[str, User] = TTLCache(maxsize=PROFILE_CACHE_ENTRIES, ttl=PROFILE_CACHE_SECONDS)
 
-    async def register(self, form: Registration, *, client_address: str) -> IssuedTokens:
+    async def register(self, form: Registration, *, client_address: str, user_agent: str = "") -> IssuedTokens:
         if not self._registration_enabled:
             raise FailedPrecondition("registration is switched off on this server", reason="REGISTRATION_DISABLED")
         email = normalise_email(form.email)
-        violations = validate_registration(form, email)
+        violations = validate_registration(form, email, self._policy)
         if violations:
             raise InvalidArgument("the registration has invalid fields: " + ", ".join(v.field for v in violations),
                                   violations=violations)
@@ -129,13 +142,13 @@ class AuthService:
                 await db.rollback()
                 await _refuse_taken(UserRepository(db), email, form.username)
                 raise AlreadyExists("the email or username is already registered") from None
-            tokens = await self._start_session(db, user, now)
+            tokens = await self._start_session(db, user, now, user_agent=user_agent, client_address=client_address)
             await db.commit()
         await self._throttles.remember_address(email, client_address)
         log.info("user registered", extra={"userId": user.id})
         return tokens
 
-    async def login(self, email: str, password: str, *, client_address: str) -> IssuedTokens:
+    async def login(self, email: str, password: str, *, client_address: str, user_agent: str = "") -> IssuedTokens:
         email = normalise_email(email)
         violations = [FieldViolation(f, "is required") for f, v in (("email", email), ("password", password)) if not v]
         if len(password) > PASSWORD_MAX:
@@ -157,6 +170,10 @@ class AuthService:
             raise
         if found is None or not verified.ok or not found.active:
             raise Unauthenticated("wrong email or password", reason="INVALID_CREDENTIALS")
+        if found.password_reset_required:  # said only to someone who knows the password
+            await self._throttles.succeeded(reservation)
+            raise FailedPrecondition("an administrator requires a new password for this account: reset it",
+                                     reason="PASSWORD_RESET_REQUIRED")
         new_hash = None
         if verified.needs_rehash:
             with contextlib.suppress(ResourceExhausted):  # rehashed on a quieter login instead
@@ -169,7 +186,7 @@ class AuthService:
             if new_hash is not None and user.password_hash == found.password_hash:
                 user.password_hash = new_hash
             user.last_login_at = now
-            tokens = await self._start_session(db, user, now)
+            tokens = await self._start_session(db, user, now, user_agent=user_agent, client_address=client_address)
             await db.commit()
         # The profile as committed (new lastLoginAt), not an empty entry: the first
         # GetCurrentUser after a login (the dashboard's) needs no database read.
@@ -206,8 +223,9 @@ class AuthService:
                 raise Unauthenticated("this refresh token was already used; the session is revoked",
                                       reason="REFRESH_TOKEN_REUSED")
             user = await UserRepository(db).get(session.user_id)
-            if user is None or not user.active:
+            if user is None or not user.active or user.password_reset_required:
                 raise _refresh_invalid()
+            session.last_used_at = now
             tokens = self._issue(db, user, session.id, now)
             await db.commit()
         return tokens
@@ -218,6 +236,45 @@ class AuthService:
             await SessionRepository(db).revoke(principal.session_id, _now(), "LOGOUT")
             await db.commit()
         await self._revocations.revoke_session(principal.session_id)
+
+    async def list_sessions(self, principal: Principal, *, requested_page_size: int, page_token: str) -> SessionPage:
+        limit = page_size(requested_page_size)
+        scope = f"ListSessions:{principal.user_id}"
+        after = self._page_tokens.decode(page_token, scope=scope)
+        async with self._sessions() as db:
+            rows = await SessionRepository(db).open_page_of_user(
+                principal.user_id, alive_since=_now() - self._refresh_ttl, after=after, limit=limit + 1)
+        rows, next_token = self._page_tokens.page(
+            rows, limit, scope=scope, cursor=lambda row: Cursor(row.created_at, row.id)
+        )
+        return SessionPage([SessionInfo.from_row(r, current=r.id == principal.session_id) for r in rows],
+                           next_token)
+
+    async def revoke_session(self, principal: Principal, session_id: str) -> None:
+        if not session_id:
+            raise InvalidArgument("id is required", violations=[FieldViolation("id", "is required")])
+        async with self._sessions() as db:
+            repo = SessionRepository(db)
+            if await repo.get_of_user(principal.user_id, session_id) is None:
+                raise NotFound("no such session", metadata={"id": session_id})
+            await repo.revoke(session_id, _now(), "REVOKED")
+            await db.commit()
+        await self._revocations.revoke_session(session_id)
+
+    async def logout_everywhere(self, principal: Principal, *, keep_current: bool) -> int:
+        """Ends the caller's sessions (but the current one with ``keep_current``); how many."""
+        async with self._sessions() as db:
+            ended = await SessionRepository(db).revoke_all_of_user(
+                principal.user_id, _now(), "LOGOUT_EVERYWHERE",
+                except_session=principal.session_id if keep_current else None)
+            await db.commit()
+        for session_id in ended:
+            await self._revocations.revoke_session(session_id)
+        return len(ended)
+
+    def forget_profile(self, user_id: str) -> None:
+        """An admin changed the account: this replica's next GetCurrentUser reads it anew."""
+        self._profiles.pop(user_id, None)
 
     async def current_user(self, principal: Principal) -> User:
         if (cached := self._profiles.get(principal.user_id)) is not None:
@@ -230,8 +287,11 @@ class AuthService:
         self._profiles[principal.user_id] = user
         return user
 
-    async def _start_session(self, db: AsyncSession, user: UserRow, now: datetime) -> IssuedTokens:
-        session = await SessionRepository(db).start(user.id, now)
+    async def _start_session(
+        self, db: AsyncSession, user: UserRow, now: datetime, *, user_agent: str, client_address: str
+    ) -> IssuedTokens:
+        session = await SessionRepository(db).start(user.id, now, user_agent=user_agent,
+                                                    client_address=client_address)
         return self._issue(db, user, session.id, now)
 
     def _issue(self, db: AsyncSession, user: UserRow, session_id: str, now: datetime) -> IssuedTokens:
@@ -242,7 +302,7 @@ class AuthService:
         return IssuedTokens(User.from_row(user), access, access_expires, refresh, refresh_expires)
 
 
-def validate_registration(form: Registration, email: str) -> list[FieldViolation]:
+def validate_registration(form: Registration, email: str, policy: PasswordPolicy | None = None) -> list[FieldViolation]:
     violations = []
     if not email:
         violations.append(FieldViolation("email", "is required"))
@@ -254,10 +314,9 @@ def validate_registration(form: Registration, email: str) -> list[FieldViolation
         violations.append(FieldViolation("username", "must be 3 to 50 letters, digits, '_', '.' or '-'"))
     if not form.password:
         violations.append(FieldViolation("password", "is required"))
-    elif not PASSWORD_MIN <= len(form.password) <= PASSWORD_MAX:
-        violations.append(FieldViolation("password", f"must be {PASSWORD_MIN} to {PASSWORD_MAX} characters"))
-    elif email and form.password.strip().lower() == email:
-        violations.append(FieldViolation("password", "must not be the email address"))
+    else:
+        violations += (policy or PasswordPolicy()).violations("password", form.password, email=email,
+                                                              username=form.username)
     for field, value in (("firstName", form.first_name), ("lastName", form.last_name)):
         if len(value) > NAME_MAX:
             violations.append(FieldViolation(field, f"must be at most {NAME_MAX} characters"))
@@ -360,3 +419,7 @@ class CredentialHousekeeping:
                 await SessionRepository(db).revoked_since(since),
                 await CredentialRepository(db).api_keys_revoked_since(since),
             )
+
+    async def disabled_since(self, since: datetime) -> list[str]:
+        async with self._sessions() as db:
+            return await UserRepository(db).disabled_since(since)

@@ -11,8 +11,9 @@ import grpc.aio
 
 from the0.api_key.v1 import api_key_pb2, api_key_service_pb2, api_key_service_pb2_grpc
 from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc, user_pb2
-from the0.server.identity.domain import ApiKey, IssuedTokens, User
+from the0.server.identity.domain import ApiKey, IssuedTokens, SessionInfo, User
 from the0.server.identity.principal import current_principal
+from the0.server.identity.recovery import AccountRecovery
 from the0.server.identity.service import ApiKeyService, AuthService, Registration
 from the0.server.proto_values import to_timestamp as _timestamp
 from the0.server.settings import IPNetwork
@@ -31,6 +32,7 @@ def user_to_proto(user: User) -> user_pb2.User:
         id=user.id, email=user.email, username=user.username, first_name=user.first_name,
         last_name=user.last_name, role=_ROLES[user.role], active=user.active,
         create_time=_timestamp(user.created_at), update_time=_timestamp(user.updated_at),
+        password_reset_required=user.password_reset_required, email_verified=user.email_verified,
     )
     if user.last_login_at is not None:
         message.last_login_time.CopyFrom(_timestamp(user.last_login_at))
@@ -46,6 +48,22 @@ def tokens_to_proto(tokens: IssuedTokens) -> auth_service_pb2.AuthTokens:
         refresh_token_expire_time=_timestamp(tokens.refresh_token_expires_at),
         token_type="Bearer",
     )
+
+
+def session_to_proto(session: SessionInfo) -> auth_service_pb2.Session:
+    return auth_service_pb2.Session(
+        id=session.id, user_agent=session.user_agent, client_address=session.client_address,
+        create_time=_timestamp(session.created_at), last_use_time=_timestamp(session.last_used_at),
+        current=session.current,
+    )
+
+
+def user_agent(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The caller's user agent as sent (Envoy passes the browser's), for ListSessions."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "user-agent" and isinstance(value, str):
+            return value[:256]
+    return ""
 
 
 def api_key_to_proto(key: ApiKey) -> api_key_pb2.ApiKey:
@@ -105,8 +123,10 @@ def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address, networks: S
 
 
 class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
-    def __init__(self, service: AuthService, *, trusted_proxies: Sequence[IPNetwork]) -> None:
+    def __init__(self, service: AuthService, recovery: AccountRecovery, *,
+                 trusted_proxies: Sequence[IPNetwork]) -> None:
         self._service = service
+        self._recovery = recovery
         self._trusted_proxies = tuple(trusted_proxies)
 
     async def Register(
@@ -118,7 +138,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         tokens = await self._service.register(
             Registration(email=request.email, password=request.password, username=request.username,
                          first_name=request.first_name, last_name=request.last_name),
-            client_address=client_address(context, self._trusted_proxies),
+            client_address=client_address(context, self._trusted_proxies), user_agent=user_agent(context),
         )
         return tokens_to_proto(tokens)
 
@@ -128,7 +148,9 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         context: grpc.aio.ServicerContext[auth_service_pb2.LoginRequest, auth_service_pb2.AuthTokens],
     ) -> auth_service_pb2.AuthTokens:
         validate_request(request)
-        tokens = await self._service.login(request.email, request.password, client_address=client_address(context, self._trusted_proxies))
+        tokens = await self._service.login(request.email, request.password,
+                                           client_address=client_address(context, self._trusted_proxies),
+                                           user_agent=user_agent(context))
         return tokens_to_proto(tokens)
 
     async def RefreshToken(
@@ -146,6 +168,83 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
     ) -> auth_service_pb2.LogoutResponse:
         await self._service.logout(current_principal())
         return auth_service_pb2.LogoutResponse()
+
+    async def ListSessions(
+        self,
+        request: auth_service_pb2.ListSessionsRequest,
+        context: grpc.aio.ServicerContext[auth_service_pb2.ListSessionsRequest, auth_service_pb2.ListSessionsResponse],
+    ) -> auth_service_pb2.ListSessionsResponse:
+        validate_request(request)
+        page = await self._service.list_sessions(current_principal(), requested_page_size=request.page_size,
+                                                 page_token=request.page_token)
+        return auth_service_pb2.ListSessionsResponse(sessions=[session_to_proto(s) for s in page.sessions],
+                                                     next_page_token=page.next_page_token)
+
+    async def RevokeSession(
+        self,
+        request: auth_service_pb2.RevokeSessionRequest,
+        context: grpc.aio.ServicerContext[auth_service_pb2.RevokeSessionRequest, auth_service_pb2.RevokeSessionResponse],
+    ) -> auth_service_pb2.RevokeSessionResponse:
+        validate_request(request)
+        await self._service.revoke_session(current_principal(), request.id)
+        return auth_service_pb2.RevokeSessionResponse()
+
+    async def LogoutEverywhere(
+        self,
+        request: auth_service_pb2.LogoutEverywhereRequest,
+        context: grpc.aio.ServicerContext[auth_service_pb2.LogoutEverywhereRequest, auth_service_pb2.LogoutEverywhereResponse],
+    ) -> auth_service_pb2.LogoutEverywhereResponse:
+        ended = await self._service.logout_everywhere(current_principal(), keep_current=request.keep_current)
+        return auth_service_pb2.LogoutEverywhereResponse(sessions_revoked=ended)
+
+    async def ChangePassword(
+        self,
+        request: auth_service_pb2.ChangePasswordRequest,
+        context: grpc.aio.ServicerContext[auth_service_pb2.ChangePasswordRequest, auth_service_pb2.ChangePasswordResponse],
+    ) -> auth_service_pb2.ChangePasswordResponse:
+        clear_output_only(request)  # the service reports every bad field at once
+        ended = await self._recovery.change_password(
+            current_principal(), request.current_password, request.new_password,
+            client_address=client_address(context, self._trusted_proxies))
+        return auth_service_pb2.ChangePasswordResponse(sessions_revoked=ended)
+
+    async def RequestPasswordReset(
+        self,
+        request: auth_service_pb2.RequestPasswordResetRequest,
+        context: grpc.aio.ServicerContext[auth_service_pb2.RequestPasswordResetRequest, auth_service_pb2.RequestPasswordResetResponse],
+    ) -> auth_service_pb2.RequestPasswordResetResponse:
+        validate_request(request)
+        await self._recovery.request_password_reset(request.email,
+                                                    client_address=client_address(context, self._trusted_proxies))
+        return auth_service_pb2.RequestPasswordResetResponse()
+
+    async def ResetPassword(
+        self,
+        request: auth_service_pb2.ResetPasswordRequest,
+        context: grpc.aio.ServicerContext[auth_service_pb2.ResetPasswordRequest, auth_service_pb2.ResetPasswordResponse],
+    ) -> auth_service_pb2.ResetPasswordResponse:
+        clear_output_only(request)
+        await self._recovery.reset_password(request.token, request.new_password)
+        return auth_service_pb2.ResetPasswordResponse()
+
+    async def RequestEmailVerification(
+        self,
+        request: auth_service_pb2.RequestEmailVerificationRequest,
+        context: grpc.aio.ServicerContext[auth_service_pb2.RequestEmailVerificationRequest, auth_service_pb2.RequestEmailVerificationResponse],
+    ) -> auth_service_pb2.RequestEmailVerificationResponse:
+        await self._recovery.request_email_verification(
+            current_principal(), client_address=client_address(context, self._trusted_proxies))
+        return auth_service_pb2.RequestEmailVerificationResponse()
+
+    async def VerifyEmail(
+        self,
+        request: auth_service_pb2.VerifyEmailRequest,
+        context: grpc.aio.ServicerContext[auth_service_pb2.VerifyEmailRequest, user_pb2.User],
+    ) -> user_pb2.User:
+        validate_request(request)
+        user = await self._recovery.verify_email(request.token)
+        self._service.forget_profile(user.id)
+        return user_to_proto(user)
 
     async def GetCurrentUser(
         self,

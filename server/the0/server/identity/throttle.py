@@ -57,6 +57,7 @@ class ThrottleLimits:
     login_per_account: int = 100
     login_per_address: int = 20
     registrations_per_address: int = 10
+    recovery_per_address: int = 10  # password-reset and email-verification requests
 
     def login(self) -> tuple[Limit, ...]:
         return (
@@ -69,6 +70,9 @@ class ThrottleLimits:
 
     def registration(self) -> tuple[Limit, ...]:
         return (Limit("register.address", self.registrations_per_address, HOUR),)
+
+    def recovery(self) -> tuple[Limit, ...]:
+        return (Limit("recover.address", self.recovery_per_address, HOUR),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +106,10 @@ class Throttles:
 
     async def reserve_registration(self, address: str) -> Reservation:
         return await self._reserve(self._limits.registration(), {"register.address": (address,)}, address=address)
+
+    async def reserve_recovery(self, address: str) -> Reservation:
+        """A password-reset or verification request: mail is not free, nor is guessing emails."""
+        return await self._reserve(self._limits.recovery(), {"recover.address": (address,)}, address=address)
 
     async def refund(self, reservation: Reservation) -> None:
         async with self._sessions() as db:

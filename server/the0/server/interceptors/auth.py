@@ -7,7 +7,8 @@ Accepted credentials: ``authorization: Bearer <jwt>``, ``authorization: ApiKey
 <key>`` or ``x-api-key: <key>``; the platform's internal RPCs (policies
 ``AUTH_POLICY_SERVICE_*``) accept only a service key of their role
 (``x-service-key: <key>`` or ``authorization: Service <key>``), and a user's
-credential there is PERMISSION_DENIED. The verified caller is set as a frozen
+credential there is PERMISSION_DENIED. ``AUTH_POLICY_ADMIN`` RPCs take only an
+admin's session (JWT). The verified caller is set as a frozen
 Principal in a ContextVar for the handler, and reset after the call.
 
 Server streams outlive the moment they were authenticated, so each one is
@@ -33,6 +34,9 @@ from the0.server.request_context import caller_id_var
 
 PUBLIC = auth_policy_pb2.AUTH_POLICY_PUBLIC
 USER_SESSION = auth_policy_pb2.AUTH_POLICY_USER_SESSION
+ADMIN = auth_policy_pb2.AUTH_POLICY_ADMIN
+# Policies that take only a user's session (JWT), never an API key.
+SESSION_ONLY = (USER_SESSION, ADMIN)
 ANY_CREDENTIAL = auth_policy_pb2.AUTH_POLICY_UNSPECIFIED
 # The service-account role each internal policy requires.
 SERVICE_POLICIES: dict[int, ServiceRole] = {
@@ -115,9 +119,11 @@ class AuthInterceptor(WrappingInterceptor):
             principal = await self._authenticate_service(context, method, required_role)
         else:
             principal = await self._authenticate(context)
-        if policy == USER_SESSION and principal.auth_kind != "jwt":
+        if policy in SESSION_ONLY and principal.auth_kind != "jwt":
             raise PermissionDenied("this call needs a user session (JWT); API keys are not accepted",
                                    reason="API_KEY_NOT_ALLOWED", metadata={"method": method})
+        if policy == ADMIN and not principal.is_admin:
+            raise PermissionDenied("this call is for administrators only", metadata={"method": method})
         token = principal_var.set(principal)
         caller = caller_id_var.set(principal.user_id)
         try:
