@@ -516,3 +516,53 @@ async def test_a_fake_runtime_bots_executions_and_logs(stack_factory, database_u
                            "bot.stop-requested"):
             with contextlib.suppress(Exception):
                 await js.delete_consumer(EVENTS_STREAM, runtime.durable(event_type))
+
+
+# -- the asyncio client ------------------------------------------------------------------------------
+
+
+async def test_the_asyncio_client_refreshes_pages_and_streams(stack, nats_server):
+    from the0.client.aio import AsyncThe0Client
+    from the0.client.cli.bundle import pack_folder
+    from the0.client.errors import NotFoundError
+    from the0.client.values import struct_to_dict
+
+    saved = []
+    async with AsyncThe0Client(stack.grpc_target, on_tokens=saved.append) as client:
+        name = f"u{uuid.uuid4().hex[:10]}"
+        tokens = await client.register(f"{name}@example.com", PASSWORD, name)
+        assert saved == [tokens]
+        client.credentials.access_token = aged(tokens.access_token, minutes=20)
+        assert (await client.me()).username == name  # refreshed on the fly
+        assert len(saved) == 2 and saved[1].refresh_token != tokens.refresh_token
+
+        bundle = pack_folder(EXAMPLE)
+        try:
+            sent: list[int] = []
+            custom_bot = await client.upload_custom_bot(bundle.path, progress=sent.append)
+            assert sum(sent) == bundle.size
+        finally:
+            bundle.path.unlink()
+        assert [c.id async for c in client.iter_custom_bots(name="sma-crossover")] == [custom_bot.id]
+        events = client.watch_custom_bot(custom_bot.id)
+        first = await anext(events)
+        assert first.WhichOneof("event") == "custom_bot"
+        await approve(nats_server.url, custom_bot.id)
+        async for event in events:
+            if event.WhichOneof("event") == "custom_bot":
+                assert event.custom_bot.state == 2  # APPROVED, and the stream ends
+        data = b"".join([chunk async for chunk in client.download_custom_bot_archive(custom_bot.id)])
+        assert zipfile.ZipFile(io.BytesIO(data)).testzip() is None
+
+        config = {"type": "scheduled/sma-crossover", "version": "1.0.0", "schedule": "*/5 * * * *",
+                  "symbol": "X", "fast_period": 3}
+        bot = await client.create_bot("async", config, request_id="same")
+        assert (await client.create_bot("async", config, request_id="same")).id == bot.id
+        assert struct_to_dict(bot.config)["fast_period"] == 3
+        updated = await client.update_bot(bot.id, config=config | {"fast_period": 4}, etag=bot.etag)
+        assert struct_to_dict(updated.config)["fast_period"] == 4
+        page = await client.list_bots(page_size=1)
+        assert [b.id for b in page.bots] == [bot.id] and not page.next_page_token
+        await client.delete_bot(bot.id, etag=updated.etag)
+        with pytest.raises(NotFoundError):
+            await client.get_bot(bot.id)
