@@ -34,11 +34,13 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Debian packages: PostgreSQL binaries for the test suite's throwaway cluster,
-# protoc-gen-swagger for the OpenAPI document. Installed only when missing.
+# protoc-gen-swagger for the OpenAPI document, jq for the README's curl flow (run by a test).
+# Installed only when missing.
 system-deps:
 	@missing=""; \
 	[ -x $(PG_BIN)/initdb ] || missing="$$missing postgresql"; \
 	[ -x $(SWAGGER) ] || missing="$$missing golang-grpc-gateway"; \
+	command -v jq >/dev/null || missing="$$missing jq"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
