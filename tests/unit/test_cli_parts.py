@@ -194,3 +194,19 @@ async def test_idempotent_calls_are_retried_on_unavailable_and_others_are_not(fl
     async with AsyncThe0Client(target) as aio_client:
         assert (await aio_client.health()).status == "ok"
         assert servicer.calls["GetHealth"] == 3
+
+
+def test_docs_cli_lists_every_command():
+    import typer
+
+    from the0.client.cli.app import root
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+
+    def commands(group, path):
+        for name, command in getattr(group, "commands", {}).items():
+            yield from commands(command, [*path, name]) if hasattr(command, "commands") else [[*path, name]]
+
+    missing = [" ".join(path) for path in commands(typer.main.get_command(root), [])
+               if f"`the0 {' '.join(path)}" not in text]
+    assert missing == []
