@@ -12,6 +12,7 @@ on TOKEN_EXPIRED, typed errors); unary methods are coroutines, streams and ``ite
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +29,7 @@ from the0.backtest.v1 import backtest_pb2, backtest_service_pb2, backtest_servic
 from the0.bot.v1 import bot_pb2, bot_service_pb2, bot_service_pb2_grpc
 from the0.client import requests
 from the0.client.channel import DEFAULT_TIMEOUT_SECONDS, UPLOAD_TIMEOUT_SECONDS, channel_options
-from the0.client.client import ProgressCallback, unauthenticated_error
+from the0.client.client import MAX_RECOVERIES, ProgressCallback, unauthenticated_error
 from the0.client.credentials import Credentials, Recovery, RefusedKeyCallback, TokensCallback, Used
 from the0.client.errors import The0Error, from_rpc_error
 from the0.client.values import new_request_id
@@ -82,15 +83,16 @@ class AsyncThe0Client:
     async def _unary(self, method: Callable[..., Awaitable[T]], request: Any, *, session: bool = False,
                      timeout: float | None = None) -> T:
         """One call; ``request`` may be a function making it anew (a client stream cannot be sent twice)."""
-        while True:
+        for attempt in range(MAX_RECOVERIES + 1):
             used, token, metadata = self.credentials.metadata(session)
             try:
                 return await method(request() if callable(request) else request, metadata=metadata,
                                     timeout=timeout or self.timeout)
             except grpc.RpcError as rpc_error:
                 error = from_rpc_error(rpc_error)
-                if not await self._recover(error, used, token):
+                if attempt == MAX_RECOVERIES or not await self._recover(error, used, token):
                     raise error from None
+        raise AssertionError("unreachable")
 
     async def _recover(self, error: The0Error, used: Used, token: str | None) -> bool:
         recovery = self.credentials.recovery(error, used, token)
@@ -102,7 +104,7 @@ class AsyncThe0Client:
 
     async def _stream(self, method: Callable[..., AsyncIterable[M]], request: Any) -> AsyncIterator[M]:
         """A server stream; a refused credential is recovered from only before the first message."""
-        while True:
+        for attempt in range(MAX_RECOVERIES + 1):
             used, token, metadata = self.credentials.metadata(False)
             started = False
             try:
@@ -112,7 +114,7 @@ class AsyncThe0Client:
                 return
             except grpc.RpcError as rpc_error:
                 error = from_rpc_error(rpc_error)
-                if started or not await self._recover(error, used, token):
+                if started or attempt == MAX_RECOVERIES or not await self._recover(error, used, token):
                     raise error from None
 
     async def _watch(self, method: Callable[..., AsyncIterable[M]], request: Any) -> AsyncIterator[M]:
@@ -197,6 +199,8 @@ class AsyncThe0Client:
     async def upload_custom_bot(self, archive: Path | bytes, *, progress: ProgressCallback | None = None
                           ) -> custom_bot_pb2.CustomBot:
         """Stream a zip in 1 MiB chunks; ``progress(n)`` hears of each chunk sent. Returns the new version."""
+        if isinstance(archive, Path) and not archive.is_file():
+            raise FileNotFoundError(errno.ENOENT, "no such file", str(archive))
         return await self._unary(self._custom_bots.UploadCustomBot, lambda: requests.upload_chunks(archive, progress),
                            timeout=UPLOAD_TIMEOUT_SECONDS)
 

@@ -14,6 +14,7 @@ at once. Unary calls have a default deadline; idempotent calls are retried on UN
 
 from __future__ import annotations
 
+import errno
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
@@ -38,6 +39,9 @@ from the0.health.v1 import health_service_pb2, health_service_pb2_grpc
 T = TypeVar("T")
 M = TypeVar("M", bound=Message)
 ProgressCallback = Callable[[int], None]
+# A call is repeated at most this often after a refused credential (refresh, key fallback): a server
+# that refuses a fresh token again is not asked forever.
+MAX_RECOVERIES = 2
 
 
 class The0Client:
@@ -83,15 +87,16 @@ class The0Client:
     def _unary(self, method: Callable[..., T], request: Any, *, session: bool = False,
                timeout: float | None = None) -> T:
         """One call; ``request`` may be a function making it anew (a client stream cannot be sent twice)."""
-        while True:
+        for attempt in range(MAX_RECOVERIES + 1):
             used, token, metadata = self.credentials.metadata(session)
             try:
                 return method(request() if callable(request) else request, metadata=metadata,
                               timeout=timeout or self.timeout)
             except grpc.RpcError as rpc_error:
                 error = from_rpc_error(rpc_error)
-                if not self._recover(error, used, token):
+                if attempt == MAX_RECOVERIES or not self._recover(error, used, token):
                     raise error from None
+        raise AssertionError("unreachable")
 
     def _recover(self, error: The0Error, used: Used, token: str | None) -> bool:
         recovery = self.credentials.recovery(error, used, token)
@@ -103,7 +108,7 @@ class The0Client:
 
     def _stream(self, method: Callable[..., Iterable[M]], request: Any) -> Iterator[M]:
         """A server stream; a refused credential is recovered from only before the first message."""
-        while True:
+        for attempt in range(MAX_RECOVERIES + 1):
             used, token, metadata = self.credentials.metadata(False)
             started = False
             try:
@@ -113,7 +118,7 @@ class The0Client:
                 return
             except grpc.RpcError as rpc_error:
                 error = from_rpc_error(rpc_error)
-                if started or not self._recover(error, used, token):
+                if started or attempt == MAX_RECOVERIES or not self._recover(error, used, token):
                     raise error from None
 
     def _watch(self, method: Callable[..., Iterable[M]], request: Any) -> Iterator[M]:
@@ -199,6 +204,8 @@ class The0Client:
     def upload_custom_bot(self, archive: Path | bytes, *, progress: ProgressCallback | None = None
                           ) -> custom_bot_pb2.CustomBot:
         """Stream a zip in 1 MiB chunks; ``progress(n)`` hears of each chunk sent. Returns the new version."""
+        if isinstance(archive, Path) and not archive.is_file():
+            raise FileNotFoundError(errno.ENOENT, "no such file", str(archive))
         return self._unary(self._custom_bots.UploadCustomBot, lambda: requests.upload_chunks(archive, progress),
                            timeout=UPLOAD_TIMEOUT_SECONDS)
 

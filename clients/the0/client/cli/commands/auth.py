@@ -41,7 +41,8 @@ def _email(email: str | None) -> str:
 def _signed_in(tokens: object, verb: str) -> None:
     runtime = current()
     user = tokens.user  # type: ignore[attr-defined]
-    runtime.save_profile(url=runtime.url, email=user.email)
+    # --url is saved; a URL from THE0_API_URL is saved only into a profile that has none yet.
+    runtime.save_profile(url=runtime.url_option or runtime.profile.get("url") or runtime.url, email=user.email)
     if runtime.output == "table":
         runtime.err.print(f"{verb} as {user.username} ({user.email}) at {runtime.url}, profile "
                           f"{runtime.profile_name}; the session is kept in the config file", markup=False)

@@ -57,6 +57,10 @@ def create(
     """Create a bot (state draft). The config names the custom bot and version, and its settings:
 
     --config '{"type": "scheduled/sma-crossover", "version": "1.0.0", "schedule": "*/5 * * * *", ...}'
+
+    type: <scheduled|realtime|event>/<custom bot name>; version: an approved one; schedule: a cron.
+
+    The other keys are the custom bot's settings (its botSchema); docs/bots-and-backtests.md tells more.
     """
     values = config_from(config, sets)
     assert values is not None

@@ -57,9 +57,9 @@ def deploy(
 ) -> None:
     """Upload a new version from the bot's folder (default: the current folder).
 
-    Every file goes in except what .the0ignore (gitignore rules) leaves out and the defaults:
-    __pycache__/, .git/, *.log, tests/, .env, .venv/. bot-config.yaml is checked here, by the server's
-    own rules, before anything is sent.
+    Left out: what .the0ignore says (gitignore rules), and __pycache__/, .git/, *.log, tests/, .env, .venv/.
+
+    bot-config.yaml is checked here, by the server's own rules, before anything is sent.
     """
     _upload(folder)
 
