@@ -155,12 +155,15 @@ async def test_a_person_deploys_a_bot_from_its_folder_and_runs_it(stack, nats_se
     assert names == sorted(p.name for p in EXAMPLE.iterdir() if p.is_file())
 
     # The watch prints the current state, then the change, then ends: JSON lines, no heartbeats.
-    watch = asyncio.create_task(ada.run("custom-bots", "watch", uploaded["id"]))
-    await asyncio.sleep(1.0)
-    await approve(nats_server.url, uploaded["id"])
-    watched = await watch
-    assert watched.code == 0, watched
-    states = [json.loads(line)["state"] for line in watched.out.splitlines()]
+    # Approved only once the watch has printed its first line, as a person would see it.
+    watch = await asyncio.create_subprocess_exec(THE0, "custom-bots", "watch", uploaded["id"], env=ada.env,
+                                                 stdout=asyncio.subprocess.PIPE)
+    async with asyncio.timeout(30):
+        first = await watch.stdout.readline()
+        await approve(nats_server.url, uploaded["id"])
+        rest, _ = await watch.communicate()
+    assert watch.returncode == 0
+    states = [json.loads(line)["state"] for line in (first + rest).decode().splitlines()]
     assert states == ["CUSTOM_BOT_STATE_PENDING_REVIEW", "CUSTOM_BOT_STATE_APPROVED"]
 
     config = {"type": "scheduled/sma-crossover", "version": "1.0.0", "schedule": "*/5 * * * *",
@@ -363,12 +366,15 @@ async def test_a_watch_outlives_its_access_token(stack_factory, nats_server, tmp
     ada = Person(tmp_path / "ada", url=stack.grpc_target)
     await ada.register()
     uploaded = (await ada.ok("custom-bots", "upload", str(bot_folder(tmp_path)))).json()
-    watch = asyncio.create_task(ada.run("custom-bots", "watch", uploaded["id"]))
-    await asyncio.sleep(3.5)
-    await approve(nats_server.url, uploaded["id"])
-    watched = await watch
-    assert watched.code == 0, watched
-    assert [json.loads(line)["state"] for line in watched.out.splitlines()] == [
+    watch = await asyncio.create_subprocess_exec(THE0, "custom-bots", "watch", uploaded["id"], env=ada.env,
+                                                 stdout=asyncio.subprocess.PIPE)
+    async with asyncio.timeout(30):
+        first = await watch.stdout.readline()
+        await asyncio.sleep(3.5)  # three tokens' lifetimes: the watch is ended and reopened meanwhile
+        await approve(nats_server.url, uploaded["id"])
+        rest, _ = await watch.communicate()
+    assert watch.returncode == 0
+    assert [json.loads(line)["state"] for line in (first + rest).decode().splitlines()] == [
         "CUSTOM_BOT_STATE_PENDING_REVIEW", "CUSTOM_BOT_STATE_APPROVED"]
 
 
