@@ -51,10 +51,12 @@ ts-client: $(TS_STAMP)
 
 install: $(STAMP) $(DOCS_STAMP)
 
-# Debian packages: PostgreSQL binaries for the test suite's throwaway cluster.
+# Debian packages: PostgreSQL binaries for the test suite's throwaway cluster, jq for the README's
+# curl flow (run by a test). Installed only when missing.
 system-deps:
 	@missing=""; \
 	[ -x $(PG_BIN)/initdb ] || missing="$$missing postgresql"; \
+	command -v jq >/dev/null || missing="$$missing jq"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \

@@ -132,9 +132,16 @@ async def test_make_run_uses_external_services_when_configured(tmp_path, postgre
             assert await process.wait() == 0
 
 
+def zip_of(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    finally:
+        path.unlink()
+
+
 async def test_make_run_person_flow_upload_example_and_see_it_approved(devstack):
     """Issue 4's walk-through: zip the example, upload it with a raw body, approve it with the dev tool."""
-    from the0.client.cli import zip_directory
+    from the0.client.cli.bundle import pack_folder
 
     process, http_port, _, data_dir, _ = devstack
     assert (data_dir / "nats.url").read_text().startswith("nats://")
@@ -144,7 +151,7 @@ async def test_make_run_person_flow_upload_example_and_see_it_approved(devstack)
             "email": "person@example.com", "password": "correct horse battery", "username": "person"})
         assert registered.status_code == 200, registered.text
         auth = {"authorization": f"Bearer {registered.json()['accessToken']}"}
-        uploaded = await http.post("/api/custom-bots/upload", content=zip_directory(example),
+        uploaded = await http.post("/api/custom-bots/upload", content=zip_of(pack_folder(example).path),
                                    headers=auth | {"content-type": "application/zip"})
         assert uploaded.status_code == 200, uploaded.text
         custom_bot = uploaded.json()

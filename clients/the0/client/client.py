@@ -1,31 +1,47 @@
-"""``The0Client``: one small typed class over every service's stub.
+"""``The0Client``: the typed, synchronous client of every RPC a user or an admin may call.
 
-Credentials: an API key (what the CLI uses) or a JWT access token; ``login``
-and ``register`` keep the returned access token for later calls. Errors come
-out as typed exceptions (``the0.client.errors``); streams are iterators.
+    with The0Client("localhost:50051", api_key="the0_...") as client:
+        for bot in client.iter_bots(state=bot_pb2.BOT_STATE_RUNNING):
+            print(bot.name, struct_to_dict(bot.config))
+
+Credentials: an API key, a session (access + refresh token), or both (``the0.client.credentials``): an
+expired access token is refreshed on the fly and the call repeated; the new tokens go to ``on_tokens``
+at once. Unary calls have a default deadline; idempotent calls are retried on UNAVAILABLE with backoff
+(``the0.client.channel``). Errors are typed exceptions (``the0.client.errors``); streams are iterators;
+``list_*`` return one page, ``iter_*`` every item of every page. The asyncio twin is
+``the0.client.aio.AsyncThe0Client``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import errno
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
 import grpc
-from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf.message import Message
 
 from the0.api_key.v1 import api_key_pb2, api_key_service_pb2, api_key_service_pb2_grpc
 from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc, user_pb2
 from the0.backtest.v1 import backtest_pb2, backtest_service_pb2, backtest_service_pb2_grpc
 from the0.bot.v1 import bot_pb2, bot_service_pb2, bot_service_pb2_grpc
-from the0.client.errors import from_rpc_error
+from the0.client import requests
+from the0.client.channel import DEFAULT_TIMEOUT_SECONDS, UPLOAD_TIMEOUT_SECONDS, channel_options
+from the0.client.credentials import Credentials, Recovery, RefusedKeyCallback, TokensCallback, Used
+from the0.client.errors import AuthenticationError, The0Error, from_rpc_error
+from the0.client.values import new_request_id
 from the0.custom_bot.v1 import custom_bot_pb2, custom_bot_service_pb2, custom_bot_service_pb2_grpc
 from the0.health.v1 import health_service_pb2, health_service_pb2_grpc
 
 T = TypeVar("T")
-UPLOAD_CHUNK_BYTES = 1024 * 1024
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+M = TypeVar("M", bound=Message)
+ProgressCallback = Callable[[int], None]
+# A call is repeated at most this often after a refused credential (refresh, key fallback): a server
+# that refuses a fresh token again is not asked forever.
+MAX_RECOVERIES = 2
 
 
 class The0Client:
@@ -35,18 +51,21 @@ class The0Client:
         *,
         api_key: str | None = None,
         access_token: str | None = None,
+        refresh_token: str | None = None,
+        on_tokens: TokensCallback | None = None,
+        on_api_key_refused: RefusedKeyCallback | None = None,
         secure: bool = False,
-        timeout: float = 30.0,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> None:
-        options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+        options = channel_options()
         self._channel = (
             grpc.secure_channel(target, grpc.ssl_channel_credentials(), options=options)
             if secure
             else grpc.insecure_channel(target, options=options)
         )
-        self.api_key = api_key
-        self.access_token = access_token
+        self.credentials = Credentials(api_key, access_token, refresh_token, on_tokens, on_api_key_refused)
         self.timeout = timeout
+        self._refreshing = threading.Lock()
         self._auth = auth_service_pb2_grpc.AuthServiceStub(self._channel)
         self._keys = api_key_service_pb2_grpc.ApiKeyServiceStub(self._channel)
         self._bots = bot_service_pb2_grpc.BotServiceStub(self._channel)
@@ -65,182 +84,236 @@ class The0Client:
 
     # -- plumbing ---------------------------------------------------------------
 
-    def _metadata(self) -> list[tuple[str, str]]:
-        if self.access_token:
-            return [("authorization", f"Bearer {self.access_token}")]
-        if self.api_key:
-            return [("authorization", f"ApiKey {self.api_key}")]
-        return []
+    def _unary(self, method: Callable[..., T], request: Any, *, session: bool = False,
+               timeout: float | None = None) -> T:
+        """One call; ``request`` may be a function making it anew (a client stream cannot be sent twice)."""
+        for attempt in range(MAX_RECOVERIES + 1):
+            used, token, metadata = self.credentials.metadata(session)
+            try:
+                return method(request() if callable(request) else request, metadata=metadata,
+                              timeout=timeout or self.timeout)
+            except grpc.RpcError as rpc_error:
+                error = from_rpc_error(rpc_error)
+                if attempt == MAX_RECOVERIES or not self._recover(error, used, token):
+                    raise error from None
+        raise AssertionError("unreachable")
 
-    def _call(self, method: Callable[..., T], request: Any, *, timeout: float | None = None) -> T:
-        try:
-            return method(request, metadata=self._metadata(), timeout=timeout or self.timeout)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
+    def _recover(self, error: The0Error, used: Used, token: str | None) -> bool:
+        recovery = self.credentials.recovery(error, used, token)
+        if recovery is Recovery.REFRESH:
+            with self._refreshing:
+                if self.credentials.access_token == token:  # no other call refreshed meanwhile
+                    self.refresh()
+        return recovery is not Recovery.NONE
 
-    def _stream(self, method: Callable[..., Any], request: Any) -> Iterator[Any]:
-        try:
-            yield from method(request, metadata=self._metadata())
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
+    def _stream(self, method: Callable[..., Iterable[M]], request: Any) -> Iterator[M]:
+        """A server stream; a refused credential is recovered from only before the first message."""
+        for attempt in range(MAX_RECOVERIES + 1):
+            used, token, metadata = self.credentials.metadata(False)
+            started = False
+            try:
+                for message in method(request, metadata=metadata):
+                    started = True
+                    yield message
+                return
+            except grpc.RpcError as rpc_error:
+                error = from_rpc_error(rpc_error)
+                if started or attempt == MAX_RECOVERIES or not self._recover(error, used, token):
+                    raise error from None
 
-    def _pages(self, method: Callable[..., Any], request: Any, field: str) -> Iterator[Any]:
+    def _watch(self, method: Callable[..., Iterable[M]], request: Any) -> Iterator[M]:
+        """A watch; when the server ends it because the access token expired, refresh and watch again.
+
+        The first message of the new watch is the current state, so nothing is missed.
+        """
         while True:
-            page = self._call(method, request)
+            used, token, _ = self.credentials.metadata(False)
+            for message in self._stream(method, request):
+                if message.WhichOneof("event") == "unauthenticated":
+                    error = unauthenticated_error(message)
+                    if self._recover(error, used, token):
+                        break
+                yield message
+            else:
+                return
+
+    def _pages(self, list_page: Callable[[str], Any], field: str) -> Iterator[Any]:
+        token = ""
+        while True:
+            page = list_page(token)
             yield from getattr(page, field)
             if not page.next_page_token:
                 return
-            request.page_token = page.next_page_token
+            token = page.next_page_token
 
     # -- health -----------------------------------------------------------------
 
     def health(self) -> health_service_pb2.GetHealthResponse:
-        return self._call(self._health.GetHealth, health_service_pb2.GetHealthRequest())
+        return self._unary(self._health.GetHealth, health_service_pb2.GetHealthRequest())
 
     # -- auth -------------------------------------------------------------------
 
-    def register(
-        self, email: str, password: str, username: str, *, first_name: str = "", last_name: str = ""
-    ) -> auth_service_pb2.AuthTokens:
-        tokens = self._call(
-            self._auth.Register,
-            auth_service_pb2.RegisterRequest(
-                email=email, password=password, username=username, first_name=first_name, last_name=last_name
-            ),
-        )
-        self.access_token = tokens.access_token
+    def register(self, email: str, password: str, username: str, *, first_name: str = "", last_name: str = ""
+                 ) -> auth_service_pb2.AuthTokens:
+        request = requests.register(email, password, username, first_name, last_name)
+        tokens = self._unary(self._auth.Register, request)
+        self.credentials.take_tokens(tokens)
         return tokens
 
     def login(self, email: str, password: str) -> auth_service_pb2.AuthTokens:
-        tokens = self._call(self._auth.Login, auth_service_pb2.LoginRequest(email=email, password=password))
-        self.access_token = tokens.access_token
+        tokens = self._unary(self._auth.Login, auth_service_pb2.LoginRequest(email=email, password=password))
+        self.credentials.take_tokens(tokens)
         return tokens
 
-    def refresh(self, refresh_token: str) -> auth_service_pb2.AuthTokens:
-        tokens = self._call(
-            self._auth.RefreshToken, auth_service_pb2.RefreshTokenRequest(refresh_token=refresh_token)
-        )
-        self.access_token = tokens.access_token
+    def refresh(self) -> auth_service_pb2.AuthTokens:
+        """Trade the refresh token for a new pair (the old refresh token stops working)."""
+        request = auth_service_pb2.RefreshTokenRequest(refresh_token=self.credentials.refresh_token or "")
+        try:
+            tokens = self._auth.RefreshToken(request, timeout=self.timeout)
+        except grpc.RpcError as rpc_error:
+            raise from_rpc_error(rpc_error) from None
+        self.credentials.take_tokens(tokens)
         return tokens
 
     def logout(self) -> None:
-        self._call(self._auth.Logout, auth_service_pb2.LogoutRequest())
-        self.access_token = None
+        self._unary(self._auth.Logout, auth_service_pb2.LogoutRequest(), session=True)
+        self.credentials.forget_session()
 
     def me(self) -> user_pb2.User:
-        return self._call(self._auth.GetCurrentUser, auth_service_pb2.GetCurrentUserRequest())
+        return self._unary(self._auth.GetCurrentUser, auth_service_pb2.GetCurrentUserRequest())
 
-    # -- API keys -----------------------------------------------------------------
+    # -- API keys (a session is needed) ----------------------------------------------
 
-    def create_api_key(
-        self, name: str, *, expire_time: datetime | None = None
-    ) -> api_key_service_pb2.CreateApiKeyResponse:
-        key = api_key_pb2.ApiKey(name=name)
-        if expire_time is not None:
-            key.expire_time.FromDatetime(expire_time)
-        return self._call(self._keys.CreateApiKey, api_key_service_pb2.CreateApiKeyRequest(api_key=key))
+    def create_api_key(self, name: str, *, expire_time: datetime | None = None
+                       ) -> api_key_service_pb2.CreateApiKeyResponse:
+        return self._unary(self._keys.CreateApiKey, requests.create_api_key(name, expire_time), session=True)
 
-    def list_api_keys(self) -> Iterator[api_key_pb2.ApiKey]:
-        return self._pages(self._keys.ListApiKeys, api_key_service_pb2.ListApiKeysRequest(), "api_keys")
+    def list_api_keys(self, *, page_size: int = 0, page_token: str = "") -> api_key_service_pb2.ListApiKeysResponse:
+        request = api_key_service_pb2.ListApiKeysRequest(page_size=page_size, page_token=page_token)
+        return self._unary(self._keys.ListApiKeys, request, session=True)
+
+    def iter_api_keys(self) -> Iterator[api_key_pb2.ApiKey]:
+        return self._pages(lambda token: self.list_api_keys(page_token=token), "api_keys")
 
     def revoke_api_key(self, key_id: str) -> api_key_pb2.ApiKey:
-        return self._call(self._keys.RevokeApiKey, api_key_service_pb2.RevokeApiKeyRequest(id=key_id))
+        request = api_key_service_pb2.RevokeApiKeyRequest(id=key_id)
+        return self._unary(self._keys.RevokeApiKey, request, session=True)
 
     # -- custom bots ----------------------------------------------------------------
 
-    def upload_custom_bot(self, archive: Path | bytes) -> custom_bot_pb2.CustomBot:
-        """Stream a zip to the server in 1 MiB chunks; returns the new version."""
+    def upload_custom_bot(self, archive: Path | bytes, *, progress: ProgressCallback | None = None
+                          ) -> custom_bot_pb2.CustomBot:
+        """Stream a zip in 1 MiB chunks; ``progress(n)`` hears of each chunk sent. Returns the new version."""
+        if isinstance(archive, Path) and not archive.is_file():
+            raise FileNotFoundError(errno.ENOENT, "no such file", str(archive))
+        return self._unary(self._custom_bots.UploadCustomBot, lambda: requests.upload_chunks(archive, progress),
+                           timeout=UPLOAD_TIMEOUT_SECONDS)
 
-        def chunks() -> Iterator[custom_bot_service_pb2.UploadCustomBotRequest]:
-            if isinstance(archive, bytes):
-                for start in range(0, max(len(archive), 1), UPLOAD_CHUNK_BYTES):
-                    yield _chunk(archive[start : start + UPLOAD_CHUNK_BYTES])
-                return
-            with archive.open("rb") as file:
-                while piece := file.read(UPLOAD_CHUNK_BYTES):
-                    yield _chunk(piece)
+    def list_custom_bots(self, *, name: str = "", page_size: int = 0, page_token: str = ""
+                         ) -> custom_bot_service_pb2.ListCustomBotsResponse:
+        request = custom_bot_service_pb2.ListCustomBotsRequest(name=name, page_size=page_size, page_token=page_token)
+        return self._unary(self._custom_bots.ListCustomBots, request)
 
-        return self._call(self._custom_bots.UploadCustomBot, chunks(), timeout=300)
-
-    def list_custom_bots(self, *, name: str = "") -> Iterator[custom_bot_pb2.CustomBot]:
-        return self._pages(
-            self._custom_bots.ListCustomBots, custom_bot_service_pb2.ListCustomBotsRequest(name=name), "custom_bots"
-        )
+    def iter_custom_bots(self, *, name: str = "") -> Iterator[custom_bot_pb2.CustomBot]:
+        return self._pages(lambda token: self.list_custom_bots(name=name, page_token=token), "custom_bots")
 
     def get_custom_bot(self, custom_bot_id: str) -> custom_bot_pb2.CustomBot:
-        return self._call(
-            self._custom_bots.GetCustomBot, custom_bot_service_pb2.GetCustomBotRequest(id=custom_bot_id)
-        )
+        request = custom_bot_service_pb2.GetCustomBotRequest(id=custom_bot_id)
+        return self._unary(self._custom_bots.GetCustomBot, request)
 
     def download_custom_bot_archive(self, custom_bot_id: str) -> Iterator[bytes]:
+        """The zip's bytes in chunks, as they arrive (only the owner may download)."""
         request = custom_bot_service_pb2.DownloadCustomBotArchiveRequest(id=custom_bot_id)
         return (body.data for body in self._stream(self._custom_bots.DownloadCustomBotArchive, request))
 
+    def review_custom_bot(self, custom_bot_id: str, *, approve: bool, reasons: Iterable[str] = ()
+                          ) -> custom_bot_pb2.CustomBot:
+        """Admins: approve or decline a version awaiting human review."""
+        request = requests.review_custom_bot(custom_bot_id, approve, reasons)
+        return self._unary(self._custom_bots.ReviewCustomBot, request)
+
     def watch_custom_bot(self, custom_bot_id: str) -> Iterator[custom_bot_service_pb2.WatchCustomBotResponse]:
         request = custom_bot_service_pb2.WatchCustomBotRequest(id=custom_bot_id)
-        return self._stream(self._custom_bots.WatchCustomBot, request)
+        return self._watch(self._custom_bots.WatchCustomBot, request)
 
     # -- bots ---------------------------------------------------------------------
 
-    def create_bot(self, name: str, config: dict[str, Any], *, request_id: str = "") -> bot_pb2.Bot:
-        bot = bot_pb2.Bot(name=name, config=_struct(config))
-        return self._call(self._bots.CreateBot, bot_service_pb2.CreateBotRequest(bot=bot, request_id=request_id))
+    def create_bot(self, name: str, config: dict[str, Any], *, request_id: str | None = None) -> bot_pb2.Bot:
+        return self._unary(self._bots.CreateBot, requests.create_bot(name, config, request_id))
 
-    def list_bots(self) -> Iterator[bot_pb2.Bot]:
-        return self._pages(self._bots.ListBots, bot_service_pb2.ListBotsRequest(), "bots")
+    def list_bots(self, *, state: int = 0, page_size: int = 0, page_token: str = ""
+                  ) -> bot_service_pb2.ListBotsResponse:
+        return self._unary(self._bots.ListBots, requests.list_bots(page_size, page_token, state))
+
+    def iter_bots(self, *, state: int = 0) -> Iterator[bot_pb2.Bot]:
+        return self._pages(lambda token: self.list_bots(state=state, page_token=token), "bots")
 
     def get_bot(self, bot_id: str) -> bot_pb2.Bot:
-        return self._call(self._bots.GetBot, bot_service_pb2.GetBotRequest(id=bot_id))
+        return self._unary(self._bots.GetBot, bot_service_pb2.GetBotRequest(id=bot_id))
 
-    def deploy_bot(self, bot_id: str, *, request_id: str = "") -> bot_pb2.Bot:
-        return self._call(self._bots.DeployBot, bot_service_pb2.DeployBotRequest(id=bot_id, request_id=request_id))
+    def update_bot(self, bot_id: str, *, name: str | None = None, config: dict[str, Any] | None = None,
+                   etag: str = "", replace: bool = False) -> bot_pb2.Bot:
+        """Change the name and/or config (PATCH), or the whole bot (``replace``, PUT); a stale ``etag`` is ABORTED."""
+        request = requests.update_bot(bot_id, name=name, config=config, etag=etag, replace=replace)
+        return self._unary(self._bots.UpdateBot, request)
+
+    def delete_bot(self, bot_id: str, *, etag: str = "") -> None:
+        self._unary(self._bots.DeleteBot, bot_service_pb2.DeleteBotRequest(id=bot_id, etag=etag))
+
+    def deploy_bot(self, bot_id: str, *, request_id: str | None = None) -> bot_pb2.Bot:
+        request = bot_service_pb2.DeployBotRequest(id=bot_id, request_id=request_id or new_request_id())
+        return self._unary(self._bots.DeployBot, request)
 
     def stop_bot(self, bot_id: str) -> bot_pb2.Bot:
-        return self._call(self._bots.StopBot, bot_service_pb2.StopBotRequest(id=bot_id))
-
-    def delete_bot(self, bot_id: str) -> None:
-        self._call(self._bots.DeleteBot, bot_service_pb2.DeleteBotRequest(id=bot_id))
+        return self._unary(self._bots.StopBot, bot_service_pb2.StopBotRequest(id=bot_id))
 
     def watch_bot(self, bot_id: str) -> Iterator[bot_service_pb2.WatchBotResponse]:
-        return self._stream(self._bots.WatchBot, bot_service_pb2.WatchBotRequest(id=bot_id))
+        return self._watch(self._bots.WatchBot, bot_service_pb2.WatchBotRequest(id=bot_id))
 
-    def list_bot_executions(self, bot_id: str, *, page_size: int = 0) -> Iterator[bot_pb2.BotExecution]:
+    def list_bot_executions(self, bot_id: str, *, page_size: int = 0, page_token: str = ""
+                            ) -> bot_service_pb2.ListBotExecutionsResponse:
+        request = bot_service_pb2.ListBotExecutionsRequest(id=bot_id, page_size=page_size, page_token=page_token)
+        return self._unary(self._bots.ListBotExecutions, request)
+
+    def iter_bot_executions(self, bot_id: str) -> Iterator[bot_pb2.BotExecution]:
         """Newest first, every page (the server keeps a bounded history per bot)."""
-        request = bot_service_pb2.ListBotExecutionsRequest(id=bot_id, page_size=page_size)
-        return self._pages(self._bots.ListBotExecutions, request, "executions")
+        return self._pages(lambda token: self.list_bot_executions(bot_id, page_token=token), "executions")
 
-    def list_bot_logs(
-        self, bot_id: str, *, since: datetime | None = None, until: datetime | None = None, page_size: int = 0
-    ) -> Iterator[bot_service_pb2.BotLogLine]:
+    def list_bot_logs(self, bot_id: str, *, since: datetime | None = None, until: datetime | None = None,
+                      page_size: int = 0, page_token: str = "") -> bot_service_pb2.ListBotLogsResponse:
+        request = requests.list_bot_logs(bot_id, since, until, page_size, page_token)
+        return self._unary(self._bots.ListBotLogs, request)
+
+    def iter_bot_logs(self, bot_id: str, *, since: datetime | None = None, until: datetime | None = None
+                      ) -> Iterator[bot_service_pb2.BotLogLine]:
         """Oldest first over [since, until), every page."""
-        request = bot_service_pb2.ListBotLogsRequest(id=bot_id, page_size=page_size)
-        if since is not None:
-            request.since.CopyFrom(_timestamp(since))
-        if until is not None:
-            request.until.CopyFrom(_timestamp(until))
-        return self._pages(self._bots.ListBotLogs, request, "lines")
+        return self._pages(lambda token: self.list_bot_logs(bot_id, since=since, until=until, page_token=token),
+                           "lines")
 
-    def stream_bot_logs(
-        self, bot_id: str, *, tail_lines: int = 0, after_cursor: str = ""
-    ) -> Iterator[bot_service_pb2.StreamBotLogsResponse]:
+    def stream_bot_logs(self, bot_id: str, *, tail_lines: int = 0, after_cursor: str = ""
+                        ) -> Iterator[bot_service_pb2.StreamBotLogsResponse]:
         """The last ``tail_lines`` lines (or every line after ``after_cursor``), then each new one."""
         request = bot_service_pb2.StreamBotLogsRequest(id=bot_id, tail_lines=tail_lines, after_cursor=after_cursor)
         return self._stream(self._bots.StreamBotLogs, request)
 
     # -- backtests -----------------------------------------------------------------
 
-    def create_backtest(self, name: str, config: dict[str, Any], *, request_id: str = "") -> backtest_pb2.Backtest:
-        backtest = backtest_pb2.Backtest(name=name, config=_struct(config))
-        request = backtest_service_pb2.CreateBacktestRequest(backtest=backtest, request_id=request_id)
-        return self._call(self._backtests.CreateBacktest, request)
+    def create_backtest(self, name: str, config: dict[str, Any], *, request_id: str | None = None
+                        ) -> backtest_pb2.Backtest:
+        return self._unary(self._backtests.CreateBacktest, requests.create_backtest(name, config, request_id))
 
-    def list_backtests(self) -> Iterator[backtest_pb2.Backtest]:
-        return self._pages(self._backtests.ListBacktests, backtest_service_pb2.ListBacktestsRequest(), "backtests")
+    def list_backtests(self, *, state: int = 0, page_size: int = 0, page_token: str = ""
+                       ) -> backtest_service_pb2.ListBacktestsResponse:
+        return self._unary(self._backtests.ListBacktests, requests.list_backtests(page_size, page_token, state))
+
+    def iter_backtests(self, *, state: int = 0) -> Iterator[backtest_pb2.Backtest]:
+        return self._pages(lambda token: self.list_backtests(state=state, page_token=token), "backtests")
 
     def get_backtest(self, backtest_id: str) -> backtest_pb2.Backtest:
-        return self._call(self._backtests.GetBacktest, backtest_service_pb2.GetBacktestRequest(id=backtest_id))
+        return self._unary(self._backtests.GetBacktest, backtest_service_pb2.GetBacktestRequest(id=backtest_id))
 
     def backtest_results(self, backtest_id: str) -> bytes:
+        """``analysis.json`` of a completed backtest (metrics, plots, tables), as bytes."""
         request = backtest_service_pb2.GetBacktestResultsRequest(id=backtest_id)
         return b"".join(body.data for body in self._stream(self._backtests.GetBacktestResults, request))
 
@@ -249,26 +322,15 @@ class The0Client:
         return b"".join(body.data for body in self._stream(self._backtests.GetBacktestLogs, request))
 
     def cancel_backtest(self, backtest_id: str) -> backtest_pb2.Backtest:
-        return self._call(self._backtests.CancelBacktest, backtest_service_pb2.CancelBacktestRequest(id=backtest_id))
+        request = backtest_service_pb2.CancelBacktestRequest(id=backtest_id)
+        return self._unary(self._backtests.CancelBacktest, request)
 
     def watch_backtest(self, backtest_id: str) -> Iterator[backtest_service_pb2.WatchBacktestResponse]:
-        return self._stream(self._backtests.WatchBacktest, backtest_service_pb2.WatchBacktestRequest(id=backtest_id))
+        request = backtest_service_pb2.WatchBacktestRequest(id=backtest_id)
+        return self._watch(self._backtests.WatchBacktest, request)
 
 
-def _chunk(data: bytes) -> custom_bot_service_pb2.UploadCustomBotRequest:
-    request = custom_bot_service_pb2.UploadCustomBotRequest()
-    request.chunk.content_type = "application/zip"
-    request.chunk.data = data
-    return request
-
-
-def _struct(values: dict[str, Any]) -> struct_pb2.Struct:
-    struct = struct_pb2.Struct()
-    struct.update(values)
-    return struct
-
-
-def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
+def unauthenticated_error(message: Any) -> The0Error:
+    """A watch's ``unauthenticated`` message as the error a unary call would have raised."""
+    return AuthenticationError(code=grpc.StatusCode.UNAUTHENTICATED, message="the watch ended: not authenticated",
+                               reason=message.unauthenticated.reason)
