@@ -1,7 +1,7 @@
 """accounts administration: disabled and reset-required users, the users list, the review queue
 
 Revision ID: 0600_accounts_admin
-Revises: 0540_backtest_results_verdict
+Revises: 0550_retention_indexes
 Create Date: 2026-12-02
 """
 
