@@ -44,6 +44,8 @@ async def test_the_readme_flows_run_in_order(tmp_path):
                                        capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         assert '"secret":"the0_' in done.stdout.replace(" ", "")
+        # curl succeeds on an error reply too: every answer of the flow is a success, none a google.rpc.Status.
+        assert '"reason":' not in done.stdout, done.stdout
 
         def person() -> tuple[int | None, str]:
             shell = pexpect.spawn("bash", ["-c", "set -euo pipefail\n" + cli], env=env, cwd=str(ROOT),
