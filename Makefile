@@ -51,10 +51,12 @@ ts-client: $(TS_STAMP)
 
 install: $(STAMP) $(DOCS_STAMP)
 
-# Debian packages: PostgreSQL binaries for the test suite's throwaway cluster.
+# Debian packages: PostgreSQL binaries for the test suite's throwaway cluster, and the
+# headless chromium the browser test drives through Playwright.
 system-deps:
 	@missing=""; \
 	[ -x $(PG_BIN)/initdb ] || missing="$$missing postgresql"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
