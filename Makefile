@@ -52,11 +52,13 @@ ts-client: $(TS_STAMP)
 install: $(STAMP) $(DOCS_STAMP)
 
 # Debian packages: PostgreSQL binaries for the test suite's throwaway cluster, jq for the README's
-# curl flow (run by a test). Installed only when missing.
+# curl flow (run by a test), and the headless chromium the browser test drives through Playwright.
+# Installed only when missing.
 system-deps:
 	@missing=""; \
 	[ -x $(PG_BIN)/initdb ] || missing="$$missing postgresql"; \
 	command -v jq >/dev/null || missing="$$missing jq"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \

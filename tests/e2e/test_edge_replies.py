@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -253,3 +254,16 @@ async def test_upload_under_the_limit_still_reaches_the_server(http: httpx.Async
     response = await http.post(UPLOAD, content=b"not a zip", headers={**auth, **ZIP, **RID})
     assert response.status_code == 400, response.text
     assert info_of(response.json())["reason"] == "ARCHIVE_INVALID"
+
+
+
+@pytest.mark.parametrize("name", ["m'", "|hnf", "a|b", "x!y", "~", "a^b"])
+async def test_a_header_name_grpc_metadata_cannot_carry_is_dropped_not_a_500(
+    http: httpx.AsyncClient, auth: dict[str, str], name: str
+) -> None:
+    """Legal in HTTP, not in gRPC metadata ([0-9a-z_.-]): grpcio refused the call with 500 "Illegal
+    header key"; the edge drops the header, and the call is answered as without it."""
+    response = await http.get("/api/auth/me", headers={**auth, name: "1"})
+    assert response.status_code == 200, response.text
+    refused = await http.get(f"/api/bots/{uuid.uuid4()}", headers={**auth, name: "1", "x-fine.header_1": "2"})
+    assert refused.status_code == 404 and refused.json()["details"][0]["reason"] == "NOT_FOUND", refused.text

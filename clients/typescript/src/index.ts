@@ -11,16 +11,21 @@ export type Status = Schemas["Status"];
 
 const ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo";
 
-/** The ErrorInfo reason and request id of an error body (google.rpc.Status). */
-export function errorReason(body: unknown): { reason: string; requestId: string } {
+/**
+ * The ErrorInfo reason and request id of an error body (google.rpc.Status). Envoy's own errors
+ * carry the request id in `metadata.requestId`; every response carries it as the `x-request-id`
+ * header (exposed by CORS), which is read when the body has none.
+ */
+export function errorReason(body: unknown, headers?: Headers): { reason: string; requestId: string } {
+  const fromHeader = headers?.get("x-request-id") ?? "";
   const details = (body as Status | undefined)?.details ?? [];
   for (const detail of details as Array<Record<string, unknown>>) {
     if (detail["@type"] === ERROR_INFO) {
       const metadata = (detail["metadata"] ?? {}) as Record<string, string>;
-      return { reason: String(detail["reason"] ?? ""), requestId: metadata["requestId"] ?? "" };
+      return { reason: String(detail["reason"] ?? ""), requestId: metadata["requestId"] || fromHeader };
     }
   }
-  return { reason: "", requestId: "" };
+  return { reason: "", requestId: fromHeader };
 }
 
 /** Where the client keeps its tokens (memory by default; a dashboard may persist them). */
@@ -91,7 +96,9 @@ export function createThe0Client(options: The0ClientOptions) {
   /** Follows an NDJSON stream (watch, log tail): one parsed message per line, until it ends. */
   async function* stream<T>(path: string, init: { signal?: AbortSignal } = {}): AsyncGenerator<T> {
     const response = await authorizedFetch(new Request(`${options.baseUrl}${path}`, { signal: init.signal }));
-    if (!response.ok || !response.body) throw new The0Error(response.status, await response.json().catch(() => undefined));
+    if (!response.ok || !response.body) {
+      throw new The0Error(response.status, await response.json().catch(() => undefined), response.headers);
+    }
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = "";
     for (;;) {
@@ -132,7 +139,7 @@ export function createThe0Client(options: The0ClientOptions) {
         xhr.onload = () => {
           const body = xhr.responseText ? JSON.parse(xhr.responseText) : undefined;
           if (xhr.status === 200) resolve(body as Schemas["CustomBot"]);
-          else reject(new The0Error(xhr.status, body));
+          else reject(new The0Error(xhr.status, body, new Headers({ "x-request-id": xhr.getResponseHeader("x-request-id") ?? "" })));
         };
         xhr.onerror = () => reject(new The0Error(0, undefined));
         xhr.send(zip);
@@ -141,12 +148,12 @@ export function createThe0Client(options: The0ClientOptions) {
   };
 }
 
-/** A non-2xx answer: its HTTP status, ErrorInfo reason and request id. */
+/** A non-2xx answer: its HTTP status, ErrorInfo reason and request id (pass the response's headers). */
 export class The0Error extends Error {
   readonly reason: string;
   readonly requestId: string;
-  constructor(readonly status: number, readonly body: unknown) {
-    const { reason, requestId } = errorReason(body);
+  constructor(readonly status: number, readonly body: unknown, headers?: Headers) {
+    const { reason, requestId } = errorReason(body, headers);
     super(`${status} ${reason || "network error"}${requestId ? ` (request ${requestId})` : ""}`);
     this.reason = reason;
     this.requestId = requestId;

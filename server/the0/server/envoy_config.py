@@ -531,6 +531,35 @@ def _routes(paths: dict[str, set[str]], max_upload_bytes: int,
     return routes
 
 
+# Runs on every request. gRPC metadata keys are [0-9a-z_.-] only; grpcio refuses a request
+# carrying any other header name (m', a|b) with INTERNAL "Illegal header key" before our code
+# runs. Such a header cannot be one the API reads, so the edge drops it instead of failing the call.
+METADATA_KEYS_FILTER = "the0.metadata_keys"
+METADATA_KEYS_LUA = """\
+function envoy_on_request(handle)
+  local illegal = {}
+  for name, _ in pairs(handle:headers()) do
+    if name:sub(1, 1) ~= ":" and not name:find("^[0-9a-z_.-]+$") then
+      illegal[#illegal + 1] = name
+    end
+  end
+  for _, name in ipairs(illegal) do
+    handle:headers():remove(name)
+  end
+end
+"""
+
+
+def _metadata_keys_lua() -> dict[str, Any]:
+    return {
+        "name": METADATA_KEYS_FILTER,
+        "typed_config": {
+            "@type": _type("envoy.extensions.filters.http.lua.v3.Lua"),
+            "default_source_code": {"inline_string": METADATA_KEYS_LUA},
+        },
+    }
+
+
 def _upload_lua() -> dict[str, Any]:
     return {
         "name": LUA_FILTER,
@@ -605,6 +634,7 @@ def _connection_manager(
             },
             # Before the transcoder: on the way back it sees the transcoded HTTP response.
             _upload_lua(),
+            _metadata_keys_lua(),
             {
                 "name": BUFFER_FILTER,
                 "typed_config": {
