@@ -24,16 +24,18 @@ help:
 	@echo "make lint       buf lint + buf format;        make bench [BENCH=name]: benchmarks"
 	@echo "make check      mypy (strict), ruff and the import contracts over the Python code"
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
-	touch $(STAMP)
-
 # Node packages: the docs page's assets (envoy/docs, served by Envoy at /api/docs) and the
 # TypeScript client (clients/typescript). `npm ci` from the lockfiles; no install scripts run.
 DOCS_STAMP := envoy/docs/node_modules/.package-lock.json
 TS_STAMP := clients/typescript/node_modules/.package-lock.json
+
+# The docs assets first: the package (even an editable install) carries two of them (pyproject's
+# force-include), so building it needs them.
+$(STAMP): pyproject.toml | $(DOCS_STAMP)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
 
 $(DOCS_STAMP): envoy/docs/package-lock.json
 	cd envoy/docs && npm ci --ignore-scripts --no-audit --no-fund
