@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -153,6 +155,43 @@ async def test_child_process_is_killed_when_it_ignores_sigterm(tmp_path: Path) -
         assert "ignoring SIGTERM" in child.log_tail()
     finally:
         child.stop(timeout=0)
+
+
+_PARENT = """
+import sys, time
+from pathlib import Path
+from the0.devtools.embedded.processes import ChildProcess
+child = ChildProcess([sys.executable, "-c", "import time; time.sleep(60)"], log_path=Path(sys.argv[1]))
+child.start()
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (an orphan is reaped by whatever PID 1 is, maybe never)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_child_dies_with_its_parent_even_by_sigkill(tmp_path: Path) -> None:
+    """No nats-server or Envoy may outlive a killed test run or dev stack."""
+    with subprocess.Popen(
+        [sys.executable, "-c", _PARENT, str(tmp_path / "child.log")], stdout=subprocess.PIPE, text=True
+    ) as parent:
+        assert parent.stdout is not None
+        child_pid = int(parent.stdout.readline())
+        assert _alive(child_pid)
+        parent.kill()
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if not _alive(child_pid):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"child {child_pid} outlived its SIGKILLed parent")
 
 
 async def test_wait_for_tcp_reports_a_child_that_died(tmp_path: Path) -> None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,17 +23,25 @@ from typing import Self
 
 # Pause between readiness probes: short, because the binaries start in ~0.1 s.
 _PROBE_INTERVAL = 0.02
-_PR_SET_PDEATHSIG = 1
-# Resolved before any fork: the child only calls it (no loading after fork).
-_prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None) if os.name == "posix" else None
+# Linux's util-linux `setpriv` sets the parent-death signal and then execs the
+# binary, so the child needs no Python code between fork and exec.
+_SETPRIV = shutil.which("setpriv") if sys.platform == "linux" else None
 
 
-def _die_with_parent() -> None:
-    """Runs in the child: SIGTERM it when its parent dies, even by SIGKILL or a CI
+def _die_with_parent(argv: list[str]) -> list[str]:
+    """The argv that SIGTERMs the child when its parent dies, even by SIGKILL or a CI
     timeout, so no nats-server or Envoy outlives the dev stack or a test run.
-    (Linux ties this to the thread that forked: start children from the main thread.)"""
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    Why not ``preexec_fn`` with prctl: it makes subprocess fork() the whole
+    interpreter instead of vfork()/posix_spawn, which runs gRPC's fork handlers
+    in the child; a test that restarted nats-server while gRPC threads were busy
+    saw the child abort (SIGABRT) before exec. (Linux ties the death signal to
+    the thread that spawned: start children from the main thread.) Elsewhere,
+    or without setpriv, children are started plainly.
+    """
+    if _SETPRIV is None:
+        return argv
+    return [_SETPRIV, "--pdeathsig", "TERM", "--", *argv]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -84,14 +93,12 @@ class ChildProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the fd
             self._proc = subprocess.Popen(
-                self.argv,
+                _die_with_parent(self.argv),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 cwd=self.cwd,
-                # Runs before exec in the child; the dev stack starts its children before any thread.
-                preexec_fn=_die_with_parent,  # noqa: PLW1509
             )
 
     def stop(self, timeout: float = 5.0) -> int | None:
