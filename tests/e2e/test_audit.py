@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 import httpx
+import jwt
 import pytest
 from google.protobuf import timestamp_pb2
 from sqlalchemy import text
@@ -313,3 +314,17 @@ async def test_no_secret_or_token_appears_in_any_event(stack: Any, sessions: Any
     for secret in (PASSWORD, NEW_PASSWORD, "guessed password", created.secret, reset["token"],
                    again.tokens.access_token, again.tokens.refresh_token, user.tokens.refresh_token):
         assert secret not in stored
+
+
+async def test_a_reused_refresh_token_ending_its_session_is_recorded(stack: Any) -> None:
+    user = await register(stack.channel)
+    admin = await admin_of(stack)
+    request = auth_service_pb2.RefreshTokenRequest(refresh_token=user.tokens.refresh_token)
+    await user.auth.RefreshToken(request)
+    code, reason, *_ = await rpc_error(user.auth.RefreshToken(request))
+    assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "REFRESH_TOKEN_REUSED")
+    [revoked] = await all_events(admin, type="session.revoked", user_id=user.id)
+    assert (revoked.actor_kind, revoked.subject_user_id) == (ANONYMOUS, user.id)
+    assert revoked.details["reason"] == "REFRESH_TOKEN_REUSED"
+    claims = jwt.decode(user.tokens.access_token, options={"verify_signature": False})
+    assert revoked.details["sessionId"] == claims["sid"]

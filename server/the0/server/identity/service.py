@@ -241,6 +241,8 @@ class AuthService:
             if token.rotated_at is not None or not await repo.mark_rotated(token.id, now):
                 # Someone holds a token that was already exchanged: assume it was stolen.
                 await repo.revoke(session.id, now, "REFRESH_TOKEN_REUSED")
+                self._audit.record(db, "session.revoked", actor=None, subject_user_id=session.user_id,
+                                   details={"sessionId": session.id, "reason": "REFRESH_TOKEN_REUSED"}, now=now)
                 await db.commit()
                 await self._revocations.revoke_session(session.id)
                 log.warning("refresh token reused; session revoked", extra={"sessionId": session.id})
