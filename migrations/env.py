@@ -13,6 +13,7 @@ from the0.server.db.engine import sync_url
 from the0.server.db.models import Base
 
 # Every domain's tables, so autogenerate sees the whole schema.
+import the0.server.audit.models  # noqa: E402,F401
 import the0.server.backtests.models  # noqa: E402,F401
 import the0.server.bots.models  # noqa: E402,F401
 import the0.server.custom_bots.models  # noqa: E402,F401

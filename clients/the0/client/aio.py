@@ -23,8 +23,9 @@ import grpc.aio
 from google.api import httpbody_pb2
 from google.protobuf.message import Message
 
+from the0.admin.v1 import admin_service_pb2_grpc
 from the0.api_key.v1 import api_key_pb2, api_key_service_pb2, api_key_service_pb2_grpc
-from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc, user_pb2
+from the0.auth.v1 import audit_event_pb2, auth_service_pb2, auth_service_pb2_grpc, user_pb2
 from the0.backtest.v1 import backtest_pb2, backtest_service_pb2, backtest_service_pb2_grpc
 from the0.bot.v1 import bot_pb2, bot_service_pb2, bot_service_pb2_grpc
 from the0.client import requests
@@ -68,6 +69,7 @@ class AsyncThe0Client:
         self._custom_bots = custom_bot_service_pb2_grpc.CustomBotServiceStub(self._channel)
         self._backtests = backtest_service_pb2_grpc.BacktestServiceStub(self._channel)
         self._health = health_service_pb2_grpc.HealthServiceStub(self._channel)
+        self._admin = admin_service_pb2_grpc.AdminServiceStub(self._channel)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -193,6 +195,32 @@ class AsyncThe0Client:
     async def revoke_api_key(self, key_id: str) -> api_key_pb2.ApiKey:
         request = api_key_service_pb2.RevokeApiKeyRequest(id=key_id)
         return await self._unary(self._keys.RevokeApiKey, request, session=True)
+
+    # -- audit trail ------------------------------------------------------------------
+
+    async def list_audit_events(self, *, type: str = "", since: datetime | None = None,
+                                until: datetime | None = None, page_size: int = 0, page_token: str = ""
+                                ) -> auth_service_pb2.ListAuditEventsResponse:
+        """The caller's own audit trail (as actor or account concerned), newest first."""
+        request = requests.list_audit_events(type, since, until, page_size, page_token)
+        return await self._unary(self._auth.ListAuditEvents, request)
+
+    def iter_audit_events(self, *, type: str = "", since: datetime | None = None, until: datetime | None = None
+                          ) -> AsyncIterator[audit_event_pb2.AuditEvent]:
+        return self._pages(lambda token: self.list_audit_events(type=type, since=since, until=until,
+                                                                page_token=token), "audit_events")
+
+    async def list_all_audit_events(self, *, user_id: str = "", type: str = "", since: datetime | None = None,
+                                    until: datetime | None = None, page_size: int = 0, page_token: str = ""
+                                    ) -> auth_service_pb2.ListAuditEventsResponse:
+        """Every user's audit trail, or one user's (``user_id``); for an admin's session only."""
+        request = requests.list_audit_events(type, since, until, page_size, page_token, user_id=user_id)
+        return await self._unary(self._admin.ListAuditEvents, request, session=True)
+
+    def iter_all_audit_events(self, *, user_id: str = "", type: str = "", since: datetime | None = None,
+                              until: datetime | None = None) -> AsyncIterator[audit_event_pb2.AuditEvent]:
+        return self._pages(lambda token: self.list_all_audit_events(
+            user_id=user_id, type=type, since=since, until=until, page_token=token), "audit_events")
 
     # -- custom bots ----------------------------------------------------------------
 

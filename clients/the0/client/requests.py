@@ -9,6 +9,7 @@ from typing import Any
 
 from google.protobuf import field_mask_pb2
 
+from the0.admin.v1 import admin_service_pb2
 from the0.api_key.v1 import api_key_pb2, api_key_service_pb2
 from the0.auth.v1 import auth_service_pb2
 from the0.backtest.v1 import backtest_pb2, backtest_service_pb2
@@ -59,6 +60,23 @@ def update_bot(bot_id: str, *, name: str | None, config: dict[str, Any] | None, 
 def list_bot_logs(bot_id: str, since: datetime | None, until: datetime | None, page_size: int, page_token: str
                   ) -> bot_service_pb2.ListBotLogsRequest:
     request = bot_service_pb2.ListBotLogsRequest(id=bot_id, page_size=page_size, page_token=page_token)
+    if since is not None:
+        request.since.CopyFrom(timestamp(since))
+    if until is not None:
+        request.until.CopyFrom(timestamp(until))
+    return request
+
+
+def list_audit_events(type: str, since: datetime | None, until: datetime | None, page_size: int, page_token: str,
+                      *, user_id: str | None = None
+                      ) -> auth_service_pb2.ListAuditEventsRequest | admin_service_pb2.ListAuditEventsRequest:
+    """The caller's own events; with ``user_id`` (``""``: every user) the admin's request across users."""
+    request: auth_service_pb2.ListAuditEventsRequest | admin_service_pb2.ListAuditEventsRequest
+    if user_id is None:
+        request = auth_service_pb2.ListAuditEventsRequest(type=type, page_size=page_size, page_token=page_token)
+    else:
+        request = admin_service_pb2.ListAuditEventsRequest(type=type, page_size=page_size, page_token=page_token,
+                                                           user_id=user_id)
     if since is not None:
         request.since.CopyFrom(timestamp(since))
     if until is not None:

@@ -125,6 +125,11 @@ VIEWS: dict[str, View] = {
                 ("started", lambda i: ago(i.get("startTime"), exact=True)),
                 ("ended", lambda i: ago(i.get("endTime"), exact=True)), ("config", _get("config"))],
     ),
+    "audit_event": View(
+        columns=[("TIME", _time("time")), ("TYPE", _get("type")), ("ACTOR", _get("actorId")),
+                 ("SUBJECT", _get("subjectUserId")), ("ADDRESS", _get("clientAddress"))],
+        fields=[],
+    ),
     "api_key": View(
         columns=[("ID", _get("id")), ("NAME", _get("name")), ("PREFIX", _get("prefix")), ("STATE", _state()),
                  ("CREATED", _time("createTime")), ("EXPIRES", _time("expireTime")),

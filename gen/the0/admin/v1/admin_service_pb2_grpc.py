@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from the0.admin.v1 import admin_service_pb2 as the0_dot_admin_dot_v1_dot_admin__service__pb2
+from the0.auth.v1 import auth_service_pb2 as the0_dot_auth_dot_v1_dot_auth__service__pb2
 from the0.auth.v1 import user_pb2 as the0_dot_auth_dot_v1_dot_user__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -69,6 +70,11 @@ class AdminServiceStub:
                 '/the0.admin.v1.AdminService/SetUserRole',
                 request_serializer=the0_dot_admin_dot_v1_dot_admin__service__pb2.SetUserRoleRequest.SerializeToString,
                 response_deserializer=the0_dot_auth_dot_v1_dot_user__pb2.User.FromString,
+                _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/the0.admin.v1.AdminService/ListAuditEvents',
+                request_serializer=the0_dot_admin_dot_v1_dot_admin__service__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.ListAuditEventsResponse.FromString,
                 _registered_method=True)
 
 
@@ -137,6 +143,17 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAuditEvents(self, request, context):
+        """Lists the audit trail across every account, newest first, keyset pages;
+        filters by type, time and user (events where that user is the actor or
+        the account concerned).
+        Errors: INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN),
+        PERMISSION_DENIED, UNAUTHENTICATED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -169,6 +186,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.SetUserRole,
                     request_deserializer=the0_dot_admin_dot_v1_dot_admin__service__pb2.SetUserRoleRequest.FromString,
                     response_serializer=the0_dot_auth_dot_v1_dot_user__pb2.User.SerializeToString,
+            ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=the0_dot_admin_dot_v1_dot_admin__service__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.ListAuditEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -338,6 +360,33 @@ class AdminService:
             '/the0.admin.v1.AdminService/SetUserRole',
             the0_dot_admin_dot_v1_dot_admin__service__pb2.SetUserRoleRequest.SerializeToString,
             the0_dot_auth_dot_v1_dot_user__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/the0.admin.v1.AdminService/ListAuditEvents',
+            the0_dot_admin_dot_v1_dot_admin__service__pb2.ListAuditEventsRequest.SerializeToString,
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.ListAuditEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from grpc import aio as _aio
 from the0.admin.v1 import admin_service_pb2 as _admin_service_pb2
+from the0.auth.v1 import auth_service_pb2 as _auth_service_pb2
 from the0.auth.v1 import user_pb2 as _user_pb2
 import abc as _abc_1
 import grpc as _grpc
@@ -72,6 +73,13 @@ class AdminServiceStub:
     Errors: NOT_FOUND, FAILED_PRECONDITION (SELF_ADMINISTRATION),
     INVALID_ARGUMENT (role unspecified), PERMISSION_DENIED, UNAUTHENTICATED.
     """
+    ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListAuditEventsRequest, _auth_service_pb2.ListAuditEventsResponse]
+    """Lists the audit trail across every account, newest first, keyset pages;
+    filters by type, time and user (events where that user is the actor or
+    the account concerned).
+    Errors: INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN),
+    PERMISSION_DENIED, UNAUTHENTICATED.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -115,6 +123,13 @@ class AdminServiceAsyncStub(AdminServiceStub):
     its access tokens), so the new role applies at its next login.
     Errors: NOT_FOUND, FAILED_PRECONDITION (SELF_ADMINISTRATION),
     INVALID_ARGUMENT (role unspecified), PERMISSION_DENIED, UNAUTHENTICATED.
+    """
+    ListAuditEvents: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListAuditEventsRequest, _auth_service_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
+    """Lists the audit trail across every account, newest first, keyset pages;
+    filters by type, time and user (events where that user is the actor or
+    the account concerned).
+    Errors: INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN),
+    PERMISSION_DENIED, UNAUTHENTICATED.
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -192,6 +207,19 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         its access tokens), so the new role applies at its next login.
         Errors: NOT_FOUND, FAILED_PRECONDITION (SELF_ADMINISTRATION),
         INVALID_ARGUMENT (role unspecified), PERMISSION_DENIED, UNAUTHENTICATED.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAuditEvents(
+        self,
+        request: _admin_service_pb2.ListAuditEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.ListAuditEventsResponse, _abc.Awaitable[_auth_service_pb2.ListAuditEventsResponse]]:
+        """Lists the audit trail across every account, newest first, keyset pages;
+        filters by type, time and user (events where that user is the actor or
+        the account concerned).
+        Errors: INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN),
+        PERMISSION_DENIED, UNAUTHENTICATED.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

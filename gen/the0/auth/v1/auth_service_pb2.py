@@ -26,11 +26,12 @@ from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from the0.auth.v1 import audit_event_pb2 as the0_dot_auth_dot_v1_dot_audit__event__pb2
 from the0.auth.v1 import user_pb2 as the0_dot_auth_dot_v1_dot_user__pb2
 from the0.common.v1 import auth_policy_pb2 as the0_dot_common_dot_v1_dot_auth__policy__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fthe0/auth/v1/auth_service.proto\x12\x0cthe0.auth.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17the0/auth/v1/user.proto\x1a the0/common/v1/auth_policy.proto\"\x8d\x03\n\x0fRegisterRequest\x12\x81\x01\n\x05\x65mail\x18\x01 \x01(\tBr\xe2\x41\x01\x02\xbaHkr\x03\x18\xfe\x01\xba\x01`\n\x0c\x65mail.format\x12\x18must be an email address\x1a\x36this.matches(\'^\\\\s*[^@\\\\s]+@[^@\\\\s]+\\\\.[^@\\\\s]+\\\\s*$\')\xd8\x01\x01\x12$\n\x08password\x18\x02 \x01(\tB\x12\xe2\x41\x02\x02\x04\xbaH\nr\x05\x10\x08\x18\x80\x08\xd8\x01\x01\x12\x8e\x01\n\x08username\x18\x03 \x01(\tB|\xe2\x41\x01\x02\xbaHur\x02\x18\x32\xba\x01k\n\x0fusername.format\x12\x30must be 3 to 50 letters, digits, \'_\', \'.\' or \'-\'\x1a&this.matches(\'^[A-Za-z0-9_.-]{3,50}$\')\xd8\x01\x01\x12\x1f\n\nfirst_name\x18\x04 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18\x64\x12\x1e\n\tlast_name\x18\x05 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18\x64\"L\n\x0cLoginRequest\x12\x1b\n\x05\x65mail\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\x18\xfe\x01\x12\x1f\n\x08password\x18\x02 \x01(\tB\r\xe2\x41\x02\x02\x04\xbaH\x05r\x03\x18\x80\x08\";\n\x13RefreshTokenRequest\x12$\n\rrefresh_token\x18\x01 \x01(\tB\r\xe2\x41\x02\x02\x04\xbaH\x05r\x03\x18\x80\x02\"\x0f\n\rLogoutRequest\"\x10\n\x0eLogoutResponse\"\x17\n\x15GetCurrentUserRequest\"\x90\x02\n\nAuthTokens\x12&\n\x04user\x18\x01 \x01(\x0b\x32\x12.the0.auth.v1.UserB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x61\x63\x63\x65ss_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x42\n\x18\x61\x63\x63\x65ss_token_expire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1b\n\rrefresh_token\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x43\n\x19refresh_token_expire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x18\n\ntoken_type\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\"\xda\x01\n\x07Session\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nuser_agent\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x63lient_address\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x37\n\rlast_use_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63urrent\x18\x06 \x01(\x08\x42\x04\xe2\x41\x01\x03\"P\n\x13ListSessionsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\"X\n\x14ListSessionsResponse\x12\'\n\x08sessions\x18\x01 \x03(\x0b\x32\x15.the0.auth.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"3\n\x14RevokeSessionRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"\x17\n\x15RevokeSessionResponse\"5\n\x17LogoutEverywhereRequest\x12\x1a\n\x0ckeep_current\x18\x01 \x01(\x08\x42\x04\xe2\x41\x01\x01\":\n\x18LogoutEverywhereResponse\x12\x1e\n\x10sessions_revoked\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x03\"e\n\x15\x43hangePasswordRequest\x12\'\n\x10\x63urrent_password\x18\x01 \x01(\tB\r\xe2\x41\x02\x02\x04\xbaH\x05r\x03\x18\x80\x08\x12#\n\x0cnew_password\x18\x02 \x01(\tB\r\xe2\x41\x02\x02\x04\xbaH\x05r\x03\x18\x80\x08\"8\n\x16\x43hangePasswordResponse\x12\x1e\n\x10sessions_revoked\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x03\":\n\x1bRequestPasswordResetRequest\x12\x1b\n\x05\x65mail\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\x18\xfe\x01\"\x1e\n\x1cRequestPasswordResetResponse\"Y\n\x14ResetPasswordRequest\x12\x1c\n\x05token\x18\x01 \x01(\tB\r\xe2\x41\x02\x02\x04\xbaH\x05r\x03\x18\x80\x02\x12#\n\x0cnew_password\x18\x02 \x01(\tB\r\xe2\x41\x02\x02\x04\xbaH\x05r\x03\x18\x80\x08\"\x17\n\x15ResetPasswordResponse\"!\n\x1fRequestEmailVerificationRequest\"\"\n RequestEmailVerificationResponse\"2\n\x12VerifyEmailRequest\x12\x1c\n\x05token\x18\x01 \x01(\tB\r\xe2\x41\x02\x02\x04\xbaH\x05r\x03\x18\x80\x02\x32\xd8\x0c\n\x0b\x41uthService\x12\x66\n\x08Register\x12\x1d.the0.auth.v1.RegisterRequest\x1a\x18.the0.auth.v1.AuthTokens\"!\x88\xb5\x18\x01\x82\xd3\xe4\x93\x02\x17\"\x12/api/auth/register:\x01*\x12]\n\x05Login\x12\x1a.the0.auth.v1.LoginRequest\x1a\x18.the0.auth.v1.AuthTokens\"\x1e\x88\xb5\x18\x01\x82\xd3\xe4\x93\x02\x14\"\x0f/api/auth/login:\x01*\x12m\n\x0cRefreshToken\x12!.the0.auth.v1.RefreshTokenRequest\x1a\x18.the0.auth.v1.AuthTokens\" \x88\xb5\x18\x01\x82\xd3\xe4\x93\x02\x16\"\x11/api/auth/refresh:\x01*\x12\x64\n\x06Logout\x12\x1b.the0.auth.v1.LogoutRequest\x1a\x1c.the0.auth.v1.LogoutResponse\"\x1f\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x15\"\x10/api/auth/logout:\x01*\x12u\n\x0cListSessions\x12!.the0.auth.v1.ListSessionsRequest\x1a\".the0.auth.v1.ListSessionsResponse\"\x1e\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x14\x12\x12/api/auth/sessions\x12}\n\rRevokeSession\x12\".the0.auth.v1.RevokeSessionRequest\x1a#.the0.auth.v1.RevokeSessionResponse\"#\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x19*\x17/api/auth/sessions/{id}\x12\x8d\x01\n\x10LogoutEverywhere\x12%.the0.auth.v1.LogoutEverywhereRequest\x1a&.the0.auth.v1.LogoutEverywhereResponse\"*\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02 \"\x1b/api/auth/logout-everywhere:\x01*\x12~\n\x0e\x43hangePassword\x12#.the0.auth.v1.ChangePasswordRequest\x1a$.the0.auth.v1.ChangePasswordResponse\"!\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x17\"\x12/api/auth/password:\x01*\x12\x9e\x01\n\x14RequestPasswordReset\x12).the0.auth.v1.RequestPasswordResetRequest\x1a*.the0.auth.v1.RequestPasswordResetResponse\"/\x88\xb5\x18\x01\x82\xd3\xe4\x93\x02%\" /api/auth/password-reset/request:\x01*\x12\x81\x01\n\rResetPassword\x12\".the0.auth.v1.ResetPasswordRequest\x1a#.the0.auth.v1.ResetPasswordResponse\"\'\x88\xb5\x18\x01\x82\xd3\xe4\x93\x02\x1d\"\x18/api/auth/password-reset:\x01*\x12\xae\x01\n\x18RequestEmailVerification\x12-.the0.auth.v1.RequestEmailVerificationRequest\x1a..the0.auth.v1.RequestEmailVerificationResponse\"3\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02)\"$/api/auth/email-verification/request:\x01*\x12p\n\x0bVerifyEmail\x12 .the0.auth.v1.VerifyEmailRequest\x1a\x12.the0.auth.v1.User\"+\x88\xb5\x18\x01\x82\xd3\xe4\x93\x02!\"\x1c/api/auth/email-verification:\x01*\x12_\n\x0eGetCurrentUser\x12#.the0.auth.v1.GetCurrentUserRequest\x1a\x12.the0.auth.v1.User\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/api/auth/meb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fthe0/auth/v1/auth_service.proto\x12\x0cthe0.auth.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ethe0/auth/v1/audit_event.proto\x1a\x17the0/auth/v1/user.proto\x1a the0/common/v1/auth_policy.proto\"\x8d\x03\n\x0fRegisterRequest\x12\x81\x01\n\x05\x65mail\x18\x01 \x01(\tBr\xe2\x41\x01\x02\xbaHkr\x03\x18\xfe\x01\xba\x01`\n\x0c\x65mail.format\x12\x18must be an email address\x1a\x36this.matches(\'^\\\\s*[^@\\\\s]+@[^@\\\\s]+\\\\.[^@\\\\s]+\\\\s*$\')\xd8\x01\x01\x12$\n\x08password\x18\x02 \x01(\tB\x12\xe2\x41\x02\x02\x04\xbaH\nr\x05\x10\x08\x18\x80\x08\xd8\x01\x01\x12\x8e\x01\n\x08username\x18\x03 \x01(\tB|\xe2\x41\x01\x02\xbaHur\x02\x18\x32\xba\x01k\n\x0fusername.format\x12\x30must be 3 to 50 letters, digits, \'_\', \'.\' or \'-\'\x1a&this.matches(\'^[A-Za-z0-9_.-]{3,50}$\')\xd8\x01\x01\x12\x1f\n\nfirst_name\x18\x04 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18\x64\x12\x1e\n\tlast_name\x18\x05 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18\x64\"L\n\x0cLoginRequest\x12\x1b\n\x05\x65mail\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\x18\xfe\x01\x12\x1f\n\x08password\x18\x02 \x01(\tB\r\xe2\x41\x02\x02\x04\xbaH\x05r\x03\x18\x80\x08\";\n\x13RefreshTokenRequest\x12$\n\rrefresh_token\x18\x01 \x01(\tB\r\xe2\x41\x02\x02\x04\xbaH\x05r\x03\x18\x80\x02\"\x0f\n\rLogoutRequest\"\x10\n\x0eLogoutResponse\"\x17\n\x15GetCurrentUserRequest\"\x90\x02\n\nAuthTokens\x12&\n\x04user\x18\x01 \x01(\x0b\x32\x12.the0.auth.v1.UserB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x61\x63\x63\x65ss_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x42\n\x18\x61\x63\x63\x65ss_token_expire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1b\n\rrefresh_token\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x43\n\x19refresh_token_expire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x18\n\ntoken_type\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\"\xda\x01\n\x07Session\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nuser_agent\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x63lient_address\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x37\n\rlast_use_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63urrent\x18\x06 \x01(\x08\x42\x04\xe2\x41\x01\x03\"\xf8\x01\n\x16ListAuditEventsRequest\x12!\n\tpage_size\x18\x01 \x01(\x05\x42\x0e\xe2\x41\x01\x01\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\x12\x37\n\x04type\x18\x03 \x01(\tB)\xe2\x41\x01\x01\xbaH\"r\x1d\x18@2\x19^[a-z0-9][a-z0-9.-]*[*]?$\xd8\x01\x01\x12/\n\x05since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12/\n\x05until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\"b\n\x17ListAuditEventsResponse\x12.\n\x0c\x61udit_events\x18\x01 \x03(\x0b\x32\x18.the0.auth.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"P\n\x13ListSessionsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\"X\n\x14ListSessionsResponse\x12\'\n\x08sessions\x18\x01 \x03(\x0b\x32\x15.the0.auth.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"3\n\x14RevokeSessionRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"\x17\n\x15RevokeSessionResponse\"5\n\x17LogoutEverywhereRequest\x12\x1a\n\x0ckeep_current\x18\x01 \x01(\x08\x42\x04\xe2\x41\x01\x01\":\n\x18LogoutEverywhereResponse\x12\x1e\n\x10sessions_revoked\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x03\"e\n\x15\x43hangePasswordRequest\x12\'\n\x10\x63urrent_password\x18\x01 \x01(\tB\r\xe2\x41\x02\x02\x04\xbaH\x05r\x03\x18\x80\x08\x12#\n\x0cnew_password\x18\x02 \x01(\tB\r\xe2\x41\x02\x02\x04\xbaH\x05r\x03\x18\x80\x08\"8\n\x16\x43hangePasswordResponse\x12\x1e\n\x10sessions_revoked\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x03\":\n\x1bRequestPasswordResetRequest\x12\x1b\n\x05\x65mail\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\x18\xfe\x01\"\x1e\n\x1cRequestPasswordResetResponse\"Y\n\x14ResetPasswordRequest\x12\x1c\n\x05token\x18\x01 \x01(\tB\r\xe2\x41\x02\x02\x04\xbaH\x05r\x03\x18\x80\x02\x12#\n\x0cnew_password\x18\x02 \x01(\tB\r\xe2\x41\x02\x02\x04\xbaH\x05r\x03\x18\x80\x08\"\x17\n\x15ResetPasswordResponse\"!\n\x1fRequestEmailVerificationRequest\"\"\n RequestEmailVerificationResponse\"2\n\x12VerifyEmailRequest\x12\x1c\n\x05token\x18\x01 \x01(\tB\r\xe2\x41\x02\x02\x04\xbaH\x05r\x03\x18\x80\x02\x32\xd8\r\n\x0b\x41uthService\x12\x66\n\x08Register\x12\x1d.the0.auth.v1.RegisterRequest\x1a\x18.the0.auth.v1.AuthTokens\"!\x88\xb5\x18\x01\x82\xd3\xe4\x93\x02\x17\"\x12/api/auth/register:\x01*\x12]\n\x05Login\x12\x1a.the0.auth.v1.LoginRequest\x1a\x18.the0.auth.v1.AuthTokens\"\x1e\x88\xb5\x18\x01\x82\xd3\xe4\x93\x02\x14\"\x0f/api/auth/login:\x01*\x12m\n\x0cRefreshToken\x12!.the0.auth.v1.RefreshTokenRequest\x1a\x18.the0.auth.v1.AuthTokens\" \x88\xb5\x18\x01\x82\xd3\xe4\x93\x02\x16\"\x11/api/auth/refresh:\x01*\x12\x64\n\x06Logout\x12\x1b.the0.auth.v1.LogoutRequest\x1a\x1c.the0.auth.v1.LogoutResponse\"\x1f\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x15\"\x10/api/auth/logout:\x01*\x12u\n\x0cListSessions\x12!.the0.auth.v1.ListSessionsRequest\x1a\".the0.auth.v1.ListSessionsResponse\"\x1e\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x14\x12\x12/api/auth/sessions\x12}\n\rRevokeSession\x12\".the0.auth.v1.RevokeSessionRequest\x1a#.the0.auth.v1.RevokeSessionResponse\"#\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x19*\x17/api/auth/sessions/{id}\x12\x8d\x01\n\x10LogoutEverywhere\x12%.the0.auth.v1.LogoutEverywhereRequest\x1a&.the0.auth.v1.LogoutEverywhereResponse\"*\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02 \"\x1b/api/auth/logout-everywhere:\x01*\x12~\n\x0e\x43hangePassword\x12#.the0.auth.v1.ChangePasswordRequest\x1a$.the0.auth.v1.ChangePasswordResponse\"!\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x17\"\x12/api/auth/password:\x01*\x12\x9e\x01\n\x14RequestPasswordReset\x12).the0.auth.v1.RequestPasswordResetRequest\x1a*.the0.auth.v1.RequestPasswordResetResponse\"/\x88\xb5\x18\x01\x82\xd3\xe4\x93\x02%\" /api/auth/password-reset/request:\x01*\x12\x81\x01\n\rResetPassword\x12\".the0.auth.v1.ResetPasswordRequest\x1a#.the0.auth.v1.ResetPasswordResponse\"\'\x88\xb5\x18\x01\x82\xd3\xe4\x93\x02\x1d\"\x18/api/auth/password-reset:\x01*\x12\xae\x01\n\x18RequestEmailVerification\x12-.the0.auth.v1.RequestEmailVerificationRequest\x1a..the0.auth.v1.RequestEmailVerificationResponse\"3\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02)\"$/api/auth/email-verification/request:\x01*\x12p\n\x0bVerifyEmail\x12 .the0.auth.v1.VerifyEmailRequest\x1a\x12.the0.auth.v1.User\"+\x88\xb5\x18\x01\x82\xd3\xe4\x93\x02!\"\x1c/api/auth/email-verification:\x01*\x12_\n\x0eGetCurrentUser\x12#.the0.auth.v1.GetCurrentUserRequest\x1a\x12.the0.auth.v1.User\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/api/auth/me\x12~\n\x0fListAuditEvents\x12$.the0.auth.v1.ListAuditEventsRequest\x1a%.the0.auth.v1.ListAuditEventsResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/api/auth/audit-eventsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -77,6 +78,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SESSION'].fields_by_name['last_use_time']._serialized_options = b'\342A\001\003'
   _globals['_SESSION'].fields_by_name['current']._loaded_options = None
   _globals['_SESSION'].fields_by_name['current']._serialized_options = b'\342A\001\003'
+  _globals['_LISTAUDITEVENTSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTAUDITEVENTSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001\272H\007\032\005\030\350\007(\000'
+  _globals['_LISTAUDITEVENTSREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTAUDITEVENTSREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001\272H\005r\003\030\200\004'
+  _globals['_LISTAUDITEVENTSREQUEST'].fields_by_name['type']._loaded_options = None
+  _globals['_LISTAUDITEVENTSREQUEST'].fields_by_name['type']._serialized_options = b'\342A\001\001\272H\"r\035\030@2\031^[a-z0-9][a-z0-9.-]*[*]?$\330\001\001'
+  _globals['_LISTAUDITEVENTSREQUEST'].fields_by_name['since']._loaded_options = None
+  _globals['_LISTAUDITEVENTSREQUEST'].fields_by_name['since']._serialized_options = b'\342A\001\001'
+  _globals['_LISTAUDITEVENTSREQUEST'].fields_by_name['until']._loaded_options = None
+  _globals['_LISTAUDITEVENTSREQUEST'].fields_by_name['until']._serialized_options = b'\342A\001\001'
   _globals['_LISTSESSIONSREQUEST'].fields_by_name['page_size']._loaded_options = None
   _globals['_LISTSESSIONSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
   _globals['_LISTSESSIONSREQUEST'].fields_by_name['page_token']._loaded_options = None
@@ -127,52 +138,58 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUTHSERVICE'].methods_by_name['VerifyEmail']._serialized_options = b'\210\265\030\001\202\323\344\223\002!\"\034/api/auth/email-verification:\001*'
   _globals['_AUTHSERVICE'].methods_by_name['GetCurrentUser']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['GetCurrentUser']._serialized_options = b'\202\323\344\223\002\016\022\014/api/auth/me'
-  _globals['_REGISTERREQUEST']._serialized_start=234
-  _globals['_REGISTERREQUEST']._serialized_end=631
-  _globals['_LOGINREQUEST']._serialized_start=633
-  _globals['_LOGINREQUEST']._serialized_end=709
-  _globals['_REFRESHTOKENREQUEST']._serialized_start=711
-  _globals['_REFRESHTOKENREQUEST']._serialized_end=770
-  _globals['_LOGOUTREQUEST']._serialized_start=772
-  _globals['_LOGOUTREQUEST']._serialized_end=787
-  _globals['_LOGOUTRESPONSE']._serialized_start=789
-  _globals['_LOGOUTRESPONSE']._serialized_end=805
-  _globals['_GETCURRENTUSERREQUEST']._serialized_start=807
-  _globals['_GETCURRENTUSERREQUEST']._serialized_end=830
-  _globals['_AUTHTOKENS']._serialized_start=833
-  _globals['_AUTHTOKENS']._serialized_end=1105
-  _globals['_SESSION']._serialized_start=1108
-  _globals['_SESSION']._serialized_end=1326
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1328
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1408
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1410
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1498
-  _globals['_REVOKESESSIONREQUEST']._serialized_start=1500
-  _globals['_REVOKESESSIONREQUEST']._serialized_end=1551
-  _globals['_REVOKESESSIONRESPONSE']._serialized_start=1553
-  _globals['_REVOKESESSIONRESPONSE']._serialized_end=1576
-  _globals['_LOGOUTEVERYWHEREREQUEST']._serialized_start=1578
-  _globals['_LOGOUTEVERYWHEREREQUEST']._serialized_end=1631
-  _globals['_LOGOUTEVERYWHERERESPONSE']._serialized_start=1633
-  _globals['_LOGOUTEVERYWHERERESPONSE']._serialized_end=1691
-  _globals['_CHANGEPASSWORDREQUEST']._serialized_start=1693
-  _globals['_CHANGEPASSWORDREQUEST']._serialized_end=1794
-  _globals['_CHANGEPASSWORDRESPONSE']._serialized_start=1796
-  _globals['_CHANGEPASSWORDRESPONSE']._serialized_end=1852
-  _globals['_REQUESTPASSWORDRESETREQUEST']._serialized_start=1854
-  _globals['_REQUESTPASSWORDRESETREQUEST']._serialized_end=1912
-  _globals['_REQUESTPASSWORDRESETRESPONSE']._serialized_start=1914
-  _globals['_REQUESTPASSWORDRESETRESPONSE']._serialized_end=1944
-  _globals['_RESETPASSWORDREQUEST']._serialized_start=1946
-  _globals['_RESETPASSWORDREQUEST']._serialized_end=2035
-  _globals['_RESETPASSWORDRESPONSE']._serialized_start=2037
-  _globals['_RESETPASSWORDRESPONSE']._serialized_end=2060
-  _globals['_REQUESTEMAILVERIFICATIONREQUEST']._serialized_start=2062
-  _globals['_REQUESTEMAILVERIFICATIONREQUEST']._serialized_end=2095
-  _globals['_REQUESTEMAILVERIFICATIONRESPONSE']._serialized_start=2097
-  _globals['_REQUESTEMAILVERIFICATIONRESPONSE']._serialized_end=2131
-  _globals['_VERIFYEMAILREQUEST']._serialized_start=2133
-  _globals['_VERIFYEMAILREQUEST']._serialized_end=2183
-  _globals['_AUTHSERVICE']._serialized_start=2186
-  _globals['_AUTHSERVICE']._serialized_end=3810
+  _globals['_AUTHSERVICE'].methods_by_name['ListAuditEvents']._loaded_options = None
+  _globals['_AUTHSERVICE'].methods_by_name['ListAuditEvents']._serialized_options = b'\202\323\344\223\002\030\022\026/api/auth/audit-events'
+  _globals['_REGISTERREQUEST']._serialized_start=266
+  _globals['_REGISTERREQUEST']._serialized_end=663
+  _globals['_LOGINREQUEST']._serialized_start=665
+  _globals['_LOGINREQUEST']._serialized_end=741
+  _globals['_REFRESHTOKENREQUEST']._serialized_start=743
+  _globals['_REFRESHTOKENREQUEST']._serialized_end=802
+  _globals['_LOGOUTREQUEST']._serialized_start=804
+  _globals['_LOGOUTREQUEST']._serialized_end=819
+  _globals['_LOGOUTRESPONSE']._serialized_start=821
+  _globals['_LOGOUTRESPONSE']._serialized_end=837
+  _globals['_GETCURRENTUSERREQUEST']._serialized_start=839
+  _globals['_GETCURRENTUSERREQUEST']._serialized_end=862
+  _globals['_AUTHTOKENS']._serialized_start=865
+  _globals['_AUTHTOKENS']._serialized_end=1137
+  _globals['_SESSION']._serialized_start=1140
+  _globals['_SESSION']._serialized_end=1358
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=1361
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=1609
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=1611
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=1709
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1711
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1791
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1793
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1881
+  _globals['_REVOKESESSIONREQUEST']._serialized_start=1883
+  _globals['_REVOKESESSIONREQUEST']._serialized_end=1934
+  _globals['_REVOKESESSIONRESPONSE']._serialized_start=1936
+  _globals['_REVOKESESSIONRESPONSE']._serialized_end=1959
+  _globals['_LOGOUTEVERYWHEREREQUEST']._serialized_start=1961
+  _globals['_LOGOUTEVERYWHEREREQUEST']._serialized_end=2014
+  _globals['_LOGOUTEVERYWHERERESPONSE']._serialized_start=2016
+  _globals['_LOGOUTEVERYWHERERESPONSE']._serialized_end=2074
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_start=2076
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_end=2177
+  _globals['_CHANGEPASSWORDRESPONSE']._serialized_start=2179
+  _globals['_CHANGEPASSWORDRESPONSE']._serialized_end=2235
+  _globals['_REQUESTPASSWORDRESETREQUEST']._serialized_start=2237
+  _globals['_REQUESTPASSWORDRESETREQUEST']._serialized_end=2295
+  _globals['_REQUESTPASSWORDRESETRESPONSE']._serialized_start=2297
+  _globals['_REQUESTPASSWORDRESETRESPONSE']._serialized_end=2327
+  _globals['_RESETPASSWORDREQUEST']._serialized_start=2329
+  _globals['_RESETPASSWORDREQUEST']._serialized_end=2418
+  _globals['_RESETPASSWORDRESPONSE']._serialized_start=2420
+  _globals['_RESETPASSWORDRESPONSE']._serialized_end=2443
+  _globals['_REQUESTEMAILVERIFICATIONREQUEST']._serialized_start=2445
+  _globals['_REQUESTEMAILVERIFICATIONREQUEST']._serialized_end=2478
+  _globals['_REQUESTEMAILVERIFICATIONRESPONSE']._serialized_start=2480
+  _globals['_REQUESTEMAILVERIFICATIONRESPONSE']._serialized_end=2514
+  _globals['_VERIFYEMAILREQUEST']._serialized_start=2516
+  _globals['_VERIFYEMAILREQUEST']._serialized_end=2566
+  _globals['_AUTHSERVICE']._serialized_start=2569
+  _globals['_AUTHSERVICE']._serialized_end=4321
 # @@protoc_insertion_point(module_scope)

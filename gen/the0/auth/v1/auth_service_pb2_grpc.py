@@ -102,6 +102,11 @@ class AuthServiceStub:
                 request_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.GetCurrentUserRequest.SerializeToString,
                 response_deserializer=the0_dot_auth_dot_v1_dot_user__pb2.User.FromString,
                 _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/the0.auth.v1.AuthService/ListAuditEvents',
+                request_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -244,6 +249,18 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAuditEvents(self, request, context):
+        """Lists the caller's audit trail: the events where they are the actor or
+        the account concerned (logins, failed logins against their account,
+        password changes, keys, sessions, an admin's actions on them), newest
+        first, keyset pages. A user session or an API key.
+        Errors: INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN),
+        UNAUTHENTICATED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -311,6 +328,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.GetCurrentUser,
                     request_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.GetCurrentUserRequest.FromString,
                     response_serializer=the0_dot_auth_dot_v1_dot_user__pb2.User.SerializeToString,
+            ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.ListAuditEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -666,6 +688,33 @@ class AuthService:
             '/the0.auth.v1.AuthService/GetCurrentUser',
             the0_dot_auth_dot_v1_dot_auth__service__pb2.GetCurrentUserRequest.SerializeToString,
             the0_dot_auth_dot_v1_dot_user__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/the0.auth.v1.AuthService/ListAuditEvents',
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.ListAuditEventsRequest.SerializeToString,
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.ListAuditEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

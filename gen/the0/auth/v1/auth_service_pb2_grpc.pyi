@@ -119,6 +119,14 @@ class AuthServiceStub:
     """Returns the caller's account; works with a JWT or an API key.
     Errors: UNAUTHENTICATED (TOKEN_*, API_KEY_INVALID).
     """
+    ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ListAuditEventsRequest, _auth_service_pb2.ListAuditEventsResponse]
+    """Lists the caller's audit trail: the events where they are the actor or
+    the account concerned (logins, failed logins against their account,
+    password changes, keys, sessions, an admin's actions on them), newest
+    first, keyset pages. A user session or an API key.
+    Errors: INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN),
+    UNAUTHENTICATED.
+    """
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
@@ -209,6 +217,14 @@ class AuthServiceAsyncStub(AuthServiceStub):
     GetCurrentUser: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.GetCurrentUserRequest, _user_pb2.User]  # type: ignore[assignment]
     """Returns the caller's account; works with a JWT or an API key.
     Errors: UNAUTHENTICATED (TOKEN_*, API_KEY_INVALID).
+    """
+    ListAuditEvents: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ListAuditEventsRequest, _auth_service_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
+    """Lists the caller's audit trail: the events where they are the actor or
+    the account concerned (logins, failed logins against their account,
+    password changes, keys, sessions, an admin's actions on them), newest
+    first, keyset pages. A user session or an API key.
+    Errors: INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN),
+    UNAUTHENTICATED.
     """
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -375,6 +391,20 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_user_pb2.User, _abc.Awaitable[_user_pb2.User]]:
         """Returns the caller's account; works with a JWT or an API key.
         Errors: UNAUTHENTICATED (TOKEN_*, API_KEY_INVALID).
+        """
+
+    @_abc_1.abstractmethod
+    def ListAuditEvents(
+        self,
+        request: _auth_service_pb2.ListAuditEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.ListAuditEventsResponse, _abc.Awaitable[_auth_service_pb2.ListAuditEventsResponse]]:
+        """Lists the caller's audit trail: the events where they are the actor or
+        the account concerned (logins, failed logins against their account,
+        password changes, keys, sessions, an admin's actions on them), newest
+        first, keyset pages. A user session or an API key.
+        Errors: INVALID_ARGUMENT (VALIDATION_FAILED, INVALID_PAGE_TOKEN),
+        UNAUTHENTICATED.
         """
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

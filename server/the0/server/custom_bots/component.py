@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from the0.server.audit.trail import AuditTrail
 from the0.server.custom_bots.service import CustomBotService, SpoolBudget
 from the0.server.custom_bots.servicer import CustomBotServicer
 from the0.server.domain_page_tokens import page_tokens_for
@@ -31,6 +32,7 @@ class CustomBots:
             upload_idle_seconds=settings.upload_idle_timeout_seconds,
             spool_budget=SpoolBudget(settings.max_upload_spool_bytes),
             max_versions_per_user=settings.max_custom_bot_versions_per_user,
+            audit=AuditTrail(settings.trusted_proxies),
         )
         self.service.register_consumers(events.consumers)
         self.servicer = CustomBotServicer(self.service)

@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from the0.server.audit.trail import Actor, AuditTrail
 from the0.server.custom_bots.archive import DEFAULT_LIMITS, ArchiveInvalid, ArchiveLimits, check_archive
 from the0.server.custom_bots.lifecycle import (
     APPROVED,
@@ -174,7 +175,9 @@ class CustomBotService:
         upload_idle_seconds: float = 60.0,
         spool_budget: SpoolBudget | None = None,
         max_versions_per_user: int = 500,
+        audit: AuditTrail | None = None,
     ) -> None:
+        self._audit = audit or AuditTrail(())
         self._sessions = sessions
         self._store = object_store
         self._outbox = outbox
@@ -446,6 +449,11 @@ class CustomBotService:
                 )
             self._apply(session, row, "review", APPROVED if approve else DECLINED,
                         score=row.review_score, reasons=[r for r in reasons if r.strip()], reviewer=actor_id)
+            # An admin's session (AUTH_POLICY_ADMIN): the reasons are the owner's to read on the bot.
+            self._audit.record(session, "custom-bot.reviewed", actor=Actor.user(actor_id, "session"),
+                               subject_user_id=row.owner_id,
+                               details={"customBotId": row.id, "name": row.name, "version": row.version,
+                                        "decision": "approve" if approve else "decline"})
         return CustomBot.from_row(row)
 
     def _apply(

@@ -16,6 +16,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from the0.server.audit.repository import AuditFilter
+from the0.server.audit.service import AuditLog, AuditPage, type_filter
+from the0.server.audit.trail import Actor, AuditTrail
 from the0.server.db.models import UserRow
 from the0.server.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, PermissionDenied
 from the0.server.identity.domain import User, UserPage
@@ -40,7 +43,11 @@ class AdminService:
         revocations: Revocations,
         page_tokens: PageTokens,
         forget_user: Callable[[str], None],
+        audit: AuditTrail,
+        audit_log: AuditLog,
     ) -> None:
+        self._audit = audit
+        self._audit_log = audit_log
         self._sessions = sessions
         self._revocations = revocations
         self._page_tokens = page_tokens
@@ -88,6 +95,8 @@ class AdminService:
                 row.disabled_at = now
                 row.updated_at = now
                 ended = await SessionRepository(db).revoke_all_of_user(user_id, now, "USER_DISABLED")
+                self._audit.record(db, "admin.user-disabled", actor=Actor.of(admin), subject_user_id=user_id,
+                                   details={"sessionsRevoked": len(ended)}, now=now)
             user = User.from_row(row)
             await db.commit()
         await self._announce(user_id, ended, disabled=not user.active)
@@ -105,6 +114,7 @@ class AdminService:
                 row.active = True
                 row.disabled_at = None
                 row.updated_at = now
+                self._audit.record(db, "admin.user-enabled", actor=Actor.of(admin), subject_user_id=user_id, now=now)
             user = User.from_row(row)
             await db.commit()
         if changed:
@@ -122,6 +132,8 @@ class AdminService:
             row.password_reset_required = True
             row.updated_at = now
             ended = await SessionRepository(db).revoke_all_of_user(user_id, now, "PASSWORD_RESET_FORCED")
+            self._audit.record(db, "admin.password-reset-forced", actor=Actor.of(admin), subject_user_id=user_id,
+                               details={"sessionsRevoked": len(ended)}, now=now)
             user = User.from_row(row)
             await db.commit()
         await self._announce(user_id, ended)
@@ -140,6 +152,8 @@ class AdminService:
             row = await self._locked(db, user_id)
             ended: list[str] = []
             if row.role != role:
+                self._audit.record(db, "admin.role-set", actor=Actor.of(admin), subject_user_id=user_id,
+                                   details={"role": role, "previousRole": row.role}, now=now)
                 row.role = role
                 row.updated_at = now
                 # The role travels in access tokens: end them, the new role applies at next login.
@@ -149,6 +163,16 @@ class AdminService:
         await self._announce(user_id, ended)
         log.info("user role set", extra={"userId": user_id, "adminId": admin.user_id, "role": role})
         return user
+
+    async def list_audit_events(
+        self, admin: Principal, *, type: str, since: datetime | None, until: datetime | None, user_id: str,
+        requested_page_size: int, page_token: str,
+    ) -> AuditPage:
+        """Everyone's trail, or one account's (as actor or subject) with ``user_id``."""
+        _require_admin(admin)
+        kind, prefix = type_filter(type)
+        where = AuditFilter(type=kind, type_prefix=prefix, since=since, until=until, involving=user_id or None)
+        return await self._audit_log.page(where, requested_page_size=requested_page_size, page_token=page_token)
 
     async def _locked(self, db: AsyncSession, user_id: str) -> UserRow:
         row = await UserRepository(db).get_for_update(user_id)

@@ -7,10 +7,10 @@ from typing import Any
 import grpc.aio
 
 from the0.admin.v1 import admin_service_pb2, admin_service_pb2_grpc
-from the0.auth.v1 import user_pb2
+from the0.auth.v1 import auth_service_pb2, user_pb2
 from the0.server.identity.admin import AdminService
 from the0.server.identity.principal import Role, current_principal
-from the0.server.identity.servicers import user_to_proto
+from the0.server.identity.servicers import audit_event_to_proto, optional_time, user_to_proto
 from the0.server.validation import validate_request
 
 _ROLES: dict[int, Role] = {user_pb2.ROLE_USER: "user", user_pb2.ROLE_ADMIN: "admin"}
@@ -59,3 +59,14 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
     async def SetUserRole(self, request: admin_service_pb2.SetUserRoleRequest, context: Context) -> user_pb2.User:
         validate_request(request)
         return user_to_proto(await self._service.set_role(current_principal(), request.id, _ROLES.get(request.role)))
+
+    async def ListAuditEvents(
+        self, request: admin_service_pb2.ListAuditEventsRequest, context: Context
+    ) -> auth_service_pb2.ListAuditEventsResponse:
+        validate_request(request)
+        page = await self._service.list_audit_events(
+            current_principal(), type=request.type, since=optional_time(request, "since"),
+            until=optional_time(request, "until"), user_id=request.user_id,
+            requested_page_size=request.page_size, page_token=request.page_token)
+        return auth_service_pb2.ListAuditEventsResponse(audit_events=[audit_event_to_proto(e) for e in page.events],
+                                                        next_page_token=page.next_page_token)

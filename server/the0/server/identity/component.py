@@ -8,6 +8,8 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from the0.server.audit.service import AuditLog
+from the0.server.audit.trail import AuditTrail
 from the0.server.background import BackgroundTasks
 from the0.server.db.engine import session_factory
 from the0.server.domain_page_tokens import page_tokens_for
@@ -52,6 +54,8 @@ class Identity:
         tokens = AccessTokens(key_ring(settings.jwt_keys, settings.jwt_secret), settings.jwt_expires_in)
         hasher = ApiKeyHasher(key_ring(settings.api_key_hash_keys, settings.jwt_secret))
         self._sessions = sessions
+        audit = AuditTrail(settings.trusted_proxies)
+        audit_log = AuditLog(sessions, page_tokens_for(settings, "audit events"))
         housekeeping = CredentialHousekeeping(sessions)
         self.revocations = Revocations(
             nats=nats,
@@ -71,21 +75,22 @@ class Identity:
             sessions=sessions, passwords=self.passwords, tokens=tokens, revocations=self.revocations,
             throttles=self.throttles,
             refresh_token_ttl=settings.refresh_token_ttl, registration_enabled=settings.registration_enabled,
-            page_tokens=page_tokens_for(settings, "sessions"), policy=policy,
+            page_tokens=page_tokens_for(settings, "sessions"), policy=policy, audit=audit, audit_log=audit_log,
         )
         self.recovery = AccountRecovery(
             sessions=sessions, passwords=self.passwords, policy=policy, throttles=self.throttles,
             revocations=self.revocations, outbox=outbox,
             times=RecoveryTimes(password_reset=timedelta(seconds=settings.password_reset_ttl_seconds),
                                 email_verification=timedelta(seconds=settings.email_verification_ttl_seconds)),
+            audit=audit,
         )
         self.api_key_service = ApiKeyService(
             sessions=sessions, hasher=hasher, authenticator=self.authenticator, revocations=self.revocations,
-            page_tokens=page_tokens_for(settings, "api keys"),
+            page_tokens=page_tokens_for(settings, "api keys"), audit=audit,
         )
         self.admin_service = AdminService(
             sessions=sessions, revocations=self.revocations, page_tokens=page_tokens_for(settings, "users"),
-            forget_user=self._forget_user,
+            forget_user=self._forget_user, audit=audit, audit_log=audit_log,
         )
         self.admin_servicer = AdminServicer(self.admin_service)
         self.auth_servicer = AuthServicer(self.auth_service, self.recovery, trusted_proxies=settings.trusted_proxies)

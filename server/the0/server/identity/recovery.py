@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from the0.server.audit.trail import Actor, AuditTrail
 from the0.server.db.models import AccountTokenRow, UserRow
 from the0.server.errors import FieldViolation, InvalidArgument, NotFound, ResourceExhausted, Unauthenticated
 from the0.server.events.outbox import Outbox
@@ -62,7 +63,9 @@ class AccountRecovery:
         revocations: Revocations,
         outbox: Outbox,
         times: RecoveryTimes,
+        audit: AuditTrail,
     ) -> None:
+        self._audit = audit
         self._sessions = sessions
         self._passwords = passwords
         self._policy = policy
@@ -110,6 +113,8 @@ class AccountRecovery:
             ended = await SessionRepository(db).revoke_all_of_user(
                 user.id, now, "PASSWORD_CHANGED", except_session=principal.session_id)
             await _void_tokens(db, user.id, PASSWORD_RESET, now)
+            self._audit.record(db, "password.changed", actor=Actor.of(principal), subject_user_id=user.id,
+                               details={"sessionsRevoked": len(ended)}, now=now)
             await db.commit()
         await self._throttles.succeeded(reservation)
         await self._announce(ended)
@@ -128,6 +133,9 @@ class AccountRecovery:
             if user is None or not user.active:
                 return  # the same empty answer: who has an account is not said here
             self._issue(db, user, PASSWORD_RESET, await _void_tokens(db, user.id, PASSWORD_RESET, _now()))
+            # Anonymous: asking needs no credential. Only for an account that exists (the
+            # answer to the caller is the same either way; the trail is not the caller's).
+            self._audit.record(db, "password.reset-requested", actor=None, subject_user_id=user.id)
             await db.commit()
         log.info("password reset requested", extra={"userId": user.id})
 
@@ -163,6 +171,9 @@ class AccountRecovery:
             row.password_reset_required = False
             row.updated_at = now
             ended = await SessionRepository(db).revoke_all_of_user(row.id, now, "PASSWORD_RESET")
+            # The mailed token proves control of the address, not who holds it: the actor stays anonymous.
+            self._audit.record(db, "password.reset", actor=None, subject_user_id=row.id,
+                               details={"sessionsRevoked": len(ended)}, now=now)
             await db.commit()
         await self._announce(ended)
         log.info("password reset", extra={"userId": found.user_id, "sessionsRevoked": len(ended)})
@@ -178,6 +189,7 @@ class AccountRecovery:
             if user.email_verified_at is not None:
                 return
             self._issue(db, user, EMAIL_VERIFICATION, await _void_tokens(db, user.id, EMAIL_VERIFICATION, _now()))
+            self._audit.record(db, "email.verification-requested", actor=Actor.of(principal), subject_user_id=user.id)
             await db.commit()
 
     async def verify_email(self, token: str) -> User:
@@ -197,6 +209,8 @@ class AccountRecovery:
                 raise _token_invalid()
             user.email_verified_at = now
             user.updated_at = now
+            self._audit.record(db, "email.verified", actor=None, subject_user_id=user.id,
+                               details={"email": user.email}, now=now)
             await db.commit()
             return User.from_row(user)
 

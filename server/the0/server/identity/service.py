@@ -18,6 +18,9 @@ from cachetools import TTLCache
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from the0.server.audit.repository import AuditFilter
+from the0.server.audit.service import AuditLog, AuditPage, type_filter
+from the0.server.audit.trail import Actor, AuditTrail
 from the0.server.db.models import UserRow
 from the0.server.errors import (
     AlreadyExists,
@@ -96,9 +99,13 @@ class AuthService:
         refresh_token_ttl: timedelta,
         registration_enabled: bool,
         page_tokens: PageTokens,
+        audit: AuditTrail,
+        audit_log: AuditLog,
         policy: PasswordPolicy | None = None,
     ) -> None:
         self._page_tokens = page_tokens
+        self._audit = audit
+        self._audit_log = audit_log
         self._policy = policy or PasswordPolicy()
         self._sessions = sessions
         self._passwords = passwords
@@ -142,7 +149,8 @@ class AuthService:
                 await db.rollback()
                 await _refuse_taken(UserRepository(db), email, form.username)
                 raise AlreadyExists("the email or username is already registered") from None
-            tokens = await self._start_session(db, user, now, user_agent=user_agent, client_address=client_address)
+            tokens = await self._start_session(db, user, now, user_agent=user_agent, client_address=client_address,
+                                               how="register")
             await db.commit()
         await self._throttles.remember_address(email, client_address)
         log.info("user registered", extra={"userId": user.id})
@@ -169,9 +177,12 @@ class AuthService:
             await self._throttles.refund(reservation)
             raise
         if found is None or not verified.ok or not found.active:
+            why = "UNKNOWN_EMAIL" if found is None else "INVALID_CREDENTIALS" if not verified.ok else "DISABLED"
+            await self._login_failed(email, None if found is None else found.id, why)
             raise Unauthenticated("wrong email or password", reason="INVALID_CREDENTIALS")
         if found.password_reset_required:  # said only to someone who knows the password
             await self._throttles.succeeded(reservation)
+            await self._login_failed(email, found.id, "PASSWORD_RESET_REQUIRED")
             raise FailedPrecondition("an administrator requires a new password for this account: reset it",
                                      reason="PASSWORD_RESET_REQUIRED")
         new_hash = None
@@ -186,13 +197,26 @@ class AuthService:
             if new_hash is not None and user.password_hash == found.password_hash:
                 user.password_hash = new_hash
             user.last_login_at = now
-            tokens = await self._start_session(db, user, now, user_agent=user_agent, client_address=client_address)
+            tokens = await self._start_session(db, user, now, user_agent=user_agent, client_address=client_address,
+                                               how="password")
             await db.commit()
         # The profile as committed (new lastLoginAt), not an empty entry: the first
         # GetCurrentUser after a login (the dashboard's) needs no database read.
         self._profiles[user.id] = User.from_row(user)
         await self._throttles.succeeded(reservation)
         return tokens
+
+    async def _login_failed(self, email: str, user_id: str | None, why: str) -> None:
+        """A refused login changes nothing, so it is recorded in a transaction of its own. Only
+        attempts that reached the password check are: a throttled one writes nothing (a flood
+        must not become a flood of rows); the email is kept for an unknown account (who is
+        being tried), never the password."""
+        async with self._sessions() as db:
+            details: dict[str, str | int | bool | None] = {"reason": why}
+            if user_id is None:
+                details["email"] = email[:254]
+            self._audit.record(db, "login.failed", actor=None, subject_user_id=user_id, details=details)
+            await db.commit()
 
     async def _hash_or_refund(self, password: str, reservation: Reservation) -> str:
         try:
@@ -217,6 +241,8 @@ class AuthService:
             if token.rotated_at is not None or not await repo.mark_rotated(token.id, now):
                 # Someone holds a token that was already exchanged: assume it was stolen.
                 await repo.revoke(session.id, now, "REFRESH_TOKEN_REUSED")
+                self._audit.record(db, "session.revoked", actor=None, subject_user_id=session.user_id,
+                                   details={"sessionId": session.id, "reason": "REFRESH_TOKEN_REUSED"}, now=now)
                 await db.commit()
                 await self._revocations.revoke_session(session.id)
                 log.warning("refresh token reused; session revoked", extra={"sessionId": session.id})
@@ -234,6 +260,8 @@ class AuthService:
         assert principal.session_id is not None  # USER_SESSION policy: JWT only
         async with self._sessions() as db:
             await SessionRepository(db).revoke(principal.session_id, _now(), "LOGOUT")
+            self._audit.record(db, "logout", actor=Actor.of(principal), subject_user_id=principal.user_id,
+                               details={"sessionId": principal.session_id})
             await db.commit()
         await self._revocations.revoke_session(principal.session_id)
 
@@ -258,6 +286,8 @@ class AuthService:
             if await repo.get_of_user(principal.user_id, session_id) is None:
                 raise NotFound("no such session", metadata={"id": session_id})
             await repo.revoke(session_id, _now(), "REVOKED")
+            self._audit.record(db, "session.revoked", actor=Actor.of(principal), subject_user_id=principal.user_id,
+                               details={"sessionId": session_id})
             await db.commit()
         await self._revocations.revoke_session(session_id)
 
@@ -267,10 +297,23 @@ class AuthService:
             ended = await SessionRepository(db).revoke_all_of_user(
                 principal.user_id, _now(), "LOGOUT_EVERYWHERE",
                 except_session=principal.session_id if keep_current else None)
+            self._audit.record(db, "sessions.revoked-all", actor=Actor.of(principal),
+                               subject_user_id=principal.user_id,
+                               details={"sessionsRevoked": len(ended), "keepCurrent": keep_current})
             await db.commit()
         for session_id in ended:
             await self._revocations.revoke_session(session_id)
         return len(ended)
+
+    async def list_audit_events(
+        self, principal: Principal, *, type: str, since: datetime | None, until: datetime | None,
+        requested_page_size: int, page_token: str,
+    ) -> AuditPage:
+        """The caller's own trail: events where they are the actor or the account concerned."""
+        kind, prefix = type_filter(type)
+        where = AuditFilter(type=kind, type_prefix=prefix, since=since, until=until, involving=principal.user_id)
+        return await self._audit_log.page(where, requested_page_size=requested_page_size, page_token=page_token,
+                                          viewer=principal.user_id)
 
     def forget_profile(self, user_id: str) -> None:
         """An admin changed the account: this replica's next GetCurrentUser reads it anew."""
@@ -288,10 +331,12 @@ class AuthService:
         return user
 
     async def _start_session(
-        self, db: AsyncSession, user: UserRow, now: datetime, *, user_agent: str, client_address: str
+        self, db: AsyncSession, user: UserRow, now: datetime, *, user_agent: str, client_address: str, how: str
     ) -> IssuedTokens:
         session = await SessionRepository(db).start(user.id, now, user_agent=user_agent,
                                                     client_address=client_address)
+        self._audit.record(db, "login.succeeded", actor=Actor.user(user.id, "password"), subject_user_id=user.id,
+                           details={"sessionId": session.id, "via": how}, now=now)
         return self._issue(db, user, session.id, now)
 
     def _issue(self, db: AsyncSession, user: UserRow, session_id: str, now: datetime) -> IssuedTokens:
@@ -344,7 +389,9 @@ class ApiKeyService:
         authenticator: Authenticator,
         revocations: Revocations,
         page_tokens: PageTokens,
+        audit: AuditTrail,
     ) -> None:
+        self._audit = audit
         self._sessions = sessions
         self._hasher = hasher
         self._authenticator = authenticator
@@ -371,6 +418,9 @@ class ApiKeyService:
                 raise AlreadyExists("you already have an API key with this name", metadata={"name": name})
             row = keys.add(name=name, prefix=api_key_secrets.display_prefix(secret),
                            key_hash=self._hasher.hash(secret), now=now, expires=expires_at)
+            self._audit.record(db, "api-key.created", actor=Actor.of(principal), subject_user_id=principal.user_id,
+                               details={"apiKeyId": row.id, "name": name,
+                                        "expireTime": expires_at.isoformat() if expires_at else None}, now=now)
             try:
                 await db.commit()
             except IntegrityError:
@@ -400,6 +450,9 @@ class ApiKeyService:
             newly = row.revoked_at is None
             if newly:
                 row.revoked_at = now
+                self._audit.record(db, "api-key.revoked", actor=Actor.of(principal),
+                                   subject_user_id=principal.user_id,
+                                   details={"apiKeyId": row.id, "name": row.name}, now=now)
                 await db.commit()
         if newly:
             self._authenticator.forget_api_key(row.id)

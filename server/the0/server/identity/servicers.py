@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc.aio
 
 from the0.api_key.v1 import api_key_pb2, api_key_service_pb2, api_key_service_pb2_grpc
-from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc, user_pb2
+from the0.auth.v1 import audit_event_pb2, auth_service_pb2, auth_service_pb2_grpc, user_pb2
+from the0.server.audit.service import AuditEvent
+from the0.server.client_address import address_from, user_agent_from
 from the0.server.identity.domain import ApiKey, IssuedTokens, SessionInfo, User
 from the0.server.identity.principal import current_principal
 from the0.server.identity.recovery import AccountRecovery
 from the0.server.identity.service import ApiKeyService, AuthService, Registration
+from the0.server.proto_values import to_struct
 from the0.server.proto_values import to_timestamp as _timestamp
 from the0.server.settings import IPNetwork
 from the0.server.validation import clear_output_only, validate_request
@@ -58,12 +60,29 @@ def session_to_proto(session: SessionInfo) -> auth_service_pb2.Session:
     )
 
 
+_ACTOR_KINDS = {
+    None: audit_event_pb2.AUDIT_ACTOR_KIND_ANONYMOUS,
+    "user": audit_event_pb2.AUDIT_ACTOR_KIND_USER,
+    "service_account": audit_event_pb2.AUDIT_ACTOR_KIND_SERVICE_ACCOUNT,
+}
+
+
+def audit_event_to_proto(event: AuditEvent) -> audit_event_pb2.AuditEvent:
+    return audit_event_pb2.AuditEvent(
+        id=event.id, time=_timestamp(event.time), type=event.type, actor_id=event.actor_id or "",
+        actor_kind=_ACTOR_KINDS.get(event.actor_kind, audit_event_pb2.AUDIT_ACTOR_KIND_UNSPECIFIED),
+        subject_user_id=event.subject_user_id or "", client_address=event.client_address,
+        user_agent=event.user_agent, details=to_struct(event.details), request_id=event.request_id,
+    )
+
+
+def optional_time(message: Any, field: str) -> datetime | None:
+    return getattr(message, field).ToDatetime(tzinfo=UTC) if message.HasField(field) else None
+
+
 def user_agent(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     """The caller's user agent as sent (Envoy passes the browser's), for ListSessions."""
-    for key, value in context.invocation_metadata() or ():
-        if key == "user-agent" and isinstance(value, str):
-            return value[:256]
-    return ""
+    return user_agent_from(context.invocation_metadata() or ())
 
 
 def api_key_to_proto(key: ApiKey) -> api_key_pb2.ApiKey:
@@ -79,47 +98,8 @@ def api_key_to_proto(key: ApiKey) -> api_key_pb2.ApiKey:
 
 
 def client_address(context: grpc.aio.ServicerContext[Any, Any], trusted_proxies: Sequence[IPNetwork]) -> str:
-    """The caller's IP, for per-address limits.
-
-    Only a trusted proxy (Envoy) may speak for someone else: if the TCP peer is one, the
-    answer is the right-most x-forwarded-for entry that is not itself a trusted proxy
-    (each proxy appends the address it saw; everything left of that is the client's own
-    claim); otherwise the peer itself, whatever the header says.
-    """
-    peer = _peer_ip(context.peer() or "")
-    if peer is None:
-        return "unknown"
-    if not _trusted(peer, trusted_proxies):
-        return str(peer)
-    forwarded = ",".join(v for k, v in context.invocation_metadata() or () if k == "x-forwarded-for"
-                         and isinstance(v, str))
-    nearest = peer
-    for entry in reversed([e.strip() for e in forwarded.split(",") if e.strip()]):
-        try:
-            hop = ipaddress.ip_address(entry)
-        except ValueError:  # not an address: the hop that wrote it is the last we can name
-            return str(nearest)
-        if not _trusted(hop, trusted_proxies):
-            return str(hop)
-        nearest = hop
-    return str(nearest)  # every hop is trusted (a request from the proxies' own network)
-
-
-def _peer_ip(peer: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    # "ipv4:127.0.0.1:1234" or "ipv6:[::1]:1234"; a unix socket has no address.
-    kind, _, rest = peer.partition(":")
-    host = rest.rsplit(":", 1)[0].strip("[]") if kind in {"ipv4", "ipv6"} else ""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped  # a dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d
-    return address
-
-
-def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address, networks: Sequence[IPNetwork]) -> bool:
-    return any(address.version == network.version and address in network for network in networks)
+    """The caller's IP, for per-address limits (client_address.address_from says how it is read)."""
+    return address_from(context.peer() or "", context.invocation_metadata() or (), trusted_proxies)
 
 
 class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
@@ -245,6 +225,19 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         user = await self._recovery.verify_email(request.token)
         self._service.forget_profile(user.id)
         return user_to_proto(user)
+
+    async def ListAuditEvents(
+        self,
+        request: auth_service_pb2.ListAuditEventsRequest,
+        context: grpc.aio.ServicerContext[auth_service_pb2.ListAuditEventsRequest, auth_service_pb2.ListAuditEventsResponse],
+    ) -> auth_service_pb2.ListAuditEventsResponse:
+        validate_request(request)
+        page = await self._service.list_audit_events(
+            current_principal(), type=request.type, since=optional_time(request, "since"),
+            until=optional_time(request, "until"), requested_page_size=request.page_size,
+            page_token=request.page_token)
+        return auth_service_pb2.ListAuditEventsResponse(audit_events=[audit_event_to_proto(e) for e in page.events],
+                                                        next_page_token=page.next_page_token)
 
     async def GetCurrentUser(
         self,

@@ -20,7 +20,7 @@ import grpc.aio
 
 from the0.server.interceptors.wrapping import AnyContext, WrappingInterceptor
 from the0.server.metrics import RpcRecorder
-from the0.server.request_context import request_id_var
+from the0.server.request_context import CallOrigin, call_origin_var, request_id_var
 from the0.server.structured_logging import AccessLog
 
 # Accept only sane ids from clients: they end up in every log line.
@@ -52,6 +52,7 @@ class RequestLoggingInterceptor(WrappingInterceptor):
         # Read before the call: after a client cancels a stream, context.peer() in grpcio 1.85 crashes
         # the process (SIGSEGV in cygrpc).
         peer = context.peer()
+        origin_token = call_origin_var.set(CallOrigin(peer or "", context.invocation_metadata() or ()))
         streams = self._metrics.stream_gauge(method)
         if streams is not None:
             streams.inc()
@@ -80,6 +81,7 @@ class RequestLoggingInterceptor(WrappingInterceptor):
                     request_id=request_id,
                 )
             request_id_var.reset(token)
+            call_origin_var.reset(origin_token)
 
 
 def _incoming_request_id(context: AnyContext) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from the0.server.audit.trail import AuditTrail
 from the0.server.platform.authenticator import ServiceKeys
 from the0.server.platform.service import PlatformService
 from the0.server.platform.servicer import PlatformServicer
@@ -16,7 +17,8 @@ class Platform:
     def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], store: ObjectStore) -> None:
         self._settings = settings
         self.service_keys = ServiceKeys(sessions)
-        self.service = PlatformService(sessions, store, self.service_keys, config_secrets_for(settings))
+        self.service = PlatformService(sessions, store, self.service_keys, config_secrets_for(settings),
+                                       AuditTrail(settings.trusted_proxies))
         self.servicer = PlatformServicer(self.service)
 
     async def start(self) -> None:

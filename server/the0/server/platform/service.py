@@ -12,6 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from the0.server.audit.trail import Actor, AuditTrail
 from the0.server.custom_bots.catalog import CUSTOM_BOTS_BUCKET, CustomBotVersion, version_from_row
 from the0.server.errors import AlreadyExists, NotFound, PermissionDenied, Unavailable
 from the0.server.identity.principal import Principal
@@ -71,7 +72,9 @@ class PlatformService:
         store: ObjectStore,
         service_keys: ServiceKeys,
         secrets: ConfigSecrets,
+        audit: AuditTrail | None = None,
     ) -> None:
+        self._audit = audit or AuditTrail(())
         self._secrets = secrets
         self._sessions = sessions
         self._store = store
@@ -90,6 +93,9 @@ class PlatformService:
             revealed = config != bot.config
             repository.audit(account_id=caller.user_id, method="GetBotDeployment", kind="bot",
                              resource_id=bot.id, owner_id=bot.owner_id, secrets_revealed=revealed)
+            if revealed:  # the account-wide trail names the fetches that handed out an owner's secrets
+                self._audit.record(db, "platform.secret-fetched", actor=Actor.of(caller), subject_user_id=bot.owner_id,
+                                   details={"botId": bot.id, "method": "GetBotDeployment"})
             await db.commit()
         # Who fetched which bot, never what: no config value is logged.
         log.info("bot deployment fetched", extra={
