@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -29,6 +30,7 @@ from the0.server.errors import (
     Unauthenticated,
 )
 from the0.server.identity import api_key_secrets
+from the0.server.identity import scopes as key_scopes
 from the0.server.identity.api_key_secrets import ApiKeyHasher
 from the0.server.identity.authenticator import Authenticator
 from the0.server.identity.domain import (
@@ -65,6 +67,7 @@ USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,50}$")
 PASSWORD_MAX = 1024
 NAME_MAX = 100
 API_KEY_NAME_MIN, API_KEY_NAME_MAX = 3, 50
+SCOPE_GRAMMAR = "full, read, or <resource>:read|write with resource one of " + ", ".join(key_scopes.KEY_RESOURCES)
 
 
 def normalise_email(email: str) -> str:
@@ -351,10 +354,14 @@ class ApiKeyService:
         self._revocations = revocations
         self._page_tokens = page_tokens
 
-    async def create(self, principal: Principal, *, name: str, expires_at: datetime | None) -> CreatedApiKey:
+    async def create(self, principal: Principal, *, name: str, expires_at: datetime | None,
+                     scopes: Sequence[str] = ()) -> CreatedApiKey:
         name = name.strip()
         now = _now()
-        violations = []
+        violations = [FieldViolation(f"apiKey.scopes[{i}]", f"{scope!r} is not a scope: {SCOPE_GRAMMAR}")
+                      for i, scope in key_scopes.invalid(scopes)]
+        if len(scopes) > key_scopes.MAX_SCOPES:
+            violations.append(FieldViolation("apiKey.scopes", f"at most {key_scopes.MAX_SCOPES} scopes"))
         if not name:
             violations.append(FieldViolation("apiKey.name", "is required"))
         elif not API_KEY_NAME_MIN <= len(name) <= API_KEY_NAME_MAX:
@@ -370,7 +377,8 @@ class ApiKeyService:
             if await keys.name_taken(name):
                 raise AlreadyExists("you already have an API key with this name", metadata={"name": name})
             row = keys.add(name=name, prefix=api_key_secrets.display_prefix(secret),
-                           key_hash=self._hasher.hash(secret), now=now, expires=expires_at)
+                           key_hash=self._hasher.hash(secret), now=now, expires=expires_at,
+                           scopes=key_scopes.to_column(key_scopes.normalise(scopes)))
             try:
                 await db.commit()
             except IntegrityError:
