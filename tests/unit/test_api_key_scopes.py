@@ -7,10 +7,10 @@ fails here, so no RPC can be reached by a scoped key without saying whether it r
 from __future__ import annotations
 
 import pytest
-from buf.validate import validate_pb2
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import MethodDescriptor
 
+from buf.validate import validate_pb2
 from the0.api_key.v1 import api_key_pb2
 from the0.common.v1 import access_pb2, auth_policy_pb2
 from the0.server.app import API_SERVICES
