@@ -38,8 +38,8 @@ from google.protobuf import descriptor_pb2
 from buf.validate import validate_pb2
 from the0.common.v1 import access_pb2, auth_policy_pb2, rest_media_pb2
 from the0.server import __version__
-from the0.server.identity import scopes
 from the0.server.envoy_config import ERROR_DOMAIN, INTERNAL_API_PREFIX
+from the0.server.identity import scopes
 
 Schema = dict[str, Any]
 FieldProto = descriptor_pb2.FieldDescriptorProto
