@@ -6,6 +6,8 @@ fails here, so no RPC can be reached by a scoped key without saying whether it r
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import MethodDescriptor
@@ -116,3 +118,17 @@ def test_no_scopes_means_full_and_the_column_round_trips() -> None:
     assert scopes.normalise(["read", "read", "bots:write"]) == ("read", "bots:write")
     assert scopes.from_column(scopes.to_column(("read", "bots:write"))) == ("read", "bots:write")
     assert scopes.from_column("") == ("full",)
+
+
+def test_docs_list_the_scope_of_every_rpc_that_accepts_api_keys() -> None:
+    """docs/accounts.md's table, one row per resource: reads in one column, writes in the next."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "accounts.md").read_text()
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`") and cells[0].strip("`") in scopes.KEY_RESOURCES:
+            rows[cells[0].strip("`")] = {"read": cells[1].split(", "), "write": cells[2].split(", ")}
+    for method in key_methods():
+        access = scopes.Access.from_proto(method.GetOptions().Extensions[access_pb2.access])
+        name = f"{method.containing_service.name}.{method.name}"
+        assert name in rows.get(access.resource, {}).get(access.level, []), f"docs/accounts.md: add {name}"
