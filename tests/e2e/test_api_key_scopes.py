@@ -28,6 +28,8 @@ from tests.integration.test_bots_support import add_custom_bot, bot_config
 from the0.api_key.v1 import api_key_pb2, api_key_service_pb2, api_key_service_pb2_grpc
 from the0.backtest.v1 import backtest_service_pb2, backtest_service_pb2_grpc
 from the0.bot.v1 import bot_pb2, bot_service_pb2, bot_service_pb2_grpc
+from the0.client.aio import AsyncThe0Client
+from the0.client.errors import PermissionDeniedError
 from the0.common.v1 import access_pb2, auth_policy_pb2
 from the0.server.app import API_SERVICES
 from the0.server.db.engine import create_engine, session_factory
@@ -289,3 +291,16 @@ async def test_invalid_scopes_are_400_with_a_field_violation(stack: Any, owner: 
         assert all(v["field"].startswith("apiKey.scopes") for v in bad["fieldViolations"])
     listed = await owner.keys.ListApiKeys(api_key_service_pb2.ListApiKeysRequest(), metadata=owner.session)
     assert list(listed.api_keys) == []  # nothing was made
+
+
+async def test_the_async_client_makes_scoped_keys_and_reports_a_refusal(stack: Any, owner: Owner) -> None:
+    target = f"127.0.0.1:{stack.app.port}"
+    async with AsyncThe0Client(target, access_token=owner.token) as session_client:
+        created = await session_client.create_api_key("script", scopes=["bots:read"])
+    assert list(created.api_key.scopes) == ["bots:read"]
+    async with AsyncThe0Client(target, api_key=created.secret) as key_client:
+        await key_client.list_bots()
+        with pytest.raises(PermissionDeniedError) as refused:
+            await key_client.list_backtests()
+    assert refused.value.reason == "API_KEY_SCOPE"
+    assert refused.value.metadata["requiredScope"] == "backtests:read"
