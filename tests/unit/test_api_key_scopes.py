@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from google.api import annotations_pb2
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import MethodDescriptor
 
@@ -132,3 +133,14 @@ def test_docs_list_the_scope_of_every_rpc_that_accepts_api_keys() -> None:
         access = scopes.Access.from_proto(method.GetOptions().Extensions[access_pb2.access])
         name = f"{method.containing_service.name}.{method.name}"
         assert name in rows.get(access.resource, {}).get(access.level, []), f"docs/accounts.md: add {name}"
+
+
+def test_reads_are_gets_and_writes_are_not() -> None:
+    """The access option agrees with the HTTP verb (which the rate limiter prices reads by)."""
+    for method in all_methods():
+        if not method.GetOptions().HasExtension(access_pb2.access):
+            continue
+        access = scopes.Access.from_proto(method.GetOptions().Extensions[access_pb2.access])
+        verb = method.GetOptions().Extensions[annotations_pb2.http].WhichOneof("pattern")
+        if verb is not None:
+            assert (verb == "get") == (access.level == "read"), method.full_name
