@@ -61,3 +61,23 @@ def test_the_document_is_deterministic_and_current() -> None:
     first, _ = render(fds)
     second, _ = render(fds)
     assert first == second == DOCUMENT.read_text()
+
+
+def test_every_operation_an_api_key_can_call_says_the_scope_it_needs() -> None:
+    """Scoped API keys (issue 15): the scope from each RPC's (the0.common.v1.access)."""
+    document = json.loads(DOCUMENT.read_text())
+    operations = {op["operationId"]: op for item in document["paths"].values() for op in item.values()}
+    for name, op in operations.items():
+        takes_keys = {"ApiKey": []} in op["security"]
+        assert ("x-the0-scope" in op) == takes_keys, name
+        if takes_keys:
+            scope = op["x-the0-scope"]
+            assert f"`{scope}`" in op["description"], name
+            assert "403" in op["responses"], name  # API_KEY_SCOPE
+    assert operations["BotService_ListBots"]["x-the0-scope"] == "bots:read"
+    assert operations["BotService_DeployBot"]["x-the0-scope"] == "bots:write"
+    assert operations["BacktestService_GetBacktestLogs"]["x-the0-scope"] == "backtests:read"
+    assert operations["CustomBotService_UploadCustomBot"]["x-the0-scope"] == "custom_bots:write"
+    assert operations["AuthService_GetCurrentUser"]["x-the0-scope"] == "account:read"
+    assert "`read`" in operations["BotService_ListBots"]["description"]
+    assert "`read`" not in operations["BotService_DeployBot"]["description"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -181,9 +181,11 @@ class AsyncThe0Client:
 
     # -- API keys (a session is needed) ----------------------------------------------
 
-    async def create_api_key(self, name: str, *, expire_time: datetime | None = None
+    async def create_api_key(self, name: str, *, expire_time: datetime | None = None, scopes: Sequence[str] = ()
                        ) -> api_key_service_pb2.CreateApiKeyResponse:
-        return await self._unary(self._keys.CreateApiKey, requests.create_api_key(name, expire_time), session=True)
+        """A new key; ``scopes`` limit what it may do (``read``, ``bots:write``...), none means ``full``."""
+        request = requests.create_api_key(name, expire_time, scopes)
+        return await self._unary(self._keys.CreateApiKey, request, session=True)
 
     async def list_api_keys(self, *, page_size: int = 0, page_token: str = "") -> api_key_service_pb2.ListApiKeysResponse:
         request = api_key_service_pb2.ListApiKeysRequest(page_size=page_size, page_token=page_token)

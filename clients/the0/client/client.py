@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import errno
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -186,9 +186,11 @@ class The0Client:
 
     # -- API keys (a session is needed) ----------------------------------------------
 
-    def create_api_key(self, name: str, *, expire_time: datetime | None = None
+    def create_api_key(self, name: str, *, expire_time: datetime | None = None, scopes: Sequence[str] = ()
                        ) -> api_key_service_pb2.CreateApiKeyResponse:
-        return self._unary(self._keys.CreateApiKey, requests.create_api_key(name, expire_time), session=True)
+        """A new key; ``scopes`` limit what it may do (``read``, ``bots:write``...), none means ``full``."""
+        request = requests.create_api_key(name, expire_time, scopes)
+        return self._unary(self._keys.CreateApiKey, request, session=True)
 
     def list_api_keys(self, *, page_size: int = 0, page_token: str = "") -> api_key_service_pb2.ListApiKeysResponse:
         request = api_key_service_pb2.ListApiKeysRequest(page_size=page_size, page_token=page_token)

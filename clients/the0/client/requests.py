@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,9 @@ def register(email: str, password: str, username: str, first_name: str, last_nam
         email=email, password=password, username=username, first_name=first_name, last_name=last_name)
 
 
-def create_api_key(name: str, expire_time: datetime | None) -> api_key_service_pb2.CreateApiKeyRequest:
-    key = api_key_pb2.ApiKey(name=name)
+def create_api_key(name: str, expire_time: datetime | None,
+                   scopes: Sequence[str] = ()) -> api_key_service_pb2.CreateApiKeyRequest:
+    key = api_key_pb2.ApiKey(name=name, scopes=list(scopes))
     if expire_time is not None:
         key.expire_time.CopyFrom(timestamp(expire_time))
     return api_key_service_pb2.CreateApiKeyRequest(api_key=key)

@@ -40,7 +40,7 @@ from the0.server.health.checks import DependencyChecks
 from the0.server.health.servicer import HealthServicer
 from the0.server.identity.component import Identity
 from the0.server.identity.servicers import client_address
-from the0.server.interceptors.auth import AuthInterceptor, policies_from_services
+from the0.server.interceptors.auth import AuthInterceptor, access_from_services, policies_from_services
 from the0.server.interceptors.deadline import DeadlineInterceptor
 from the0.server.interceptors.error_mapping import ErrorMappingInterceptor
 from the0.server.interceptors.input_gate import InputGateInterceptor
@@ -251,7 +251,7 @@ async def build(settings: Settings) -> App:
     platform = Platform(settings, session_factory(engine), object_store)
     auth = AuthInterceptor(
         policies_from_services((*_ALL_API_SERVICES, _PLATFORM_SERVICE)), identity.authenticator,
-        service_keys=platform.service_keys,
+        service_keys=platform.service_keys, access=access_from_services((*_ALL_API_SERVICES, _PLATFORM_SERVICE)),
     )
     rate_limit = RateLimitInterceptor(
         CallerLimits(

@@ -8,7 +8,8 @@ comes from the protos, so a new RPC or field appears without a hand edit:
 - routes from ``google.api.http`` (additional bindings too); path variables are named by their last
   field (``{bot.id}`` is ``{id}``: the URL is the same, tools that format paths need plain names);
   the request fields neither in the path nor in the body are query parameters (``updateMask``);
-- security from ``(the0.common.v1.auth_policy)``; raw bodies and media types from
+- security from ``(the0.common.v1.auth_policy)``; the scope an API key needs (``x-the0-scope`` and a
+  sentence in the description) from ``(the0.common.v1.access)``; raw bodies and media types from
   ``google.api.HttpBody`` and ``(the0.common.v1.http_body_media_type)``; server streams are NDJSON
   (Envoy's ``stream_newline_delimited``), one message per line;
 - ``required``/``readOnly``/``writeOnly`` from ``google.api.field_behavior``; lengths, patterns,
@@ -35,9 +36,10 @@ from google.api import annotations_pb2, field_behavior_pb2, http_pb2
 from google.protobuf import descriptor_pb2
 
 from buf.validate import validate_pb2
-from the0.common.v1 import auth_policy_pb2, rest_media_pb2
+from the0.common.v1 import access_pb2, auth_policy_pb2, rest_media_pb2
 from the0.server import __version__
 from the0.server.envoy_config import ERROR_DOMAIN, INTERNAL_API_PREFIX
+from the0.server.identity import scopes
 
 Schema = dict[str, Any]
 FieldProto = descriptor_pb2.FieldDescriptorProto
@@ -56,6 +58,9 @@ REST surface of the0's gRPC API, served by Envoy's gRPC-JSON transcoder and gene
 - Authenticate with `authorization: Bearer <access token>` (from register, login or refresh) or an API
   key (`authorization: ApiKey <key>` or `x-api-key: <key>`). Each operation's `security` says which it
   accepts: `[]` is public; session-only operations list Bearer alone.
+- API keys have scopes (`full`, `read`, `<resource>:read`, `<resource>:write`). An operation open to API
+  keys names the narrowest scope it needs in `x-the0-scope` (`bots:write`); a key without a scope that
+  covers it gets 403 with reason `API_KEY_SCOPE`.
 - Every error is a `google.rpc.Status` as JSON, `{{code, message, details}}` (schema `Status`), whether
   the server or Envoy wrote it. `details` holds a `google.rpc.ErrorInfo` (domain `{ERROR_DOMAIN}`;
   branch on its `reason`, never on `message`; `metadata.requestId` is the request id) and, for bad
@@ -432,6 +437,10 @@ class _Builder:
         policy = method.options.Extensions[auth_policy_pb2.auth_policy]
         operation["security"] = _security(policy, full)
         operation["x-the0-auth-policy"] = auth_policy_pb2.AuthPolicy.Name(policy)
+        if policy == auth_policy_pb2.AUTH_POLICY_UNSPECIFIED:  # API keys accepted: say which scope
+            access = scopes.Access.from_proto(method.options.Extensions[access_pb2.access])
+            operation["x-the0-scope"] = access.scope
+            operation["description"] = (operation.get("description", "") + "\n\n" + _scope_sentence(access)).lstrip()
         return operation
 
     def _walk(self, message_name: str, field_path: str) -> tuple[str, FieldProto]:
@@ -494,8 +503,10 @@ class _Builder:
         policy = method.options.Extensions[auth_policy_pb2.auth_policy]
         if policy != auth_policy_pb2.AUTH_POLICY_PUBLIC:
             statuses.add(401)
-        if policy in (auth_policy_pb2.AUTH_POLICY_USER_SESSION, auth_policy_pb2.AUTH_POLICY_ADMIN):
-            statuses.add(403)  # an API key is refused (API_KEY_NOT_ALLOWED), and so is a non-admin
+        if policy != auth_policy_pb2.AUTH_POLICY_PUBLIC:
+            # An API key is refused (API_KEY_NOT_ALLOWED, or API_KEY_SCOPE where keys are
+            # accepted but its scopes do not cover the call), and so is a non-admin.
+            statuses.add(403)
         if has_path:
             statuses.add(404)
         if has_body:
@@ -639,6 +650,13 @@ def _path(template: str) -> tuple[str, list[tuple[str, str]]]:
         return "{" + name + "}"
 
     return re.sub(r"\{([^}]*)\}", rename, template), variables
+
+
+def _scope_sentence(access: scopes.Access) -> str:
+    allowed = [scopes.FULL, *([scopes.READ, access.scope] if access.level == "read" else []),
+               f"{access.resource}:write"]
+    names = ", ".join(f"`{s}`" for s in allowed[:-1]) + f" or `{allowed[-1]}`"
+    return f"API keys need scope `{access.scope}`: a key with {names} may call it; others get 403 (API_KEY_SCOPE)."
 
 
 def _first_sentence(comment: str) -> str:

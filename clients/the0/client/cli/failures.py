@@ -28,7 +28,7 @@ EXIT_CODES: dict[int, str] = {
     ERROR: "other error (a server bug, a local I/O error)",
     USAGE: "bad option, argument or local input (`--config`, `@file`, bot-config.yaml, config file)",
     NOT_AUTHENTICATED: "not logged in, or the session / API key was refused",
-    PERMISSION_DENIED: "not allowed (an admin command as a user)",
+    PERMISSION_DENIED: "not allowed (an admin command as a user, a call outside the API key's scopes)",
     NOT_FOUND: "no such resource (or not yours)",
     CONFLICT: "already exists, changed since read (etag), or wrong state",
     INVALID: "the server refused the input",

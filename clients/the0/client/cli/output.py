@@ -79,6 +79,10 @@ def _state(path: str = "state") -> Getter:
     return lambda item: plain_enum(_get(path)(item))
 
 
+def _scopes(item: dict[str, Any]) -> str:
+    return ",".join(item.get("scopes") or []) or "-"
+
+
 def _time(path: str) -> Getter:
     return lambda item: ago(item.get(path))
 
@@ -132,10 +136,10 @@ VIEWS: dict[str, View] = {
     ),
     "api_key": View(
         columns=[("ID", _get("id")), ("NAME", _get("name")), ("PREFIX", _get("prefix")), ("STATE", _state()),
-                 ("CREATED", _time("createTime")), ("EXPIRES", _time("expireTime")),
+                 ("SCOPES", _scopes), ("CREATED", _time("createTime")), ("EXPIRES", _time("expireTime")),
                  ("LAST USED", _time("lastUsedTime"))],
         fields=[("id", _get("id")), ("name", _get("name")), ("prefix", _get("prefix")), ("state", _state()),
-                ("created", lambda i: ago(i.get("createTime"), exact=True)),
+                ("scopes", _scopes), ("created", lambda i: ago(i.get("createTime"), exact=True)),
                 ("expires", lambda i: ago(i.get("expireTime"), exact=True)),
                 ("last used", lambda i: ago(i.get("lastUsedTime"), exact=True))],
     ),

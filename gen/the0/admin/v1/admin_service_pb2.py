@@ -28,10 +28,11 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from the0.auth.v1 import auth_service_pb2 as the0_dot_auth_dot_v1_dot_auth__service__pb2
 from the0.auth.v1 import user_pb2 as the0_dot_auth_dot_v1_dot_user__pb2
+from the0.common.v1 import access_pb2 as the0_dot_common_dot_v1_dot_access__pb2
 from the0.common.v1 import auth_policy_pb2 as the0_dot_common_dot_v1_dot_auth__policy__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!the0/admin/v1/admin_service.proto\x12\rthe0.admin.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fthe0/auth/v1/auth_service.proto\x1a\x17the0/auth/v1/user.proto\x1a the0/common/v1/auth_policy.proto\"\xc7\x01\n\x10ListUsersRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\x12\x1b\n\x05query\x18\x03 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\xfe\x01\x12\x33\n\x05state\x18\x04 \x01(\x0e\x32\x1e.the0.admin.v1.UserStateFilterB\x04\xe2\x41\x01\x01\x12&\n\x04role\x18\x05 \x01(\x0e\x32\x12.the0.auth.v1.RoleB\x04\xe2\x41\x01\x01\"O\n\x11ListUsersResponse\x12!\n\x05users\x18\x01 \x03(\x0b\x32\x12.the0.auth.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"-\n\x0eGetUserRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"1\n\x12\x44isableUserRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"0\n\x11\x45nableUserRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"8\n\x19\x46orcePasswordResetRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"d\n\x1a\x46orcePasswordResetResponse\x12&\n\x04user\x18\x01 \x01(\x0b\x32\x12.the0.auth.v1.UserB\x04\xe2\x41\x01\x03\x12\x1e\n\x10sessions_revoked\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x03\"c\n\x12SetUserRoleRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x30\n\x04role\x18\x02 \x01(\x0e\x32\x12.the0.auth.v1.RoleB\x0e\xe2\x41\x01\x02\xbaH\x07\x82\x01\x04\x10\x01 \x00\"\x9a\x02\n\x16ListAuditEventsRequest\x12!\n\tpage_size\x18\x01 \x01(\x05\x42\x0e\xe2\x41\x01\x01\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\x12\x37\n\x04type\x18\x03 \x01(\tB)\xe2\x41\x01\x01\xbaH\"r\x1d\x18@2\x19^[a-z0-9][a-z0-9.-]*[*]?$\xd8\x01\x01\x12/\n\x05since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12/\n\x05until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12 \n\x07user_id\x18\x06 \x01(\tB\x0f\xe2\x41\x01\x01\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01*r\n\x0fUserStateFilter\x12!\n\x1dUSER_STATE_FILTER_UNSPECIFIED\x10\x00\x12\x1c\n\x18USER_STATE_FILTER_ACTIVE\x10\x01\x12\x1e\n\x1aUSER_STATE_FILTER_DISABLED\x10\x02\x32\xe1\x06\n\x0c\x41\x64minService\x12l\n\tListUsers\x12\x1f.the0.admin.v1.ListUsersRequest\x1a .the0.admin.v1.ListUsersResponse\"\x1c\x88\xb5\x18\x05\x82\xd3\xe4\x93\x02\x12\x12\x10/api/admin/users\x12_\n\x07GetUser\x12\x1d.the0.admin.v1.GetUserRequest\x1a\x12.the0.auth.v1.User\"!\x88\xb5\x18\x05\x82\xd3\xe4\x93\x02\x17\x12\x15/api/admin/users/{id}\x12r\n\x0b\x44isableUser\x12!.the0.admin.v1.DisableUserRequest\x1a\x12.the0.auth.v1.User\",\x88\xb5\x18\x05\x82\xd3\xe4\x93\x02\"\"\x1d/api/admin/users/{id}/disable:\x01*\x12o\n\nEnableUser\x12 .the0.admin.v1.EnableUserRequest\x1a\x12.the0.auth.v1.User\"+\x88\xb5\x18\x05\x82\xd3\xe4\x93\x02!\"\x1c/api/admin/users/{id}/enable:\x01*\x12\xa4\x01\n\x12\x46orcePasswordReset\x12(.the0.admin.v1.ForcePasswordResetRequest\x1a).the0.admin.v1.ForcePasswordResetResponse\"9\x88\xb5\x18\x05\x82\xd3\xe4\x93\x02/\"*/api/admin/users/{id}/force-password-reset:\x01*\x12o\n\x0bSetUserRole\x12!.the0.admin.v1.SetUserRoleRequest\x1a\x12.the0.auth.v1.User\")\x88\xb5\x18\x05\x82\xd3\xe4\x93\x02\x1f\"\x1a/api/admin/users/{id}/role:\x01*\x12\x84\x01\n\x0fListAuditEvents\x12%.the0.admin.v1.ListAuditEventsRequest\x1a%.the0.auth.v1.ListAuditEventsResponse\"#\x88\xb5\x18\x05\x82\xd3\xe4\x93\x02\x19\x12\x17/api/admin/audit-eventsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!the0/admin/v1/admin_service.proto\x12\rthe0.admin.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fthe0/auth/v1/auth_service.proto\x1a\x17the0/auth/v1/user.proto\x1a\x1bthe0/common/v1/access.proto\x1a the0/common/v1/auth_policy.proto\"\xc7\x01\n\x10ListUsersRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\x12\x1b\n\x05query\x18\x03 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\xfe\x01\x12\x33\n\x05state\x18\x04 \x01(\x0e\x32\x1e.the0.admin.v1.UserStateFilterB\x04\xe2\x41\x01\x01\x12&\n\x04role\x18\x05 \x01(\x0e\x32\x12.the0.auth.v1.RoleB\x04\xe2\x41\x01\x01\"O\n\x11ListUsersResponse\x12!\n\x05users\x18\x01 \x03(\x0b\x32\x12.the0.auth.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"-\n\x0eGetUserRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"1\n\x12\x44isableUserRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"0\n\x11\x45nableUserRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"8\n\x19\x46orcePasswordResetRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"d\n\x1a\x46orcePasswordResetResponse\x12&\n\x04user\x18\x01 \x01(\x0b\x32\x12.the0.auth.v1.UserB\x04\xe2\x41\x01\x03\x12\x1e\n\x10sessions_revoked\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x03\"c\n\x12SetUserRoleRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x30\n\x04role\x18\x02 \x01(\x0e\x32\x12.the0.auth.v1.RoleB\x0e\xe2\x41\x01\x02\xbaH\x07\x82\x01\x04\x10\x01 \x00\"\x9a\x02\n\x16ListAuditEventsRequest\x12!\n\tpage_size\x18\x01 \x01(\x05\x42\x0e\xe2\x41\x01\x01\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\x12\x37\n\x04type\x18\x03 \x01(\tB)\xe2\x41\x01\x01\xbaH\"r\x1d\x18@2\x19^[a-z0-9][a-z0-9.-]*[*]?$\xd8\x01\x01\x12/\n\x05since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12/\n\x05until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12 \n\x07user_id\x18\x06 \x01(\tB\x0f\xe2\x41\x01\x01\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01*r\n\x0fUserStateFilter\x12!\n\x1dUSER_STATE_FILTER_UNSPECIFIED\x10\x00\x12\x1c\n\x18USER_STATE_FILTER_ACTIVE\x10\x01\x12\x1e\n\x1aUSER_STATE_FILTER_DISABLED\x10\x02\x32\x99\x07\n\x0c\x41\x64minService\x12t\n\tListUsers\x12\x1f.the0.admin.v1.ListUsersRequest\x1a .the0.admin.v1.ListUsersResponse\"$\x88\xb5\x18\x05\x9a\xb5\x18\x04\x08\x01\x10\x06\x82\xd3\xe4\x93\x02\x12\x12\x10/api/admin/users\x12g\n\x07GetUser\x12\x1d.the0.admin.v1.GetUserRequest\x1a\x12.the0.auth.v1.User\")\x88\xb5\x18\x05\x9a\xb5\x18\x04\x08\x01\x10\x06\x82\xd3\xe4\x93\x02\x17\x12\x15/api/admin/users/{id}\x12z\n\x0b\x44isableUser\x12!.the0.admin.v1.DisableUserRequest\x1a\x12.the0.auth.v1.User\"4\x88\xb5\x18\x05\x9a\xb5\x18\x04\x08\x02\x10\x06\x82\xd3\xe4\x93\x02\"\"\x1d/api/admin/users/{id}/disable:\x01*\x12w\n\nEnableUser\x12 .the0.admin.v1.EnableUserRequest\x1a\x12.the0.auth.v1.User\"3\x88\xb5\x18\x05\x9a\xb5\x18\x04\x08\x02\x10\x06\x82\xd3\xe4\x93\x02!\"\x1c/api/admin/users/{id}/enable:\x01*\x12\xac\x01\n\x12\x46orcePasswordReset\x12(.the0.admin.v1.ForcePasswordResetRequest\x1a).the0.admin.v1.ForcePasswordResetResponse\"A\x88\xb5\x18\x05\x9a\xb5\x18\x04\x08\x02\x10\x06\x82\xd3\xe4\x93\x02/\"*/api/admin/users/{id}/force-password-reset:\x01*\x12w\n\x0bSetUserRole\x12!.the0.admin.v1.SetUserRoleRequest\x1a\x12.the0.auth.v1.User\"1\x88\xb5\x18\x05\x9a\xb5\x18\x04\x08\x02\x10\x06\x82\xd3\xe4\x93\x02\x1f\"\x1a/api/admin/users/{id}/role:\x01*\x12\x8c\x01\n\x0fListAuditEvents\x12%.the0.admin.v1.ListAuditEventsRequest\x1a%.the0.auth.v1.ListAuditEventsResponse\"+\x88\xb5\x18\x05\x9a\xb5\x18\x04\x08\x01\x10\x06\x82\xd3\xe4\x93\x02\x19\x12\x17/api/admin/audit-eventsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -77,39 +78,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTAUDITEVENTSREQUEST'].fields_by_name['user_id']._loaded_options = None
   _globals['_LISTAUDITEVENTSREQUEST'].fields_by_name['user_id']._serialized_options = b'\342A\001\001\272H\010r\003\260\001\001\330\001\001'
   _globals['_ADMINSERVICE'].methods_by_name['ListUsers']._loaded_options = None
-  _globals['_ADMINSERVICE'].methods_by_name['ListUsers']._serialized_options = b'\210\265\030\005\202\323\344\223\002\022\022\020/api/admin/users'
+  _globals['_ADMINSERVICE'].methods_by_name['ListUsers']._serialized_options = b'\210\265\030\005\232\265\030\004\010\001\020\006\202\323\344\223\002\022\022\020/api/admin/users'
   _globals['_ADMINSERVICE'].methods_by_name['GetUser']._loaded_options = None
-  _globals['_ADMINSERVICE'].methods_by_name['GetUser']._serialized_options = b'\210\265\030\005\202\323\344\223\002\027\022\025/api/admin/users/{id}'
+  _globals['_ADMINSERVICE'].methods_by_name['GetUser']._serialized_options = b'\210\265\030\005\232\265\030\004\010\001\020\006\202\323\344\223\002\027\022\025/api/admin/users/{id}'
   _globals['_ADMINSERVICE'].methods_by_name['DisableUser']._loaded_options = None
-  _globals['_ADMINSERVICE'].methods_by_name['DisableUser']._serialized_options = b'\210\265\030\005\202\323\344\223\002\"\"\035/api/admin/users/{id}/disable:\001*'
+  _globals['_ADMINSERVICE'].methods_by_name['DisableUser']._serialized_options = b'\210\265\030\005\232\265\030\004\010\002\020\006\202\323\344\223\002\"\"\035/api/admin/users/{id}/disable:\001*'
   _globals['_ADMINSERVICE'].methods_by_name['EnableUser']._loaded_options = None
-  _globals['_ADMINSERVICE'].methods_by_name['EnableUser']._serialized_options = b'\210\265\030\005\202\323\344\223\002!\"\034/api/admin/users/{id}/enable:\001*'
+  _globals['_ADMINSERVICE'].methods_by_name['EnableUser']._serialized_options = b'\210\265\030\005\232\265\030\004\010\002\020\006\202\323\344\223\002!\"\034/api/admin/users/{id}/enable:\001*'
   _globals['_ADMINSERVICE'].methods_by_name['ForcePasswordReset']._loaded_options = None
-  _globals['_ADMINSERVICE'].methods_by_name['ForcePasswordReset']._serialized_options = b'\210\265\030\005\202\323\344\223\002/\"*/api/admin/users/{id}/force-password-reset:\001*'
+  _globals['_ADMINSERVICE'].methods_by_name['ForcePasswordReset']._serialized_options = b'\210\265\030\005\232\265\030\004\010\002\020\006\202\323\344\223\002/\"*/api/admin/users/{id}/force-password-reset:\001*'
   _globals['_ADMINSERVICE'].methods_by_name['SetUserRole']._loaded_options = None
-  _globals['_ADMINSERVICE'].methods_by_name['SetUserRole']._serialized_options = b'\210\265\030\005\202\323\344\223\002\037\"\032/api/admin/users/{id}/role:\001*'
+  _globals['_ADMINSERVICE'].methods_by_name['SetUserRole']._serialized_options = b'\210\265\030\005\232\265\030\004\010\002\020\006\202\323\344\223\002\037\"\032/api/admin/users/{id}/role:\001*'
   _globals['_ADMINSERVICE'].methods_by_name['ListAuditEvents']._loaded_options = None
-  _globals['_ADMINSERVICE'].methods_by_name['ListAuditEvents']._serialized_options = b'\210\265\030\005\202\323\344\223\002\031\022\027/api/admin/audit-events'
-  _globals['_USERSTATEFILTER']._serialized_start=1246
-  _globals['_USERSTATEFILTER']._serialized_end=1360
-  _globals['_LISTUSERSREQUEST']._serialized_start=270
-  _globals['_LISTUSERSREQUEST']._serialized_end=469
-  _globals['_LISTUSERSRESPONSE']._serialized_start=471
-  _globals['_LISTUSERSRESPONSE']._serialized_end=550
-  _globals['_GETUSERREQUEST']._serialized_start=552
-  _globals['_GETUSERREQUEST']._serialized_end=597
-  _globals['_DISABLEUSERREQUEST']._serialized_start=599
-  _globals['_DISABLEUSERREQUEST']._serialized_end=648
-  _globals['_ENABLEUSERREQUEST']._serialized_start=650
-  _globals['_ENABLEUSERREQUEST']._serialized_end=698
-  _globals['_FORCEPASSWORDRESETREQUEST']._serialized_start=700
-  _globals['_FORCEPASSWORDRESETREQUEST']._serialized_end=756
-  _globals['_FORCEPASSWORDRESETRESPONSE']._serialized_start=758
-  _globals['_FORCEPASSWORDRESETRESPONSE']._serialized_end=858
-  _globals['_SETUSERROLEREQUEST']._serialized_start=860
-  _globals['_SETUSERROLEREQUEST']._serialized_end=959
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=962
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=1244
-  _globals['_ADMINSERVICE']._serialized_start=1363
-  _globals['_ADMINSERVICE']._serialized_end=2228
+  _globals['_ADMINSERVICE'].methods_by_name['ListAuditEvents']._serialized_options = b'\210\265\030\005\232\265\030\004\010\001\020\006\202\323\344\223\002\031\022\027/api/admin/audit-events'
+  _globals['_USERSTATEFILTER']._serialized_start=1275
+  _globals['_USERSTATEFILTER']._serialized_end=1389
+  _globals['_LISTUSERSREQUEST']._serialized_start=299
+  _globals['_LISTUSERSREQUEST']._serialized_end=498
+  _globals['_LISTUSERSRESPONSE']._serialized_start=500
+  _globals['_LISTUSERSRESPONSE']._serialized_end=579
+  _globals['_GETUSERREQUEST']._serialized_start=581
+  _globals['_GETUSERREQUEST']._serialized_end=626
+  _globals['_DISABLEUSERREQUEST']._serialized_start=628
+  _globals['_DISABLEUSERREQUEST']._serialized_end=677
+  _globals['_ENABLEUSERREQUEST']._serialized_start=679
+  _globals['_ENABLEUSERREQUEST']._serialized_end=727
+  _globals['_FORCEPASSWORDRESETREQUEST']._serialized_start=729
+  _globals['_FORCEPASSWORDRESETREQUEST']._serialized_end=785
+  _globals['_FORCEPASSWORDRESETRESPONSE']._serialized_start=787
+  _globals['_FORCEPASSWORDRESETRESPONSE']._serialized_end=887
+  _globals['_SETUSERROLEREQUEST']._serialized_start=889
+  _globals['_SETUSERROLEREQUEST']._serialized_end=988
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=991
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=1273
+  _globals['_ADMINSERVICE']._serialized_start=1392
+  _globals['_ADMINSERVICE']._serialized_end=2313
 # @@protoc_insertion_point(module_scope)

@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -62,6 +64,7 @@ class ApiKey(_message.Message):
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     LAST_USED_TIME_FIELD_NUMBER: _builtins.int
     REVOKE_TIME_FIELD_NUMBER: _builtins.int
+    SCOPES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned id (UUID)."""
     name: _builtins.str
@@ -86,6 +89,19 @@ class ApiKey(_message.Message):
     def revoke_time(self) -> _timestamp_pb2.Timestamp:
         """When the key was revoked; unset unless revoked."""
 
+    @_builtins.property
+    def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What the key may do; empty on create means `["full"]`, and the key always
+        lists at least one. Each scope is one of: `full` (every RPC an API key can
+        call: what keys did before scopes), `read` (every read RPC),
+        `<resource>:read` (that resource's read RPCs) or `<resource>:write` (that
+        resource's reads and writes), where resource is `account`, `bots`,
+        `custom_bots` or `backtests`. Which scope each RPC needs is declared on
+        it, `(the0.common.v1.access)`, and shown in the OpenAPI document
+        (`x-the0-scope`). Fixed at creation: to change a key's scopes, create a
+        new key and revoke the old one. At most 16, no repeats.
+        """
+
     def __init__(
         self,
         *,
@@ -97,10 +113,11 @@ class ApiKey(_message.Message):
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         last_used_time: _timestamp_pb2.Timestamp | None = ...,
         revoke_time: _timestamp_pb2.Timestamp | None = ...,
+        scopes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "last_used_time", b"last_used_time", "revoke_time", b"revoke_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "id", b"id", "last_used_time", b"last_used_time", "name", b"name", "prefix", b"prefix", "revoke_time", b"revoke_time", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "id", b"id", "last_used_time", b"last_used_time", "name", b"name", "prefix", b"prefix", "revoke_time", b"revoke_time", "scopes", b"scopes", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,10 +26,11 @@ from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from the0.api_key.v1 import api_key_pb2 as the0_dot_api__key_dot_v1_dot_api__key__pb2
+from the0.common.v1 import access_pb2 as the0_dot_common_dot_v1_dot_access__pb2
 from the0.common.v1 import auth_policy_pb2 as the0_dot_common_dot_v1_dot_auth__policy__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%the0/api_key/v1/api_key_service.proto\x12\x0fthe0.api_key.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1dthe0/api_key/v1/api_key.proto\x1a the0/common/v1/auth_policy.proto\"E\n\x13\x43reateApiKeyRequest\x12.\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x17.the0.api_key.v1.ApiKeyB\x04\xe2\x41\x01\x02\"\\\n\x14\x43reateApiKeyResponse\x12.\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x17.the0.api_key.v1.ApiKeyB\x04\xe2\x41\x01\x03\x12\x14\n\x06secret\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"V\n\x12ListApiKeysRequest\x12\x1e\n\tpage_size\x18\x01 \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\"Y\n\x13ListApiKeysResponse\x12)\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x17.the0.api_key.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x13RevokeApiKeyRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x32\xf4\x02\n\rApiKeyService\x12\x7f\n\x0c\x43reateApiKey\x12$.the0.api_key.v1.CreateApiKeyRequest\x1a%.the0.api_key.v1.CreateApiKeyResponse\"\"\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x18\"\r/api/api-keys:\x07\x61pi_key\x12s\n\x0bListApiKeys\x12#.the0.api_key.v1.ListApiKeysRequest\x1a$.the0.api_key.v1.ListApiKeysResponse\"\x19\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x0f\x12\r/api/api-keys\x12m\n\x0cRevokeApiKey\x12$.the0.api_key.v1.RevokeApiKeyRequest\x1a\x17.the0.api_key.v1.ApiKey\"\x1e\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x14*\x12/api/api-keys/{id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%the0/api_key/v1/api_key_service.proto\x12\x0fthe0.api_key.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1dthe0/api_key/v1/api_key.proto\x1a\x1bthe0/common/v1/access.proto\x1a the0/common/v1/auth_policy.proto\"E\n\x13\x43reateApiKeyRequest\x12.\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x17.the0.api_key.v1.ApiKeyB\x04\xe2\x41\x01\x02\"\\\n\x14\x43reateApiKeyResponse\x12.\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x17.the0.api_key.v1.ApiKeyB\x04\xe2\x41\x01\x03\x12\x14\n\x06secret\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"V\n\x12ListApiKeysRequest\x12\x1e\n\tpage_size\x18\x01 \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\"Y\n\x13ListApiKeysResponse\x12)\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x17.the0.api_key.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x13RevokeApiKeyRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x32\x8d\x03\n\rApiKeyService\x12\x87\x01\n\x0c\x43reateApiKey\x12$.the0.api_key.v1.CreateApiKeyRequest\x1a%.the0.api_key.v1.CreateApiKeyResponse\"*\x88\xb5\x18\x02\x9a\xb5\x18\x04\x08\x02\x10\x05\x82\xd3\xe4\x93\x02\x18\"\r/api/api-keys:\x07\x61pi_key\x12{\n\x0bListApiKeys\x12#.the0.api_key.v1.ListApiKeysRequest\x1a$.the0.api_key.v1.ListApiKeysResponse\"!\x88\xb5\x18\x02\x9a\xb5\x18\x04\x08\x01\x10\x05\x82\xd3\xe4\x93\x02\x0f\x12\r/api/api-keys\x12u\n\x0cRevokeApiKey\x12$.the0.api_key.v1.RevokeApiKeyRequest\x1a\x17.the0.api_key.v1.ApiKey\"&\x88\xb5\x18\x02\x9a\xb5\x18\x04\x08\x02\x10\x05\x82\xd3\xe4\x93\x02\x14*\x12/api/api-keys/{id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,21 +50,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REVOKEAPIKEYREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_REVOKEAPIKEYREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\330\001\001'
   _globals['_APIKEYSERVICE'].methods_by_name['CreateApiKey']._loaded_options = None
-  _globals['_APIKEYSERVICE'].methods_by_name['CreateApiKey']._serialized_options = b'\210\265\030\002\202\323\344\223\002\030\"\r/api/api-keys:\007api_key'
+  _globals['_APIKEYSERVICE'].methods_by_name['CreateApiKey']._serialized_options = b'\210\265\030\002\232\265\030\004\010\002\020\005\202\323\344\223\002\030\"\r/api/api-keys:\007api_key'
   _globals['_APIKEYSERVICE'].methods_by_name['ListApiKeys']._loaded_options = None
-  _globals['_APIKEYSERVICE'].methods_by_name['ListApiKeys']._serialized_options = b'\210\265\030\002\202\323\344\223\002\017\022\r/api/api-keys'
+  _globals['_APIKEYSERVICE'].methods_by_name['ListApiKeys']._serialized_options = b'\210\265\030\002\232\265\030\004\010\001\020\005\202\323\344\223\002\017\022\r/api/api-keys'
   _globals['_APIKEYSERVICE'].methods_by_name['RevokeApiKey']._loaded_options = None
-  _globals['_APIKEYSERVICE'].methods_by_name['RevokeApiKey']._serialized_options = b'\210\265\030\002\202\323\344\223\002\024*\022/api/api-keys/{id}'
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=215
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=284
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=286
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=378
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=380
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=466
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=468
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=557
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=559
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=609
-  _globals['_APIKEYSERVICE']._serialized_start=612
-  _globals['_APIKEYSERVICE']._serialized_end=984
+  _globals['_APIKEYSERVICE'].methods_by_name['RevokeApiKey']._serialized_options = b'\210\265\030\002\232\265\030\004\010\002\020\005\202\323\344\223\002\024*\022/api/api-keys/{id}'
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=244
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=313
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=315
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=407
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=409
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=495
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=497
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=586
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=588
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=638
+  _globals['_APIKEYSERVICE']._serialized_start=641
+  _globals['_APIKEYSERVICE']._serialized_end=1038
 # @@protoc_insertion_point(module_scope)

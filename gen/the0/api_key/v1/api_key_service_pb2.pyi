@@ -28,7 +28,9 @@ class CreateApiKeyRequest(_message.Message):
     API_KEY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def api_key(self) -> _api_key_pb2.ApiKey:
-        """The key to create: `name` and optionally `expire_time`."""
+        """The key to create: `name`, optionally `expire_time` and `scopes`
+        (default `["full"]`).
+        """
 
     def __init__(
         self,

@@ -27,11 +27,12 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from the0.backtest.v1 import backtest_pb2 as the0_dot_backtest_dot_v1_dot_backtest__pb2
+from the0.common.v1 import access_pb2 as the0_dot_common_dot_v1_dot_access__pb2
 from the0.common.v1 import rest_media_pb2 as the0_dot_common_dot_v1_dot_rest__media__pb2
 from the0.common.v1 import watch_pb2 as the0_dot_common_dot_v1_dot_watch__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'the0/backtest/v1/backtest_service.proto\x12\x10the0.backtest.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a\x1fthe0/backtest/v1/backtest.proto\x1a\x1fthe0/common/v1/rest_media.proto\x1a\x1athe0/common/v1/watch.proto\"l\n\x15\x43reateBacktestRequest\x12\x32\n\x08\x62\x61\x63ktest\x18\x01 \x01(\x0b\x32\x1a.the0.backtest.v1.BacktestB\x04\xe2\x41\x01\x02\x12\x1f\n\nrequest_id\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18\x64\"\x8e\x01\n\x14ListBacktestsRequest\x12\x1e\n\tpage_size\x18\x01 \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\x12\x34\n\x05state\x18\x03 \x01(\x0e\x32\x1f.the0.backtest.v1.BacktestStateB\x04\xe2\x41\x01\x01\"_\n\x15ListBacktestsResponse\x12-\n\tbacktests\x18\x01 \x03(\x0b\x32\x1a.the0.backtest.v1.Backtest\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"1\n\x12GetBacktestRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"8\n\x19GetBacktestResultsRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"5\n\x16GetBacktestLogsRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"4\n\x15\x43\x61ncelBacktestRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"3\n\x14WatchBacktestRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"\xbc\x01\n\x15WatchBacktestResponse\x12.\n\x08\x62\x61\x63ktest\x18\x01 \x01(\x0b\x32\x1a.the0.backtest.v1.BacktestH\x00\x12.\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.the0.common.v1.HeartbeatH\x00\x12:\n\x0funauthenticated\x18\x03 \x01(\x0b\x32\x1f.the0.common.v1.UnauthenticatedH\x00\x42\x07\n\x05\x65vent2\xa2\x07\n\x0f\x42\x61\x63ktestService\x12w\n\x0e\x43reateBacktest\x12\'.the0.backtest.v1.CreateBacktestRequest\x1a\x1a.the0.backtest.v1.Backtest\" \x82\xd3\xe4\x93\x02\x1a\"\x0e/api/backtests:\x08\x62\x61\x63ktest\x12x\n\rListBacktests\x12&.the0.backtest.v1.ListBacktestsRequest\x1a\'.the0.backtest.v1.ListBacktestsResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/backtests\x12l\n\x0bGetBacktest\x12$.the0.backtest.v1.GetBacktestRequest\x1a\x1a.the0.backtest.v1.Backtest\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/api/backtests/{id}\x12\x92\x01\n\x12GetBacktestResults\x12+.the0.backtest.v1.GetBacktestResultsRequest\x1a\x14.google.api.HttpBody\"7\x92\xb5\x18\x10\x61pplication/json\x82\xd3\xe4\x93\x02\x1d\x12\x1b/api/backtests/{id}/results0\x01\x12\x92\x01\n\x0fGetBacktestLogs\x12(.the0.backtest.v1.GetBacktestLogsRequest\x1a\x14.google.api.HttpBody\"=\x92\xb5\x18\x19text/plain; charset=utf-8\x82\xd3\xe4\x93\x02\x1a\x12\x18/api/backtests/{id}/logs0\x01\x12|\n\x0e\x43\x61ncelBacktest\x12\'.the0.backtest.v1.CancelBacktestRequest\x1a\x1a.the0.backtest.v1.Backtest\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/api/backtests/{id}/cancel:\x01*\x12\x85\x01\n\rWatchBacktest\x12&.the0.backtest.v1.WatchBacktestRequest\x1a\'.the0.backtest.v1.WatchBacktestResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/api/backtests/{id}/watch0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'the0/backtest/v1/backtest_service.proto\x12\x10the0.backtest.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a\x1fthe0/backtest/v1/backtest.proto\x1a\x1bthe0/common/v1/access.proto\x1a\x1fthe0/common/v1/rest_media.proto\x1a\x1athe0/common/v1/watch.proto\"l\n\x15\x43reateBacktestRequest\x12\x32\n\x08\x62\x61\x63ktest\x18\x01 \x01(\x0b\x32\x1a.the0.backtest.v1.BacktestB\x04\xe2\x41\x01\x02\x12\x1f\n\nrequest_id\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18\x64\"\x8e\x01\n\x14ListBacktestsRequest\x12\x1e\n\tpage_size\x18\x01 \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\x12\x34\n\x05state\x18\x03 \x01(\x0e\x32\x1f.the0.backtest.v1.BacktestStateB\x04\xe2\x41\x01\x01\"_\n\x15ListBacktestsResponse\x12-\n\tbacktests\x18\x01 \x03(\x0b\x32\x1a.the0.backtest.v1.Backtest\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"1\n\x12GetBacktestRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"8\n\x19GetBacktestResultsRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"5\n\x16GetBacktestLogsRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"4\n\x15\x43\x61ncelBacktestRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"3\n\x14WatchBacktestRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"\xbc\x01\n\x15WatchBacktestResponse\x12.\n\x08\x62\x61\x63ktest\x18\x01 \x01(\x0b\x32\x1a.the0.backtest.v1.BacktestH\x00\x12.\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.the0.common.v1.HeartbeatH\x00\x12:\n\x0funauthenticated\x18\x03 \x01(\x0b\x32\x1f.the0.common.v1.UnauthenticatedH\x00\x42\x07\n\x05\x65vent2\xdc\x07\n\x0f\x42\x61\x63ktestService\x12\x7f\n\x0e\x43reateBacktest\x12\'.the0.backtest.v1.CreateBacktestRequest\x1a\x1a.the0.backtest.v1.Backtest\"(\x9a\xb5\x18\x04\x08\x02\x10\x04\x82\xd3\xe4\x93\x02\x1a\"\x0e/api/backtests:\x08\x62\x61\x63ktest\x12\x80\x01\n\rListBacktests\x12&.the0.backtest.v1.ListBacktestsRequest\x1a\'.the0.backtest.v1.ListBacktestsResponse\"\x1e\x9a\xb5\x18\x04\x08\x01\x10\x04\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/backtests\x12t\n\x0bGetBacktest\x12$.the0.backtest.v1.GetBacktestRequest\x1a\x1a.the0.backtest.v1.Backtest\"#\x9a\xb5\x18\x04\x08\x01\x10\x04\x82\xd3\xe4\x93\x02\x15\x12\x13/api/backtests/{id}\x12\x9a\x01\n\x12GetBacktestResults\x12+.the0.backtest.v1.GetBacktestResultsRequest\x1a\x14.google.api.HttpBody\"?\x92\xb5\x18\x10\x61pplication/json\x9a\xb5\x18\x04\x08\x01\x10\x04\x82\xd3\xe4\x93\x02\x1d\x12\x1b/api/backtests/{id}/results0\x01\x12\x9a\x01\n\x0fGetBacktestLogs\x12(.the0.backtest.v1.GetBacktestLogsRequest\x1a\x14.google.api.HttpBody\"E\x92\xb5\x18\x19text/plain; charset=utf-8\x9a\xb5\x18\x04\x08\x01\x10\x04\x82\xd3\xe4\x93\x02\x1a\x12\x18/api/backtests/{id}/logs0\x01\x12\x84\x01\n\x0e\x43\x61ncelBacktest\x12\'.the0.backtest.v1.CancelBacktestRequest\x1a\x1a.the0.backtest.v1.Backtest\"-\x9a\xb5\x18\x04\x08\x02\x10\x04\x82\xd3\xe4\x93\x02\x1f\"\x1a/api/backtests/{id}/cancel:\x01*\x12\x8d\x01\n\rWatchBacktest\x12&.the0.backtest.v1.WatchBacktestRequest\x1a\'.the0.backtest.v1.WatchBacktestResponse\")\x9a\xb5\x18\x04\x08\x01\x10\x04\x82\xd3\xe4\x93\x02\x1b\x12\x19/api/backtests/{id}/watch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -59,37 +60,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHBACKTESTREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_WATCHBACKTESTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\330\001\001'
   _globals['_BACKTESTSERVICE'].methods_by_name['CreateBacktest']._loaded_options = None
-  _globals['_BACKTESTSERVICE'].methods_by_name['CreateBacktest']._serialized_options = b'\202\323\344\223\002\032\"\016/api/backtests:\010backtest'
+  _globals['_BACKTESTSERVICE'].methods_by_name['CreateBacktest']._serialized_options = b'\232\265\030\004\010\002\020\004\202\323\344\223\002\032\"\016/api/backtests:\010backtest'
   _globals['_BACKTESTSERVICE'].methods_by_name['ListBacktests']._loaded_options = None
-  _globals['_BACKTESTSERVICE'].methods_by_name['ListBacktests']._serialized_options = b'\202\323\344\223\002\020\022\016/api/backtests'
+  _globals['_BACKTESTSERVICE'].methods_by_name['ListBacktests']._serialized_options = b'\232\265\030\004\010\001\020\004\202\323\344\223\002\020\022\016/api/backtests'
   _globals['_BACKTESTSERVICE'].methods_by_name['GetBacktest']._loaded_options = None
-  _globals['_BACKTESTSERVICE'].methods_by_name['GetBacktest']._serialized_options = b'\202\323\344\223\002\025\022\023/api/backtests/{id}'
+  _globals['_BACKTESTSERVICE'].methods_by_name['GetBacktest']._serialized_options = b'\232\265\030\004\010\001\020\004\202\323\344\223\002\025\022\023/api/backtests/{id}'
   _globals['_BACKTESTSERVICE'].methods_by_name['GetBacktestResults']._loaded_options = None
-  _globals['_BACKTESTSERVICE'].methods_by_name['GetBacktestResults']._serialized_options = b'\222\265\030\020application/json\202\323\344\223\002\035\022\033/api/backtests/{id}/results'
+  _globals['_BACKTESTSERVICE'].methods_by_name['GetBacktestResults']._serialized_options = b'\222\265\030\020application/json\232\265\030\004\010\001\020\004\202\323\344\223\002\035\022\033/api/backtests/{id}/results'
   _globals['_BACKTESTSERVICE'].methods_by_name['GetBacktestLogs']._loaded_options = None
-  _globals['_BACKTESTSERVICE'].methods_by_name['GetBacktestLogs']._serialized_options = b'\222\265\030\031text/plain; charset=utf-8\202\323\344\223\002\032\022\030/api/backtests/{id}/logs'
+  _globals['_BACKTESTSERVICE'].methods_by_name['GetBacktestLogs']._serialized_options = b'\222\265\030\031text/plain; charset=utf-8\232\265\030\004\010\001\020\004\202\323\344\223\002\032\022\030/api/backtests/{id}/logs'
   _globals['_BACKTESTSERVICE'].methods_by_name['CancelBacktest']._loaded_options = None
-  _globals['_BACKTESTSERVICE'].methods_by_name['CancelBacktest']._serialized_options = b'\202\323\344\223\002\037\"\032/api/backtests/{id}/cancel:\001*'
+  _globals['_BACKTESTSERVICE'].methods_by_name['CancelBacktest']._serialized_options = b'\232\265\030\004\010\002\020\004\202\323\344\223\002\037\"\032/api/backtests/{id}/cancel:\001*'
   _globals['_BACKTESTSERVICE'].methods_by_name['WatchBacktest']._loaded_options = None
-  _globals['_BACKTESTSERVICE'].methods_by_name['WatchBacktest']._serialized_options = b'\202\323\344\223\002\033\022\031/api/backtests/{id}/watch'
-  _globals['_CREATEBACKTESTREQUEST']._serialized_start=274
-  _globals['_CREATEBACKTESTREQUEST']._serialized_end=382
-  _globals['_LISTBACKTESTSREQUEST']._serialized_start=385
-  _globals['_LISTBACKTESTSREQUEST']._serialized_end=527
-  _globals['_LISTBACKTESTSRESPONSE']._serialized_start=529
-  _globals['_LISTBACKTESTSRESPONSE']._serialized_end=624
-  _globals['_GETBACKTESTREQUEST']._serialized_start=626
-  _globals['_GETBACKTESTREQUEST']._serialized_end=675
-  _globals['_GETBACKTESTRESULTSREQUEST']._serialized_start=677
-  _globals['_GETBACKTESTRESULTSREQUEST']._serialized_end=733
-  _globals['_GETBACKTESTLOGSREQUEST']._serialized_start=735
-  _globals['_GETBACKTESTLOGSREQUEST']._serialized_end=788
-  _globals['_CANCELBACKTESTREQUEST']._serialized_start=790
-  _globals['_CANCELBACKTESTREQUEST']._serialized_end=842
-  _globals['_WATCHBACKTESTREQUEST']._serialized_start=844
-  _globals['_WATCHBACKTESTREQUEST']._serialized_end=895
-  _globals['_WATCHBACKTESTRESPONSE']._serialized_start=898
-  _globals['_WATCHBACKTESTRESPONSE']._serialized_end=1086
-  _globals['_BACKTESTSERVICE']._serialized_start=1089
-  _globals['_BACKTESTSERVICE']._serialized_end=2019
+  _globals['_BACKTESTSERVICE'].methods_by_name['WatchBacktest']._serialized_options = b'\232\265\030\004\010\001\020\004\202\323\344\223\002\033\022\031/api/backtests/{id}/watch'
+  _globals['_CREATEBACKTESTREQUEST']._serialized_start=303
+  _globals['_CREATEBACKTESTREQUEST']._serialized_end=411
+  _globals['_LISTBACKTESTSREQUEST']._serialized_start=414
+  _globals['_LISTBACKTESTSREQUEST']._serialized_end=556
+  _globals['_LISTBACKTESTSRESPONSE']._serialized_start=558
+  _globals['_LISTBACKTESTSRESPONSE']._serialized_end=653
+  _globals['_GETBACKTESTREQUEST']._serialized_start=655
+  _globals['_GETBACKTESTREQUEST']._serialized_end=704
+  _globals['_GETBACKTESTRESULTSREQUEST']._serialized_start=706
+  _globals['_GETBACKTESTRESULTSREQUEST']._serialized_end=762
+  _globals['_GETBACKTESTLOGSREQUEST']._serialized_start=764
+  _globals['_GETBACKTESTLOGSREQUEST']._serialized_end=817
+  _globals['_CANCELBACKTESTREQUEST']._serialized_start=819
+  _globals['_CANCELBACKTESTREQUEST']._serialized_end=871
+  _globals['_WATCHBACKTESTREQUEST']._serialized_start=873
+  _globals['_WATCHBACKTESTREQUEST']._serialized_end=924
+  _globals['_WATCHBACKTESTRESPONSE']._serialized_start=927
+  _globals['_WATCHBACKTESTRESPONSE']._serialized_end=1115
+  _globals['_BACKTESTSERVICE']._serialized_start=1118
+  _globals['_BACKTESTSERVICE']._serialized_end=2106
 # @@protoc_insertion_point(module_scope)

@@ -29,10 +29,11 @@ from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from the0.bot.v1 import bot_pb2 as the0_dot_bot_dot_v1_dot_bot__pb2
+from the0.common.v1 import access_pb2 as the0_dot_common_dot_v1_dot_access__pb2
 from the0.common.v1 import watch_pb2 as the0_dot_common_dot_v1_dot_watch__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dthe0/bot/v1/bot_service.proto\x12\x0bthe0.bot.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15the0/bot/v1/bot.proto\x1a\x1athe0/common/v1/watch.proto\"\x7f\n\x0fListBotsRequest\x12\x1e\n\tpage_size\x18\x01 \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x15.the0.bot.v1.BotStateB\x04\xe2\x41\x01\x01\"K\n\x10ListBotsResponse\x12\x1e\n\x04\x62ots\x18\x01 \x03(\x0b\x32\x10.the0.bot.v1.Bot\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"X\n\x10\x43reateBotRequest\x12#\n\x03\x62ot\x18\x01 \x01(\x0b\x32\x10.the0.bot.v1.BotB\x04\xe2\x41\x01\x02\x12\x1f\n\nrequest_id\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18\x64\",\n\rGetBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"n\n\x10UpdateBotRequest\x12#\n\x03\x62ot\x18\x01 \x01(\x0b\x32\x10.the0.bot.v1.BotB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x01\"J\n\x10\x44\x65leteBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x19\n\x04\x65tag\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18@\"P\n\x10\x44\x65ployBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x1f\n\nrequest_id\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18\x64\"-\n\x0eStopBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\".\n\x0fWatchBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"\xd4\x01\n\x10WatchBotResponse\x12\x1f\n\x03\x62ot\x18\x01 \x01(\x0b\x32\x10.the0.bot.v1.BotH\x00\x12.\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.the0.common.v1.HeartbeatH\x00\x12*\n\x07\x64\x65leted\x18\x03 \x01(\x0b\x32\x17.the0.common.v1.DeletedH\x00\x12:\n\x0funauthenticated\x18\x04 \x01(\x0b\x32\x1f.the0.common.v1.UnauthenticatedH\x00\x42\x07\n\x05\x65vent\"y\n\x18ListBotExecutionsRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x1e\n\tpage_size\x18\x02 \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\x12 \n\npage_token\x18\x03 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\"c\n\x19ListBotExecutionsResponse\x12-\n\nexecutions\x18\x01 \x03(\x0b\x32\x19.the0.bot.v1.BotExecution\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"{\n\nBotLogLine\x12.\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x13\n\x05level\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04text\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06\x63ursor\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\"\xd5\x01\n\x12ListBotLogsRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12/\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12/\n\x05until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x1e\n\tpage_size\x18\x04 \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\x12 \n\npage_token\x18\x05 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\"V\n\x13ListBotLogsResponse\x12&\n\x05lines\x18\x01 \x03(\x0b\x32\x17.the0.bot.v1.BotLogLine\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"{\n\x14StreamBotLogsRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\"\n\ntail_lines\x18\x02 \x01(\x05\x42\x0e\xe2\x41\x01\x01\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\"\n\x0c\x61\x66ter_cursor\x18\x03 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\"\xe1\x01\n\x15StreamBotLogsResponse\x12\'\n\x04line\x18\x01 \x01(\x0b\x32\x17.the0.bot.v1.BotLogLineH\x00\x12.\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.the0.common.v1.HeartbeatH\x00\x12*\n\x07\x64\x65leted\x18\x03 \x01(\x0b\x32\x17.the0.common.v1.DeletedH\x00\x12:\n\x0funauthenticated\x18\x04 \x01(\x0b\x32\x1f.the0.common.v1.UnauthenticatedH\x00\x42\x07\n\x05\x65vent2\xfc\x08\n\nBotService\x12Z\n\x08ListBots\x12\x1c.the0.bot.v1.ListBotsRequest\x1a\x1d.the0.bot.v1.ListBotsResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/api/bots\x12T\n\tCreateBot\x12\x1d.the0.bot.v1.CreateBotRequest\x1a\x10.the0.bot.v1.Bot\"\x16\x82\xd3\xe4\x93\x02\x10\"\t/api/bots:\x03\x62ot\x12N\n\x06GetBot\x12\x1a.the0.bot.v1.GetBotRequest\x1a\x10.the0.bot.v1.Bot\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/bots/{id}\x12x\n\tUpdateBot\x12\x1d.the0.bot.v1.UpdateBotRequest\x1a\x10.the0.bot.v1.Bot\":\x82\xd3\xe4\x93\x02\x34\x32\x12/api/bots/{bot.id}:\x03\x62otZ\x19\x1a\x12/api/bots/{bot.id}:\x03\x62ot\x12Z\n\tDeleteBot\x12\x1d.the0.bot.v1.DeleteBotRequest\x1a\x16.google.protobuf.Empty\"\x16\x82\xd3\xe4\x93\x02\x10*\x0e/api/bots/{id}\x12^\n\tDeployBot\x12\x1d.the0.bot.v1.DeployBotRequest\x1a\x10.the0.bot.v1.Bot\" \x82\xd3\xe4\x93\x02\x1a\"\x15/api/bots/{id}/deploy:\x01*\x12X\n\x07StopBot\x12\x1b.the0.bot.v1.StopBotRequest\x1a\x10.the0.bot.v1.Bot\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/api/bots/{id}/stop:\x01*\x12g\n\x08WatchBot\x12\x1c.the0.bot.v1.WatchBotRequest\x1a\x1d.the0.bot.v1.WatchBotResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/api/bots/{id}/watch0\x01\x12\x85\x01\n\x11ListBotExecutions\x12%.the0.bot.v1.ListBotExecutionsRequest\x1a&.the0.bot.v1.ListBotExecutionsResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/api/bots/{id}/executions\x12m\n\x0bListBotLogs\x12\x1f.the0.bot.v1.ListBotLogsRequest\x1a .the0.bot.v1.ListBotLogsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/api/bots/{id}/logs\x12|\n\rStreamBotLogs\x12!.the0.bot.v1.StreamBotLogsRequest\x1a\".the0.bot.v1.StreamBotLogsResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/api/bots/{id}/logs/stream0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dthe0/bot/v1/bot_service.proto\x12\x0bthe0.bot.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15the0/bot/v1/bot.proto\x1a\x1bthe0/common/v1/access.proto\x1a\x1athe0/common/v1/watch.proto\"\x7f\n\x0fListBotsRequest\x12\x1e\n\tpage_size\x18\x01 \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x15.the0.bot.v1.BotStateB\x04\xe2\x41\x01\x01\"K\n\x10ListBotsResponse\x12\x1e\n\x04\x62ots\x18\x01 \x03(\x0b\x32\x10.the0.bot.v1.Bot\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"X\n\x10\x43reateBotRequest\x12#\n\x03\x62ot\x18\x01 \x01(\x0b\x32\x10.the0.bot.v1.BotB\x04\xe2\x41\x01\x02\x12\x1f\n\nrequest_id\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18\x64\",\n\rGetBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"n\n\x10UpdateBotRequest\x12#\n\x03\x62ot\x18\x01 \x01(\x0b\x32\x10.the0.bot.v1.BotB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x01\"J\n\x10\x44\x65leteBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x19\n\x04\x65tag\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18@\"P\n\x10\x44\x65ployBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x1f\n\nrequest_id\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18\x64\"-\n\x0eStopBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\".\n\x0fWatchBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"\xd4\x01\n\x10WatchBotResponse\x12\x1f\n\x03\x62ot\x18\x01 \x01(\x0b\x32\x10.the0.bot.v1.BotH\x00\x12.\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.the0.common.v1.HeartbeatH\x00\x12*\n\x07\x64\x65leted\x18\x03 \x01(\x0b\x32\x17.the0.common.v1.DeletedH\x00\x12:\n\x0funauthenticated\x18\x04 \x01(\x0b\x32\x1f.the0.common.v1.UnauthenticatedH\x00\x42\x07\n\x05\x65vent\"y\n\x18ListBotExecutionsRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x1e\n\tpage_size\x18\x02 \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\x12 \n\npage_token\x18\x03 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\"c\n\x19ListBotExecutionsResponse\x12-\n\nexecutions\x18\x01 \x03(\x0b\x32\x19.the0.bot.v1.BotExecution\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"{\n\nBotLogLine\x12.\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x13\n\x05level\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04text\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06\x63ursor\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\"\xd5\x01\n\x12ListBotLogsRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12/\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12/\n\x05until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x1e\n\tpage_size\x18\x04 \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\x12 \n\npage_token\x18\x05 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\"V\n\x13ListBotLogsResponse\x12&\n\x05lines\x18\x01 \x03(\x0b\x32\x17.the0.bot.v1.BotLogLine\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"{\n\x14StreamBotLogsRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\"\n\ntail_lines\x18\x02 \x01(\x05\x42\x0e\xe2\x41\x01\x01\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\"\n\x0c\x61\x66ter_cursor\x18\x03 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\"\xe1\x01\n\x15StreamBotLogsResponse\x12\'\n\x04line\x18\x01 \x01(\x0b\x32\x17.the0.bot.v1.BotLogLineH\x00\x12.\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.the0.common.v1.HeartbeatH\x00\x12*\n\x07\x64\x65leted\x18\x03 \x01(\x0b\x32\x17.the0.common.v1.DeletedH\x00\x12:\n\x0funauthenticated\x18\x04 \x01(\x0b\x32\x1f.the0.common.v1.UnauthenticatedH\x00\x42\x07\n\x05\x65vent2\xd6\t\n\nBotService\x12\x62\n\x08ListBots\x12\x1c.the0.bot.v1.ListBotsRequest\x1a\x1d.the0.bot.v1.ListBotsResponse\"\x19\x9a\xb5\x18\x04\x08\x01\x10\x02\x82\xd3\xe4\x93\x02\x0b\x12\t/api/bots\x12\\\n\tCreateBot\x12\x1d.the0.bot.v1.CreateBotRequest\x1a\x10.the0.bot.v1.Bot\"\x1e\x9a\xb5\x18\x04\x08\x02\x10\x02\x82\xd3\xe4\x93\x02\x10\"\t/api/bots:\x03\x62ot\x12V\n\x06GetBot\x12\x1a.the0.bot.v1.GetBotRequest\x1a\x10.the0.bot.v1.Bot\"\x1e\x9a\xb5\x18\x04\x08\x01\x10\x02\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/bots/{id}\x12\x80\x01\n\tUpdateBot\x12\x1d.the0.bot.v1.UpdateBotRequest\x1a\x10.the0.bot.v1.Bot\"B\x9a\xb5\x18\x04\x08\x02\x10\x02\x82\xd3\xe4\x93\x02\x34\x32\x12/api/bots/{bot.id}:\x03\x62otZ\x19\x1a\x12/api/bots/{bot.id}:\x03\x62ot\x12\x62\n\tDeleteBot\x12\x1d.the0.bot.v1.DeleteBotRequest\x1a\x16.google.protobuf.Empty\"\x1e\x9a\xb5\x18\x04\x08\x02\x10\x02\x82\xd3\xe4\x93\x02\x10*\x0e/api/bots/{id}\x12\x66\n\tDeployBot\x12\x1d.the0.bot.v1.DeployBotRequest\x1a\x10.the0.bot.v1.Bot\"(\x9a\xb5\x18\x04\x08\x02\x10\x02\x82\xd3\xe4\x93\x02\x1a\"\x15/api/bots/{id}/deploy:\x01*\x12`\n\x07StopBot\x12\x1b.the0.bot.v1.StopBotRequest\x1a\x10.the0.bot.v1.Bot\"&\x9a\xb5\x18\x04\x08\x02\x10\x02\x82\xd3\xe4\x93\x02\x18\"\x13/api/bots/{id}/stop:\x01*\x12o\n\x08WatchBot\x12\x1c.the0.bot.v1.WatchBotRequest\x1a\x1d.the0.bot.v1.WatchBotResponse\"$\x9a\xb5\x18\x04\x08\x01\x10\x02\x82\xd3\xe4\x93\x02\x16\x12\x14/api/bots/{id}/watch0\x01\x12\x8d\x01\n\x11ListBotExecutions\x12%.the0.bot.v1.ListBotExecutionsRequest\x1a&.the0.bot.v1.ListBotExecutionsResponse\")\x9a\xb5\x18\x04\x08\x01\x10\x02\x82\xd3\xe4\x93\x02\x1b\x12\x19/api/bots/{id}/executions\x12u\n\x0bListBotLogs\x12\x1f.the0.bot.v1.ListBotLogsRequest\x1a .the0.bot.v1.ListBotLogsResponse\"#\x9a\xb5\x18\x04\x08\x01\x10\x02\x82\xd3\xe4\x93\x02\x15\x12\x13/api/bots/{id}/logs\x12\x84\x01\n\rStreamBotLogs\x12!.the0.bot.v1.StreamBotLogsRequest\x1a\".the0.bot.v1.StreamBotLogsResponse\"*\x9a\xb5\x18\x04\x08\x01\x10\x02\x82\xd3\xe4\x93\x02\x1c\x12\x1a/api/bots/{id}/logs/stream0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -98,61 +99,61 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMBOTLOGSREQUEST'].fields_by_name['after_cursor']._loaded_options = None
   _globals['_STREAMBOTLOGSREQUEST'].fields_by_name['after_cursor']._serialized_options = b'\342A\001\001\272H\005r\003\030\200\004'
   _globals['_BOTSERVICE'].methods_by_name['ListBots']._loaded_options = None
-  _globals['_BOTSERVICE'].methods_by_name['ListBots']._serialized_options = b'\202\323\344\223\002\013\022\t/api/bots'
+  _globals['_BOTSERVICE'].methods_by_name['ListBots']._serialized_options = b'\232\265\030\004\010\001\020\002\202\323\344\223\002\013\022\t/api/bots'
   _globals['_BOTSERVICE'].methods_by_name['CreateBot']._loaded_options = None
-  _globals['_BOTSERVICE'].methods_by_name['CreateBot']._serialized_options = b'\202\323\344\223\002\020\"\t/api/bots:\003bot'
+  _globals['_BOTSERVICE'].methods_by_name['CreateBot']._serialized_options = b'\232\265\030\004\010\002\020\002\202\323\344\223\002\020\"\t/api/bots:\003bot'
   _globals['_BOTSERVICE'].methods_by_name['GetBot']._loaded_options = None
-  _globals['_BOTSERVICE'].methods_by_name['GetBot']._serialized_options = b'\202\323\344\223\002\020\022\016/api/bots/{id}'
+  _globals['_BOTSERVICE'].methods_by_name['GetBot']._serialized_options = b'\232\265\030\004\010\001\020\002\202\323\344\223\002\020\022\016/api/bots/{id}'
   _globals['_BOTSERVICE'].methods_by_name['UpdateBot']._loaded_options = None
-  _globals['_BOTSERVICE'].methods_by_name['UpdateBot']._serialized_options = b'\202\323\344\223\00242\022/api/bots/{bot.id}:\003botZ\031\032\022/api/bots/{bot.id}:\003bot'
+  _globals['_BOTSERVICE'].methods_by_name['UpdateBot']._serialized_options = b'\232\265\030\004\010\002\020\002\202\323\344\223\00242\022/api/bots/{bot.id}:\003botZ\031\032\022/api/bots/{bot.id}:\003bot'
   _globals['_BOTSERVICE'].methods_by_name['DeleteBot']._loaded_options = None
-  _globals['_BOTSERVICE'].methods_by_name['DeleteBot']._serialized_options = b'\202\323\344\223\002\020*\016/api/bots/{id}'
+  _globals['_BOTSERVICE'].methods_by_name['DeleteBot']._serialized_options = b'\232\265\030\004\010\002\020\002\202\323\344\223\002\020*\016/api/bots/{id}'
   _globals['_BOTSERVICE'].methods_by_name['DeployBot']._loaded_options = None
-  _globals['_BOTSERVICE'].methods_by_name['DeployBot']._serialized_options = b'\202\323\344\223\002\032\"\025/api/bots/{id}/deploy:\001*'
+  _globals['_BOTSERVICE'].methods_by_name['DeployBot']._serialized_options = b'\232\265\030\004\010\002\020\002\202\323\344\223\002\032\"\025/api/bots/{id}/deploy:\001*'
   _globals['_BOTSERVICE'].methods_by_name['StopBot']._loaded_options = None
-  _globals['_BOTSERVICE'].methods_by_name['StopBot']._serialized_options = b'\202\323\344\223\002\030\"\023/api/bots/{id}/stop:\001*'
+  _globals['_BOTSERVICE'].methods_by_name['StopBot']._serialized_options = b'\232\265\030\004\010\002\020\002\202\323\344\223\002\030\"\023/api/bots/{id}/stop:\001*'
   _globals['_BOTSERVICE'].methods_by_name['WatchBot']._loaded_options = None
-  _globals['_BOTSERVICE'].methods_by_name['WatchBot']._serialized_options = b'\202\323\344\223\002\026\022\024/api/bots/{id}/watch'
+  _globals['_BOTSERVICE'].methods_by_name['WatchBot']._serialized_options = b'\232\265\030\004\010\001\020\002\202\323\344\223\002\026\022\024/api/bots/{id}/watch'
   _globals['_BOTSERVICE'].methods_by_name['ListBotExecutions']._loaded_options = None
-  _globals['_BOTSERVICE'].methods_by_name['ListBotExecutions']._serialized_options = b'\202\323\344\223\002\033\022\031/api/bots/{id}/executions'
+  _globals['_BOTSERVICE'].methods_by_name['ListBotExecutions']._serialized_options = b'\232\265\030\004\010\001\020\002\202\323\344\223\002\033\022\031/api/bots/{id}/executions'
   _globals['_BOTSERVICE'].methods_by_name['ListBotLogs']._loaded_options = None
-  _globals['_BOTSERVICE'].methods_by_name['ListBotLogs']._serialized_options = b'\202\323\344\223\002\025\022\023/api/bots/{id}/logs'
+  _globals['_BOTSERVICE'].methods_by_name['ListBotLogs']._serialized_options = b'\232\265\030\004\010\001\020\002\202\323\344\223\002\025\022\023/api/bots/{id}/logs'
   _globals['_BOTSERVICE'].methods_by_name['StreamBotLogs']._loaded_options = None
-  _globals['_BOTSERVICE'].methods_by_name['StreamBotLogs']._serialized_options = b'\202\323\344\223\002\034\022\032/api/bots/{id}/logs/stream'
-  _globals['_LISTBOTSREQUEST']._serialized_start=285
-  _globals['_LISTBOTSREQUEST']._serialized_end=412
-  _globals['_LISTBOTSRESPONSE']._serialized_start=414
-  _globals['_LISTBOTSRESPONSE']._serialized_end=489
-  _globals['_CREATEBOTREQUEST']._serialized_start=491
-  _globals['_CREATEBOTREQUEST']._serialized_end=579
-  _globals['_GETBOTREQUEST']._serialized_start=581
-  _globals['_GETBOTREQUEST']._serialized_end=625
-  _globals['_UPDATEBOTREQUEST']._serialized_start=627
-  _globals['_UPDATEBOTREQUEST']._serialized_end=737
-  _globals['_DELETEBOTREQUEST']._serialized_start=739
-  _globals['_DELETEBOTREQUEST']._serialized_end=813
-  _globals['_DEPLOYBOTREQUEST']._serialized_start=815
-  _globals['_DEPLOYBOTREQUEST']._serialized_end=895
-  _globals['_STOPBOTREQUEST']._serialized_start=897
-  _globals['_STOPBOTREQUEST']._serialized_end=942
-  _globals['_WATCHBOTREQUEST']._serialized_start=944
-  _globals['_WATCHBOTREQUEST']._serialized_end=990
-  _globals['_WATCHBOTRESPONSE']._serialized_start=993
-  _globals['_WATCHBOTRESPONSE']._serialized_end=1205
-  _globals['_LISTBOTEXECUTIONSREQUEST']._serialized_start=1207
-  _globals['_LISTBOTEXECUTIONSREQUEST']._serialized_end=1328
-  _globals['_LISTBOTEXECUTIONSRESPONSE']._serialized_start=1330
-  _globals['_LISTBOTEXECUTIONSRESPONSE']._serialized_end=1429
-  _globals['_BOTLOGLINE']._serialized_start=1431
-  _globals['_BOTLOGLINE']._serialized_end=1554
-  _globals['_LISTBOTLOGSREQUEST']._serialized_start=1557
-  _globals['_LISTBOTLOGSREQUEST']._serialized_end=1770
-  _globals['_LISTBOTLOGSRESPONSE']._serialized_start=1772
-  _globals['_LISTBOTLOGSRESPONSE']._serialized_end=1858
-  _globals['_STREAMBOTLOGSREQUEST']._serialized_start=1860
-  _globals['_STREAMBOTLOGSREQUEST']._serialized_end=1983
-  _globals['_STREAMBOTLOGSRESPONSE']._serialized_start=1986
-  _globals['_STREAMBOTLOGSRESPONSE']._serialized_end=2211
-  _globals['_BOTSERVICE']._serialized_start=2214
-  _globals['_BOTSERVICE']._serialized_end=3362
+  _globals['_BOTSERVICE'].methods_by_name['StreamBotLogs']._serialized_options = b'\232\265\030\004\010\001\020\002\202\323\344\223\002\034\022\032/api/bots/{id}/logs/stream'
+  _globals['_LISTBOTSREQUEST']._serialized_start=314
+  _globals['_LISTBOTSREQUEST']._serialized_end=441
+  _globals['_LISTBOTSRESPONSE']._serialized_start=443
+  _globals['_LISTBOTSRESPONSE']._serialized_end=518
+  _globals['_CREATEBOTREQUEST']._serialized_start=520
+  _globals['_CREATEBOTREQUEST']._serialized_end=608
+  _globals['_GETBOTREQUEST']._serialized_start=610
+  _globals['_GETBOTREQUEST']._serialized_end=654
+  _globals['_UPDATEBOTREQUEST']._serialized_start=656
+  _globals['_UPDATEBOTREQUEST']._serialized_end=766
+  _globals['_DELETEBOTREQUEST']._serialized_start=768
+  _globals['_DELETEBOTREQUEST']._serialized_end=842
+  _globals['_DEPLOYBOTREQUEST']._serialized_start=844
+  _globals['_DEPLOYBOTREQUEST']._serialized_end=924
+  _globals['_STOPBOTREQUEST']._serialized_start=926
+  _globals['_STOPBOTREQUEST']._serialized_end=971
+  _globals['_WATCHBOTREQUEST']._serialized_start=973
+  _globals['_WATCHBOTREQUEST']._serialized_end=1019
+  _globals['_WATCHBOTRESPONSE']._serialized_start=1022
+  _globals['_WATCHBOTRESPONSE']._serialized_end=1234
+  _globals['_LISTBOTEXECUTIONSREQUEST']._serialized_start=1236
+  _globals['_LISTBOTEXECUTIONSREQUEST']._serialized_end=1357
+  _globals['_LISTBOTEXECUTIONSRESPONSE']._serialized_start=1359
+  _globals['_LISTBOTEXECUTIONSRESPONSE']._serialized_end=1458
+  _globals['_BOTLOGLINE']._serialized_start=1460
+  _globals['_BOTLOGLINE']._serialized_end=1583
+  _globals['_LISTBOTLOGSREQUEST']._serialized_start=1586
+  _globals['_LISTBOTLOGSREQUEST']._serialized_end=1799
+  _globals['_LISTBOTLOGSRESPONSE']._serialized_start=1801
+  _globals['_LISTBOTLOGSRESPONSE']._serialized_end=1887
+  _globals['_STREAMBOTLOGSREQUEST']._serialized_start=1889
+  _globals['_STREAMBOTLOGSREQUEST']._serialized_end=2012
+  _globals['_STREAMBOTLOGSRESPONSE']._serialized_start=2015
+  _globals['_STREAMBOTLOGSRESPONSE']._serialized_end=2240
+  _globals['_BOTSERVICE']._serialized_start=2243
+  _globals['_BOTSERVICE']._serialized_end=3481
 # @@protoc_insertion_point(module_scope)

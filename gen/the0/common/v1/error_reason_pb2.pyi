@@ -147,6 +147,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """A password-reset or email-verification token is unknown, already used or
     expired; ask for a new one. Code: INVALID_ARGUMENT.
     """
+    ERROR_REASON_API_KEY_SCOPE: _ErrorReason.ValueType  # 33
+    """The API key's scopes do not cover this call (a read-only key writing, a
+    `bots:*` key reading backtests); metadata `requiredScope` names the scope
+    the RPC needs (from its `the0.common.v1.access` option), `keyScopes` the
+    key's. Code: PERMISSION_DENIED.
+    """
     ERROR_REASON_ARCHIVE_INVALID: _ErrorReason.ValueType  # 40
     """Custom bots, bots and backtests.
 
@@ -306,6 +312,12 @@ Code: FAILED_PRECONDITION.
 ERROR_REASON_ACCOUNT_TOKEN_INVALID: ErrorReason.ValueType  # 32
 """A password-reset or email-verification token is unknown, already used or
 expired; ask for a new one. Code: INVALID_ARGUMENT.
+"""
+ERROR_REASON_API_KEY_SCOPE: ErrorReason.ValueType  # 33
+"""The API key's scopes do not cover this call (a read-only key writing, a
+`bots:*` key reading backtests); metadata `requiredScope` names the scope
+the RPC needs (from its `the0.common.v1.access` option), `keyScopes` the
+key's. Code: PERMISSION_DENIED.
 """
 ERROR_REASON_ARCHIVE_INVALID: ErrorReason.ValueType  # 40
 """Custom bots, bots and backtests.

@@ -25,12 +25,13 @@ _sym_db = _symbol_database.Default()
 from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
+from the0.common.v1 import access_pb2 as the0_dot_common_dot_v1_dot_access__pb2
 from the0.common.v1 import auth_policy_pb2 as the0_dot_common_dot_v1_dot_auth__policy__pb2
 from the0.platform.v1 import bot_deployment_pb2 as the0_dot_platform_dot_v1_dot_bot__deployment__pb2
 from the0.platform.v1 import service_account_pb2 as the0_dot_platform_dot_v1_dot_service__account__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'the0/platform/v1/platform_service.proto\x12\x10the0.platform.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a the0/common/v1/auth_policy.proto\x1a%the0/platform/v1/bot_deployment.proto\x1a&the0/platform/v1/service_account.proto\"6\n\x17GetBotDeploymentRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"9\n\x1aGetCustomBotArchiveRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"\x95\x01\n\x1b\x43reateServiceAccountRequest\x12\x34\n\x04name\x18\x01 \x01(\tB&\xe2\x41\x01\x02\xbaH\x1fr\x1a\x18@2\x16^[a-z0-9][a-z0-9._-]*$\xd8\x01\x01\x12@\n\x04role\x18\x02 \x01(\x0e\x32$.the0.platform.v1.ServiceAccountRoleB\x0c\xe2\x41\x01\x02\xbaH\x05\x82\x01\x02\x10\x01\"f\n\x1c\x43reateServiceAccountResponse\x12\x39\n\x0fservice_account\x18\x01 \x01(\x0b\x32 .the0.platform.v1.ServiceAccount\x12\x0b\n\x03key\x18\x02 \x01(\t2\xd7\x02\n\x0fPlatformService\x12\x64\n\x10GetBotDeployment\x12).the0.platform.v1.GetBotDeploymentRequest\x1a\x1f.the0.platform.v1.BotDeployment\"\x04\x88\xb5\x18\x03\x12\x61\n\x13GetCustomBotArchive\x12,.the0.platform.v1.GetCustomBotArchiveRequest\x1a\x14.google.api.HttpBody\"\x04\x88\xb5\x18\x04\x30\x01\x12{\n\x14\x43reateServiceAccount\x12-.the0.platform.v1.CreateServiceAccountRequest\x1a..the0.platform.v1.CreateServiceAccountResponse\"\x04\x88\xb5\x18\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'the0/platform/v1/platform_service.proto\x12\x10the0.platform.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a\x1bthe0/common/v1/access.proto\x1a the0/common/v1/auth_policy.proto\x1a%the0/platform/v1/bot_deployment.proto\x1a&the0/platform/v1/service_account.proto\"6\n\x17GetBotDeploymentRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"9\n\x1aGetCustomBotArchiveRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"\x95\x01\n\x1b\x43reateServiceAccountRequest\x12\x34\n\x04name\x18\x01 \x01(\tB&\xe2\x41\x01\x02\xbaH\x1fr\x1a\x18@2\x16^[a-z0-9][a-z0-9._-]*$\xd8\x01\x01\x12@\n\x04role\x18\x02 \x01(\x0e\x32$.the0.platform.v1.ServiceAccountRoleB\x0c\xe2\x41\x01\x02\xbaH\x05\x82\x01\x02\x10\x01\"f\n\x1c\x43reateServiceAccountResponse\x12\x39\n\x0fservice_account\x18\x01 \x01(\x0b\x32 .the0.platform.v1.ServiceAccount\x12\x0b\n\x03key\x18\x02 \x01(\t2\xe0\x02\n\x0fPlatformService\x12\x64\n\x10GetBotDeployment\x12).the0.platform.v1.GetBotDeploymentRequest\x1a\x1f.the0.platform.v1.BotDeployment\"\x04\x88\xb5\x18\x03\x12\x61\n\x13GetCustomBotArchive\x12,.the0.platform.v1.GetCustomBotArchiveRequest\x1a\x14.google.api.HttpBody\"\x04\x88\xb5\x18\x04\x30\x01\x12\x83\x01\n\x14\x43reateServiceAccount\x12-.the0.platform.v1.CreateServiceAccountRequest\x1a..the0.platform.v1.CreateServiceAccountResponse\"\x0c\x88\xb5\x18\x02\x9a\xb5\x18\x04\x08\x02\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,15 +51,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLATFORMSERVICE'].methods_by_name['GetCustomBotArchive']._loaded_options = None
   _globals['_PLATFORMSERVICE'].methods_by_name['GetCustomBotArchive']._serialized_options = b'\210\265\030\004'
   _globals['_PLATFORMSERVICE'].methods_by_name['CreateServiceAccount']._loaded_options = None
-  _globals['_PLATFORMSERVICE'].methods_by_name['CreateServiceAccount']._serialized_options = b'\210\265\030\002'
-  _globals['_GETBOTDEPLOYMENTREQUEST']._serialized_start=263
-  _globals['_GETBOTDEPLOYMENTREQUEST']._serialized_end=317
-  _globals['_GETCUSTOMBOTARCHIVEREQUEST']._serialized_start=319
-  _globals['_GETCUSTOMBOTARCHIVEREQUEST']._serialized_end=376
-  _globals['_CREATESERVICEACCOUNTREQUEST']._serialized_start=379
-  _globals['_CREATESERVICEACCOUNTREQUEST']._serialized_end=528
-  _globals['_CREATESERVICEACCOUNTRESPONSE']._serialized_start=530
-  _globals['_CREATESERVICEACCOUNTRESPONSE']._serialized_end=632
-  _globals['_PLATFORMSERVICE']._serialized_start=635
-  _globals['_PLATFORMSERVICE']._serialized_end=978
+  _globals['_PLATFORMSERVICE'].methods_by_name['CreateServiceAccount']._serialized_options = b'\210\265\030\002\232\265\030\004\010\002\020\007'
+  _globals['_GETBOTDEPLOYMENTREQUEST']._serialized_start=292
+  _globals['_GETBOTDEPLOYMENTREQUEST']._serialized_end=346
+  _globals['_GETCUSTOMBOTARCHIVEREQUEST']._serialized_start=348
+  _globals['_GETCUSTOMBOTARCHIVEREQUEST']._serialized_end=405
+  _globals['_CREATESERVICEACCOUNTREQUEST']._serialized_start=408
+  _globals['_CREATESERVICEACCOUNTREQUEST']._serialized_end=557
+  _globals['_CREATESERVICEACCOUNTRESPONSE']._serialized_start=559
+  _globals['_CREATESERVICEACCOUNTRESPONSE']._serialized_end=661
+  _globals['_PLATFORMSERVICE']._serialized_start=664
+  _globals['_PLATFORMSERVICE']._serialized_end=1016
 # @@protoc_insertion_point(module_scope)

@@ -157,3 +157,5 @@ class ApiKeyRow(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
+    # Space-separated scopes (identity/scopes.py); keys made before scopes are "full".
+    scopes: Mapped[str] = mapped_column(String(512), default="full", server_default="full")

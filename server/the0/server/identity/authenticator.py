@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from the0.server.background import BackgroundTasks
 from the0.server.errors import Unauthenticated
-from the0.server.identity import api_key_secrets
+from the0.server.identity import api_key_secrets, scopes
 from the0.server.identity.api_key_secrets import ApiKeyHasher
 from the0.server.identity.principal import Principal, role_of
 from the0.server.identity.repository import CredentialRepository
@@ -46,6 +46,7 @@ class _CachedKey:
     user_id: str
     role: str
     expires_at: datetime | None
+    scopes: tuple[str, ...]
 
 
 class Authenticator:
@@ -116,7 +117,7 @@ class Authenticator:
             raise _invalid_key()
         self._record_use(cached.api_key_id, now)
         return Principal(user_id=cached.user_id, role=role_of(cached.role), auth_kind="api_key",
-                         api_key_id=cached.api_key_id, expires_at=cached.expires_at)
+                         api_key_id=cached.api_key_id, expires_at=cached.expires_at, api_key_scopes=cached.scopes)
 
     async def _load_once(self, hashes: list[str]) -> _CachedKey:
         """One database read per key at a time: concurrent callers of the same key share it.
@@ -155,7 +156,7 @@ class Authenticator:
         key, user = found
         if key.revoked_at is not None or not user.active:
             return None
-        entry = _CachedKey(key.id, user.id, user.role, key.expires_at)
+        entry = _CachedKey(key.id, user.id, user.role, key.expires_at, scopes.from_column(key.scopes))
         self._keys[hashes[0]] = entry
         return entry
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Literal
 
 from the0.server.db.models import ApiKeyRow, SessionRow, UserRow
+from the0.server.identity.scopes import DEFAULT_SCOPES, from_column
 
 ApiKeyState = Literal["active", "revoked", "expired"]
 
@@ -56,6 +57,7 @@ class ApiKey:
     expires_at: datetime | None
     last_used_at: datetime | None
     revoked_at: datetime | None
+    scopes: tuple[str, ...] = DEFAULT_SCOPES
 
     @classmethod
     def from_row(cls, row: ApiKeyRow, now: datetime) -> ApiKey:
@@ -67,6 +69,7 @@ class ApiKey:
         return cls(
             id=row.id, name=row.name, prefix=row.prefix, state=state, created_at=row.created_at,
             expires_at=row.expires_at, last_used_at=row.last_used_at, revoked_at=row.revoked_at,
+            scopes=from_column(row.scopes),
         )
 
 

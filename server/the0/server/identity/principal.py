@@ -37,6 +37,8 @@ class Principal:
     # Set for platform service accounts (auth_kind "service_key"; user_id is then the
     # account's id and role "user": a service account is never an admin).
     service_role: ServiceRole | None = None
+    # An API key's scopes (identity/scopes.py), checked by the auth interceptor; empty otherwise.
+    api_key_scopes: tuple[str, ...] = ()
 
     @property
     def is_admin(self) -> bool:

@@ -189,9 +189,10 @@ class ApiKeyRepository:
         found = await self._db.execute(self._base().where(ApiKeyRow.name == name).limit(1))
         return found.first() is not None
 
-    def add(self, *, name: str, prefix: str, key_hash: str, now: datetime, expires: datetime | None) -> ApiKeyRow:
+    def add(self, *, name: str, prefix: str, key_hash: str, now: datetime, expires: datetime | None,
+            scopes: str) -> ApiKeyRow:
         row = ApiKeyRow(id=new_id(), user_id=self._owner_id, name=name, prefix=prefix, key_hash=key_hash,
-                        created_at=now, expires_at=expires)
+                        created_at=now, expires_at=expires, scopes=scopes)
         self._db.add(row)
         return row
 

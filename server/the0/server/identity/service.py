@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -32,6 +33,7 @@ from the0.server.errors import (
     Unauthenticated,
 )
 from the0.server.identity import api_key_secrets
+from the0.server.identity import scopes as key_scopes
 from the0.server.identity.api_key_secrets import ApiKeyHasher
 from the0.server.identity.authenticator import Authenticator
 from the0.server.identity.domain import (
@@ -68,6 +70,7 @@ USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,50}$")
 PASSWORD_MAX = 1024
 NAME_MAX = 100
 API_KEY_NAME_MIN, API_KEY_NAME_MAX = 3, 50
+SCOPE_GRAMMAR = "full, read, or <resource>:read|write with resource one of " + ", ".join(key_scopes.KEY_RESOURCES)
 
 
 def normalise_email(email: str) -> str:
@@ -398,10 +401,14 @@ class ApiKeyService:
         self._revocations = revocations
         self._page_tokens = page_tokens
 
-    async def create(self, principal: Principal, *, name: str, expires_at: datetime | None) -> CreatedApiKey:
+    async def create(self, principal: Principal, *, name: str, expires_at: datetime | None,
+                     scopes: Sequence[str] = ()) -> CreatedApiKey:
         name = name.strip()
         now = _now()
-        violations = []
+        violations = [FieldViolation(f"apiKey.scopes[{i}]", f"{scope!r} is not a scope: {SCOPE_GRAMMAR}")
+                      for i, scope in key_scopes.invalid(scopes)]
+        if len(scopes) > key_scopes.MAX_SCOPES:
+            violations.append(FieldViolation("apiKey.scopes", f"at most {key_scopes.MAX_SCOPES} scopes"))
         if not name:
             violations.append(FieldViolation("apiKey.name", "is required"))
         elif not API_KEY_NAME_MIN <= len(name) <= API_KEY_NAME_MAX:
@@ -411,15 +418,17 @@ class ApiKeyService:
         if violations:
             raise InvalidArgument("the API key has invalid fields: " + ", ".join(v.field for v in violations),
                                   violations=violations)
+        normalised = key_scopes.normalise(scopes)
         secret = api_key_secrets.new_secret()
         async with self._sessions() as db:
             keys = ApiKeyRepository(db, principal.user_id)
             if await keys.name_taken(name):
                 raise AlreadyExists("you already have an API key with this name", metadata={"name": name})
             row = keys.add(name=name, prefix=api_key_secrets.display_prefix(secret),
-                           key_hash=self._hasher.hash(secret), now=now, expires=expires_at)
+                           key_hash=self._hasher.hash(secret), now=now, expires=expires_at,
+                           scopes=key_scopes.to_column(normalised))
             self._audit.record(db, "api-key.created", actor=Actor.of(principal), subject_user_id=principal.user_id,
-                               details={"apiKeyId": row.id, "name": name,
+                               details={"apiKeyId": row.id, "name": name, "scopes": key_scopes.to_column(normalised),
                                         "expireTime": expires_at.isoformat() if expires_at else None}, now=now)
             try:
                 await db.commit()

@@ -88,7 +88,7 @@ def user_agent(context: grpc.aio.ServicerContext[Any, Any]) -> str:
 def api_key_to_proto(key: ApiKey) -> api_key_pb2.ApiKey:
     message = api_key_pb2.ApiKey(
         id=key.id, name=key.name, prefix=key.prefix, state=_KEY_STATES[key.state],
-        create_time=_timestamp(key.created_at),
+        create_time=_timestamp(key.created_at), scopes=key.scopes,
     )
     for field, value in (("expire_time", key.expires_at), ("last_used_time", key.last_used_at),
                          ("revoke_time", key.revoked_at)):
@@ -259,7 +259,8 @@ class ApiKeyServicer(api_key_service_pb2_grpc.ApiKeyServiceServicer):
         clear_output_only(request)  # the service reports every bad field at once, name included
         expires = request.api_key.expire_time.ToDatetime(tzinfo=UTC) if request.api_key.HasField(
             "expire_time") else None
-        created = await self._service.create(current_principal(), name=request.api_key.name, expires_at=expires)
+        created = await self._service.create(current_principal(), name=request.api_key.name, expires_at=expires,
+                                             scopes=list(request.api_key.scopes))
         return api_key_service_pb2.CreateApiKeyResponse(api_key=api_key_to_proto(created.api_key),
                                                         secret=created.secret)
 

@@ -21,11 +21,14 @@ def create(
     expires: Annotated[str | None, typer.Option(help="Expire after a while (30d, 12h, 4w) or at an ISO 8601 "
                                                      "time; never when not given.")] = None,
     save: Annotated[bool, typer.Option("--save", help="Keep the key in the profile: later commands use it.")] = False,
+    scope: Annotated[list[str] | None, typer.Option(
+        "--scope", help="What the key may do; repeat for several: full (the default), read, or "
+                        "<resource>:read|write with resource account, bots, custom_bots or backtests.")] = None,
 ) -> None:
     """Create a key. Its secret is shown this once (and kept in the profile with --save)."""
     runtime = current()
     expire_time = parse_time(expires, "--expires", future=True) if expires else None
-    created = runtime.client.create_api_key(name, expire_time=expire_time)
+    created = runtime.client.create_api_key(name, expire_time=expire_time, scopes=scope or ())
     if save:
         runtime.save_profile(apiKey=created.secret, apiKeyId=created.api_key.id)
     if runtime.output != "table":
