@@ -42,7 +42,7 @@ def matching_step(secret: str, code: str, now: datetime, *, after_step: int | No
 
     A step at or before the last accepted one is refused: a code (or an older one) counts once.
     """
-    if len(code) != 6 or not code.isdigit():
+    if not is_code(code):
         return None
     totp = pyotp.TOTP(secret)
     current = totp.timecode(now)
@@ -52,6 +52,11 @@ def matching_step(secret: str, code: str, now: datetime, *, after_step: int | No
         if hmac.compare_digest(totp.generate_otp(step), code) and (after_step is None or step > after_step):
             found = step
     return found
+
+
+def is_code(text: str) -> bool:
+    """Six ASCII digits (``str.isdigit`` also takes other scripts' digits)."""
+    return len(text) == 6 and text.isascii() and text.isdigit()
 
 
 def new_recovery_codes() -> list[str]:

@@ -70,7 +70,7 @@ class SecondFactor:
         if bool(self.code) == bool(self.recovery_code):
             message = "give exactly one of code and recoveryCode"
             return [FieldViolation("code", message), FieldViolation("recoveryCode", message)]
-        if self.code and (len(self.code) != 6 or not self.code.isdigit()):
+        if self.code and not totp.is_code(self.code):
             return [FieldViolation("code", "must be 6 digits")]
         return []
 
