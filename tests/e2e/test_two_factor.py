@@ -183,6 +183,21 @@ async def test_wrong_codes_are_throttled_like_logins(stack_factory: Any) -> None
     assert int(metadata["retryAfterSeconds"]) >= 1
 
 
+async def test_a_challenge_dies_after_five_wrong_codes(stack_factory: Any) -> None:
+    stack = await stack_factory(login_attempts_per_account_address=50)
+    user = await register(stack.channel)
+    totp, _, _ = await enrolled(user)
+    token = (await challenge(user)).second_factor.challenge_token
+    right = code_at(totp, 1)
+    wrong = next(c for c in ("000000", "111111", "222222") if c not in {totp.now(), right, code_at(totp, -1)})
+    for _ in range(5):
+        code, reason, *_ = await rpc_error(complete(user, token, code=wrong))
+        assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOTP_CODE_INVALID")
+    code, reason, *_ = await rpc_error(complete(user, token, code=right))
+    assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "SECOND_FACTOR_CHALLENGE_INVALID")
+    await complete(user, (await challenge(user)).second_factor.challenge_token, code=right)  # a new one works
+
+
 async def test_disable_needs_the_password_and_a_code(stack: Any) -> None:
     user = await register(stack.channel)
     totp, codes, spent = await enrolled(user)
