@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import uuid
 from pathlib import Path
 
 import pexpect
@@ -13,6 +14,8 @@ import pyotp
 import pytest
 
 from tests.e2e.test_client_cli import PASSWORD, Person, in_pty
+from the0.client import The0Client
+from the0.client.aio import AsyncThe0Client
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 
@@ -97,3 +100,27 @@ async def test_at_a_terminal_enable_prompts_for_the_first_code_and_login_for_the
     assert code == 0 and "Two-factor login is on" in seen
     assert (await bob.ok("whoami")).json()["email"] == email
     assert secret not in (await bob.ok("whoami")).out
+
+
+async def test_the_python_clients_log_in_in_two_steps(stack) -> None:
+    name = f"u{uuid.uuid4().hex[:10]}"
+    email = f"{name}@example.com"
+    async with AsyncThe0Client(stack.grpc_target) as client:
+        await client.register(email, PASSWORD, name)
+        totp = pyotp.TOTP((await client.begin_totp_enrollment()).secret)
+        codes = (await client.confirm_totp_enrollment(totp.now())).recovery_codes
+        session = client.credentials.access_token
+        answer = await client.login(email, PASSWORD)
+        assert answer.HasField("second_factor") and client.credentials.access_token == session  # kept
+        await client.complete_login(answer.second_factor.challenge_token, code=code_at(totp, 1))
+        assert client.credentials.access_token != session and (await client.me()).two_factor_enabled
+
+    def sync_flow() -> None:
+        with The0Client(stack.grpc_target) as sync:
+            answer = sync.login(email, PASSWORD)
+            assert not sync.credentials.access_token
+            sync.complete_login(answer.second_factor.challenge_token, recovery_code=codes[0])
+            sync.disable_totp(PASSWORD, recovery_code=codes[1])
+            assert not sync.me().two_factor_enabled
+
+    await asyncio.to_thread(sync_flow)
