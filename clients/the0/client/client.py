@@ -184,6 +184,32 @@ class The0Client:
     def me(self) -> user_pb2.User:
         return self._unary(self._auth.GetCurrentUser, auth_service_pb2.GetCurrentUserRequest())
 
+    # -- two-factor login ------------------------------------------------------------
+
+    def complete_login(self, challenge_token: str, *, code: str = "", recovery_code: str = ""
+                       ) -> auth_service_pb2.AuthTokens:
+        """The second step of a login whose answer had ``second_factor``: a TOTP or a recovery code."""
+        request = auth_service_pb2.CompleteLoginRequest(challenge_token=challenge_token, code=code,
+                                                        recovery_code=recovery_code)
+        tokens = self._unary(self._auth.CompleteLogin, request)
+        self.credentials.take_tokens(tokens)
+        return tokens
+
+    def begin_totp_enrollment(self) -> auth_service_pb2.TotpEnrollment:
+        """A new pending TOTP secret and its otpauth:// URI; confirm it with a first code."""
+        return self._unary(self._auth.BeginTotpEnrollment, auth_service_pb2.BeginTotpEnrollmentRequest(),
+                                session=True)
+
+    def confirm_totp_enrollment(self, code: str) -> auth_service_pb2.ConfirmTotpEnrollmentResponse:
+        """Turn two-factor login on; the answer's recovery codes are shown only this once."""
+        return self._unary(self._auth.ConfirmTotpEnrollment,
+                                auth_service_pb2.ConfirmTotpEnrollmentRequest(code=code), session=True)
+
+    def disable_totp(self, password: str, *, code: str = "", recovery_code: str = ""
+                     ) -> auth_service_pb2.DisableTotpResponse:
+        request = auth_service_pb2.DisableTotpRequest(password=password, code=code, recovery_code=recovery_code)
+        return self._unary(self._auth.DisableTotp, request, session=True)
+
     # -- API keys (a session is needed) ----------------------------------------------
 
     def create_api_key(self, name: str, *, expire_time: datetime | None = None, scopes: Sequence[str] = ()

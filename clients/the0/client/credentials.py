@@ -69,7 +69,12 @@ class Credentials:
         return Recovery.NONE
 
     def take_tokens(self, tokens: auth_service_pb2.AuthTokens) -> None:
-        """Keep a new session (login, register, refresh) and hand it on before anything else happens."""
+        """Keep a new session (login, register, refresh) and hand it on before anything else happens.
+
+        A Login that answers a second-factor challenge holds no session yet: nothing changes.
+        """
+        if tokens.HasField("second_factor"):
+            return
         self.access_token = tokens.access_token
         self.refresh_token = tokens.refresh_token or self.refresh_token
         if self.on_tokens is not None:

@@ -67,6 +67,11 @@ _HINTS = {
     "CUSTOM_BOT_NOT_APPROVED": "wait for the review: `the0 custom-bots watch ID`",
     "VERSION_NOT_INCREASING": "raise `version` in bot-config.yaml",
     "RESULTS_UNAVAILABLE": "results exist once the backtest has completed: `the0 backtests watch ID`",
+    "TOTP_CODE_INVALID": "use the app's current code (each code works once), or an unused recovery code",
+    "SECOND_FACTOR_CHALLENGE_INVALID": f"the login took too long or was already completed: {LOGIN}",
+    "TOTP_ALREADY_ENABLED": "two-factor login is on already: `the0 2fa disable` first to enrol a new app",
+    "TOTP_NOT_ENABLED": "two-factor login is off (or no enrolment was begun): `the0 2fa enable`",
+    "FRESH_SECOND_FACTOR_REQUIRED": f"this needs a login with your code in the last 10 minutes: {LOGIN}",
 }
 
 

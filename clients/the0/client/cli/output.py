@@ -148,7 +148,8 @@ VIEWS: dict[str, View] = {
                  ("ROLE", _state("role"))],
         fields=[("id", _get("id")), ("email", _get("email")), ("username", _get("username")),
                 ("name", lambda i: " ".join(filter(None, (i.get("firstName"), i.get("lastName")))) or "-"),
-                ("role", _state("role")), ("last login", lambda i: ago(i.get("lastLoginTime"), exact=True))],
+                ("role", _state("role")), ("last login", lambda i: ago(i.get("lastLoginTime"), exact=True)),
+                ("two-factor", lambda i: "on" if i.get("twoFactorEnabled") else "off")],
     ),
     "execution": View(
         columns=[("ID", _get("id")), ("STATE", _state()), ("STARTED", _time("startTime")),

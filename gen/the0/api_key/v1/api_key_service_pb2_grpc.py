@@ -61,8 +61,11 @@ class ApiKeyServiceServicer:
 
     def CreateApiKey(self, request, context):
         """Creates a key and returns its secret, the only time it is ever shown.
+        With two-factor login on, the session must have proved its second factor
+        within the last 10 minutes (CompleteLogin or ConfirmTotpEnrollment).
         Errors: INVALID_ARGUMENT (VALIDATION_FAILED), ALREADY_EXISTS (name taken),
-        UNAUTHENTICATED (TOKEN_*), PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+        UNAUTHENTICATED (TOKEN_*), PERMISSION_DENIED (API_KEY_NOT_ALLOWED),
+        FAILED_PRECONDITION (FRESH_SECOND_FACTOR_REQUIRED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

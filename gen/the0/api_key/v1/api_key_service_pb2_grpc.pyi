@@ -38,8 +38,11 @@ class ApiKeyServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ApiKeyServiceAsyncStub: ...
     CreateApiKey: _grpc.UnaryUnaryMultiCallable[_api_key_service_pb2.CreateApiKeyRequest, _api_key_service_pb2.CreateApiKeyResponse]
     """Creates a key and returns its secret, the only time it is ever shown.
+    With two-factor login on, the session must have proved its second factor
+    within the last 10 minutes (CompleteLogin or ConfirmTotpEnrollment).
     Errors: INVALID_ARGUMENT (VALIDATION_FAILED), ALREADY_EXISTS (name taken),
-    UNAUTHENTICATED (TOKEN_*), PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+    UNAUTHENTICATED (TOKEN_*), PERMISSION_DENIED (API_KEY_NOT_ALLOWED),
+    FAILED_PRECONDITION (FRESH_SECOND_FACTOR_REQUIRED).
     """
     ListApiKeys: _grpc.UnaryUnaryMultiCallable[_api_key_service_pb2.ListApiKeysRequest, _api_key_service_pb2.ListApiKeysResponse]
     """Lists the caller's keys, newest first, revoked ones included.
@@ -62,8 +65,11 @@ class ApiKeyServiceAsyncStub(ApiKeyServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateApiKey: _aio.UnaryUnaryMultiCallable[_api_key_service_pb2.CreateApiKeyRequest, _api_key_service_pb2.CreateApiKeyResponse]  # type: ignore[assignment]
     """Creates a key and returns its secret, the only time it is ever shown.
+    With two-factor login on, the session must have proved its second factor
+    within the last 10 minutes (CompleteLogin or ConfirmTotpEnrollment).
     Errors: INVALID_ARGUMENT (VALIDATION_FAILED), ALREADY_EXISTS (name taken),
-    UNAUTHENTICATED (TOKEN_*), PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+    UNAUTHENTICATED (TOKEN_*), PERMISSION_DENIED (API_KEY_NOT_ALLOWED),
+    FAILED_PRECONDITION (FRESH_SECOND_FACTOR_REQUIRED).
     """
     ListApiKeys: _aio.UnaryUnaryMultiCallable[_api_key_service_pb2.ListApiKeysRequest, _api_key_service_pb2.ListApiKeysResponse]  # type: ignore[assignment]
     """Lists the caller's keys, newest first, revoked ones included.
@@ -89,8 +95,11 @@ class ApiKeyServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_api_key_service_pb2.CreateApiKeyResponse, _abc.Awaitable[_api_key_service_pb2.CreateApiKeyResponse]]:
         """Creates a key and returns its secret, the only time it is ever shown.
+        With two-factor login on, the session must have proved its second factor
+        within the last 10 minutes (CompleteLogin or ConfirmTotpEnrollment).
         Errors: INVALID_ARGUMENT (VALIDATION_FAILED), ALREADY_EXISTS (name taken),
-        UNAUTHENTICATED (TOKEN_*), PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+        UNAUTHENTICATED (TOKEN_*), PERMISSION_DENIED (API_KEY_NOT_ALLOWED),
+        FAILED_PRECONDITION (FRESH_SECOND_FACTOR_REQUIRED).
         """
 
     @_abc_1.abstractmethod

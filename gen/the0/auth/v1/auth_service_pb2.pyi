@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from the0.auth.v1 import audit_event_pb2 as _audit_event_pb2
 from the0.auth.v1 import user_pb2 as _user_pb2
 import builtins as _builtins
@@ -20,6 +21,30 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _SecondFactorMethod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SecondFactorMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SecondFactorMethod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SECOND_FACTOR_METHOD_UNSPECIFIED: _SecondFactorMethod.ValueType  # 0
+    """Never returned."""
+    SECOND_FACTOR_METHOD_TOTP: _SecondFactorMethod.ValueType  # 1
+    """A 6-digit code of an authenticator app (TOTP, RFC 6238)."""
+    SECOND_FACTOR_METHOD_RECOVERY_CODE: _SecondFactorMethod.ValueType  # 2
+    """One of the single-use recovery codes given at enrolment."""
+
+class SecondFactorMethod(_SecondFactorMethod, metaclass=_SecondFactorMethodEnumTypeWrapper):
+    """A kind of second factor."""
+
+SECOND_FACTOR_METHOD_UNSPECIFIED: SecondFactorMethod.ValueType  # 0
+"""Never returned."""
+SECOND_FACTOR_METHOD_TOTP: SecondFactorMethod.ValueType  # 1
+"""A 6-digit code of an authenticator app (TOTP, RFC 6238)."""
+SECOND_FACTOR_METHOD_RECOVERY_CODE: SecondFactorMethod.ValueType  # 2
+"""One of the single-use recovery codes given at enrolment."""
+Global___SecondFactorMethod: _TypeAlias = SecondFactorMethod  # noqa: Y015
 
 @_typing.final
 class RegisterRequest(_message.Message):
@@ -173,6 +198,7 @@ class AuthTokens(_message.Message):
     REFRESH_TOKEN_FIELD_NUMBER: _builtins.int
     REFRESH_TOKEN_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     TOKEN_TYPE_FIELD_NUMBER: _builtins.int
+    SECOND_FACTOR_FIELD_NUMBER: _builtins.int
     access_token: _builtins.str
     """JWT (HS256) to send as `authorization: Bearer <token>`."""
     refresh_token: _builtins.str
@@ -191,6 +217,12 @@ class AuthTokens(_message.Message):
     def refresh_token_expire_time(self) -> _timestamp_pb2.Timestamp:
         """When the refresh token expires (30 days after issue)."""
 
+    @_builtins.property
+    def second_factor(self) -> Global___SecondFactorChallenge:
+        """Set instead of the tokens (which are then empty) when Login proved the
+        password of an account with two-factor login: CompleteLogin comes next.
+        """
+
     def __init__(
         self,
         *,
@@ -200,14 +232,221 @@ class AuthTokens(_message.Message):
         refresh_token: _builtins.str = ...,
         refresh_token_expire_time: _timestamp_pb2.Timestamp | None = ...,
         token_type: _builtins.str = ...,
+        second_factor: Global___SecondFactorChallenge | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["access_token_expire_time", b"access_token_expire_time", "refresh_token_expire_time", b"refresh_token_expire_time", "user", b"user"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["access_token_expire_time", b"access_token_expire_time", "refresh_token_expire_time", b"refresh_token_expire_time", "second_factor", b"second_factor", "user", b"user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "access_token_expire_time", b"access_token_expire_time", "refresh_token", b"refresh_token", "refresh_token_expire_time", b"refresh_token_expire_time", "token_type", b"token_type", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "access_token_expire_time", b"access_token_expire_time", "refresh_token", b"refresh_token", "refresh_token_expire_time", b"refresh_token_expire_time", "second_factor", b"second_factor", "token_type", b"token_type", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AuthTokens: _TypeAlias = AuthTokens  # noqa: Y015
+
+@_typing.final
+class SecondFactorChallenge(_message.Message):
+    """What Login answers when a second factor is needed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHALLENGE_TOKEN_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    METHODS_FIELD_NUMBER: _builtins.int
+    challenge_token: _builtins.str
+    """Opaque, single-use token for CompleteLogin (stored only hashed)."""
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the challenge expires (5 minutes after the Login)."""
+
+    @_builtins.property
+    def methods(self) -> _containers.RepeatedScalarFieldContainer[Global___SecondFactorMethod.ValueType]:
+        """The second factors CompleteLogin accepts for this account."""
+
+    def __init__(
+        self,
+        *,
+        challenge_token: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        methods: _abc.Iterable[Global___SecondFactorMethod.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenge_token", b"challenge_token", "expire_time", b"expire_time", "methods", b"methods"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecondFactorChallenge: _TypeAlias = SecondFactorChallenge  # noqa: Y015
+
+@_typing.final
+class CompleteLoginRequest(_message.Message):
+    """Request of AuthService.CompleteLogin: the challenge and exactly one of
+    `code` and `recovery_code`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHALLENGE_TOKEN_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    RECOVERY_CODE_FIELD_NUMBER: _builtins.int
+    challenge_token: _builtins.str
+    """`second_factor.challenge_token` of the Login's answer."""
+    code: _builtins.str
+    """The authenticator app's current 6-digit code."""
+    recovery_code: _builtins.str
+    """An unused recovery code (dashes and case do not matter), at most 64 characters."""
+    def __init__(
+        self,
+        *,
+        challenge_token: _builtins.str = ...,
+        code: _builtins.str = ...,
+        recovery_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenge_token", b"challenge_token", "code", b"code", "recovery_code", b"recovery_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteLoginRequest: _TypeAlias = CompleteLoginRequest  # noqa: Y015
+
+@_typing.final
+class BeginTotpEnrollmentRequest(_message.Message):
+    """Request of AuthService.BeginTotpEnrollment; the account is the caller's."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BeginTotpEnrollmentRequest: _TypeAlias = BeginTotpEnrollmentRequest  # noqa: Y015
+
+@_typing.final
+class TotpEnrollment(_message.Message):
+    """A pending TOTP secret, returned once by BeginTotpEnrollment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECRET_FIELD_NUMBER: _builtins.int
+    PROVISIONING_URI_FIELD_NUMBER: _builtins.int
+    secret: _builtins.str
+    """The shared secret, base32 (for apps that cannot read the URI)."""
+    provisioning_uri: _builtins.str
+    """`otpauth://totp/the0:<email>?secret=...&issuer=the0`, for a QR code."""
+    def __init__(
+        self,
+        *,
+        secret: _builtins.str = ...,
+        provisioning_uri: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["provisioning_uri", b"provisioning_uri", "secret", b"secret"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TotpEnrollment: _TypeAlias = TotpEnrollment  # noqa: Y015
+
+@_typing.final
+class ConfirmTotpEnrollmentRequest(_message.Message):
+    """Request of AuthService.ConfirmTotpEnrollment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """A current 6-digit code of the pending secret."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmTotpEnrollmentRequest: _TypeAlias = ConfirmTotpEnrollmentRequest  # noqa: Y015
+
+@_typing.final
+class ConfirmTotpEnrollmentResponse(_message.Message):
+    """Response of AuthService.ConfirmTotpEnrollment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECOVERY_CODES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def recovery_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """10 single-use recovery codes, shown only here: each logs in once in place
+        of a TOTP code.
+        """
+
+    def __init__(
+        self,
+        *,
+        recovery_codes: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recovery_codes", b"recovery_codes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmTotpEnrollmentResponse: _TypeAlias = ConfirmTotpEnrollmentResponse  # noqa: Y015
+
+@_typing.final
+class DisableTotpRequest(_message.Message):
+    """Request of AuthService.DisableTotp: the password and exactly one of `code`
+    and `recovery_code`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    RECOVERY_CODE_FIELD_NUMBER: _builtins.int
+    password: _builtins.str
+    """The account's password, at most 1,024 characters."""
+    code: _builtins.str
+    """The authenticator app's current 6-digit code."""
+    recovery_code: _builtins.str
+    """An unused recovery code, at most 64 characters."""
+    def __init__(
+        self,
+        *,
+        password: _builtins.str = ...,
+        code: _builtins.str = ...,
+        recovery_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "password", b"password", "recovery_code", b"recovery_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DisableTotpRequest: _TypeAlias = DisableTotpRequest  # noqa: Y015
+
+@_typing.final
+class DisableTotpResponse(_message.Message):
+    """Response of AuthService.DisableTotp."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DisableTotpResponse: _TypeAlias = DisableTotpResponse  # noqa: Y015
 
 @_typing.final
 class Session(_message.Message):

@@ -97,6 +97,26 @@ class AuthServiceStub:
                 request_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.VerifyEmailRequest.SerializeToString,
                 response_deserializer=the0_dot_auth_dot_v1_dot_user__pb2.User.FromString,
                 _registered_method=True)
+        self.CompleteLogin = channel.unary_unary(
+                '/the0.auth.v1.AuthService/CompleteLogin',
+                request_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.CompleteLoginRequest.SerializeToString,
+                response_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.AuthTokens.FromString,
+                _registered_method=True)
+        self.BeginTotpEnrollment = channel.unary_unary(
+                '/the0.auth.v1.AuthService/BeginTotpEnrollment',
+                request_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.BeginTotpEnrollmentRequest.SerializeToString,
+                response_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.TotpEnrollment.FromString,
+                _registered_method=True)
+        self.ConfirmTotpEnrollment = channel.unary_unary(
+                '/the0.auth.v1.AuthService/ConfirmTotpEnrollment',
+                request_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.ConfirmTotpEnrollmentRequest.SerializeToString,
+                response_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.ConfirmTotpEnrollmentResponse.FromString,
+                _registered_method=True)
+        self.DisableTotp = channel.unary_unary(
+                '/the0.auth.v1.AuthService/DisableTotp',
+                request_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.DisableTotpRequest.SerializeToString,
+                response_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.DisableTotpResponse.FromString,
+                _registered_method=True)
         self.GetCurrentUser = channel.unary_unary(
                 '/the0.auth.v1.AuthService/GetCurrentUser',
                 request_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.GetCurrentUserRequest.SerializeToString,
@@ -125,7 +145,9 @@ class AuthServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Login(self, request, context):
-        """Starts a session for an email and password.
+        """Starts a session for an email and password. For an account with
+        two-factor login on, the answer holds no tokens but a `second_factor`
+        challenge: CompleteLogin with it and a code gives the tokens.
         Errors: INVALID_ARGUMENT (VALIDATION_FAILED), UNAUTHENTICATED
         (INVALID_CREDENTIALS: wrong email, wrong password and inactive account
         answer alike and take the same time), RESOURCE_EXHAUSTED (RATE_LIMITED,
@@ -241,6 +263,55 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CompleteLogin(self, request, context):
+        """Second step of a Login for an account with two-factor login: the
+        challenge token and a current TOTP code (or one unused recovery code)
+        start the session. A code counts once; wrong codes count as failed logins.
+        Errors: INVALID_ARGUMENT (VALIDATION_FAILED), UNAUTHENTICATED
+        (SECOND_FACTOR_CHALLENGE_INVALID, TOTP_CODE_INVALID), RESOURCE_EXHAUSTED
+        (RATE_LIMITED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BeginTotpEnrollment(self, request, context):
+        """Starts turning two-factor login on: a new TOTP secret (RFC 6238, SHA-1,
+        6 digits, 30 s) and its otpauth:// URI for an authenticator app. It is
+        pending (login is unchanged) until ConfirmTotpEnrollment; a new call
+        replaces a pending secret. Stored encrypted, shown only here.
+        Errors: FAILED_PRECONDITION (TOTP_ALREADY_ENABLED), UNAUTHENTICATED,
+        PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfirmTotpEnrollment(self, request, context):
+        """Turns two-factor login on with a first code of the pending secret and
+        answers 10 single-use recovery codes (shown only here, stored hashed).
+        The calling session counts as freshly verified.
+        Errors: INVALID_ARGUMENT (VALIDATION_FAILED), UNAUTHENTICATED
+        (TOTP_CODE_INVALID), FAILED_PRECONDITION (TOTP_ALREADY_ENABLED,
+        TOTP_NOT_ENABLED: no enrolment begun), RESOURCE_EXHAUSTED (RATE_LIMITED),
+        PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DisableTotp(self, request, context):
+        """Turns two-factor login off; needs the password and a current code (or a
+        recovery code). The secret and the recovery codes are deleted.
+        Errors: INVALID_ARGUMENT (VALIDATION_FAILED), UNAUTHENTICATED
+        (INVALID_CREDENTIALS, TOTP_CODE_INVALID), FAILED_PRECONDITION
+        (TOTP_NOT_ENABLED), RESOURCE_EXHAUSTED (RATE_LIMITED), PERMISSION_DENIED
+        (API_KEY_NOT_ALLOWED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetCurrentUser(self, request, context):
         """Returns the caller's account; works with a JWT or an API key.
         Errors: UNAUTHENTICATED (TOKEN_*, API_KEY_INVALID).
@@ -323,6 +394,26 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.VerifyEmail,
                     request_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.VerifyEmailRequest.FromString,
                     response_serializer=the0_dot_auth_dot_v1_dot_user__pb2.User.SerializeToString,
+            ),
+            'CompleteLogin': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteLogin,
+                    request_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.CompleteLoginRequest.FromString,
+                    response_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.AuthTokens.SerializeToString,
+            ),
+            'BeginTotpEnrollment': grpc.unary_unary_rpc_method_handler(
+                    servicer.BeginTotpEnrollment,
+                    request_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.BeginTotpEnrollmentRequest.FromString,
+                    response_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.TotpEnrollment.SerializeToString,
+            ),
+            'ConfirmTotpEnrollment': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmTotpEnrollment,
+                    request_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.ConfirmTotpEnrollmentRequest.FromString,
+                    response_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.ConfirmTotpEnrollmentResponse.SerializeToString,
+            ),
+            'DisableTotp': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisableTotp,
+                    request_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.DisableTotpRequest.FromString,
+                    response_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.DisableTotpResponse.SerializeToString,
             ),
             'GetCurrentUser': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCurrentUser,
@@ -661,6 +752,114 @@ class AuthService:
             '/the0.auth.v1.AuthService/VerifyEmail',
             the0_dot_auth_dot_v1_dot_auth__service__pb2.VerifyEmailRequest.SerializeToString,
             the0_dot_auth_dot_v1_dot_user__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteLogin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/the0.auth.v1.AuthService/CompleteLogin',
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.CompleteLoginRequest.SerializeToString,
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.AuthTokens.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BeginTotpEnrollment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/the0.auth.v1.AuthService/BeginTotpEnrollment',
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.BeginTotpEnrollmentRequest.SerializeToString,
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.TotpEnrollment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmTotpEnrollment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/the0.auth.v1.AuthService/ConfirmTotpEnrollment',
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.ConfirmTotpEnrollmentRequest.SerializeToString,
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.ConfirmTotpEnrollmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisableTotp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/the0.auth.v1.AuthService/DisableTotp',
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.DisableTotpRequest.SerializeToString,
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.DisableTotpResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,7 +43,9 @@ class AuthServiceStub:
     (REGISTRATION_DISABLED).
     """
     Login: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.LoginRequest, _auth_service_pb2.AuthTokens]
-    """Starts a session for an email and password.
+    """Starts a session for an email and password. For an account with
+    two-factor login on, the answer holds no tokens but a `second_factor`
+    challenge: CompleteLogin with it and a code gives the tokens.
     Errors: INVALID_ARGUMENT (VALIDATION_FAILED), UNAUTHENTICATED
     (INVALID_CREDENTIALS: wrong email, wrong password and inactive account
     answer alike and take the same time), RESOURCE_EXHAUSTED (RATE_LIMITED,
@@ -115,6 +117,39 @@ class AuthServiceStub:
     """Marks the address verified with a verification token (once).
     Errors: INVALID_ARGUMENT (ACCOUNT_TOKEN_INVALID, VALIDATION_FAILED).
     """
+    CompleteLogin: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.CompleteLoginRequest, _auth_service_pb2.AuthTokens]
+    """Second step of a Login for an account with two-factor login: the
+    challenge token and a current TOTP code (or one unused recovery code)
+    start the session. A code counts once; wrong codes count as failed logins.
+    Errors: INVALID_ARGUMENT (VALIDATION_FAILED), UNAUTHENTICATED
+    (SECOND_FACTOR_CHALLENGE_INVALID, TOTP_CODE_INVALID), RESOURCE_EXHAUSTED
+    (RATE_LIMITED).
+    """
+    BeginTotpEnrollment: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.BeginTotpEnrollmentRequest, _auth_service_pb2.TotpEnrollment]
+    """Starts turning two-factor login on: a new TOTP secret (RFC 6238, SHA-1,
+    6 digits, 30 s) and its otpauth:// URI for an authenticator app. It is
+    pending (login is unchanged) until ConfirmTotpEnrollment; a new call
+    replaces a pending secret. Stored encrypted, shown only here.
+    Errors: FAILED_PRECONDITION (TOTP_ALREADY_ENABLED), UNAUTHENTICATED,
+    PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+    """
+    ConfirmTotpEnrollment: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ConfirmTotpEnrollmentRequest, _auth_service_pb2.ConfirmTotpEnrollmentResponse]
+    """Turns two-factor login on with a first code of the pending secret and
+    answers 10 single-use recovery codes (shown only here, stored hashed).
+    The calling session counts as freshly verified.
+    Errors: INVALID_ARGUMENT (VALIDATION_FAILED), UNAUTHENTICATED
+    (TOTP_CODE_INVALID), FAILED_PRECONDITION (TOTP_ALREADY_ENABLED,
+    TOTP_NOT_ENABLED: no enrolment begun), RESOURCE_EXHAUSTED (RATE_LIMITED),
+    PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+    """
+    DisableTotp: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.DisableTotpRequest, _auth_service_pb2.DisableTotpResponse]
+    """Turns two-factor login off; needs the password and a current code (or a
+    recovery code). The secret and the recovery codes are deleted.
+    Errors: INVALID_ARGUMENT (VALIDATION_FAILED), UNAUTHENTICATED
+    (INVALID_CREDENTIALS, TOTP_CODE_INVALID), FAILED_PRECONDITION
+    (TOTP_NOT_ENABLED), RESOURCE_EXHAUSTED (RATE_LIMITED), PERMISSION_DENIED
+    (API_KEY_NOT_ALLOWED).
+    """
     GetCurrentUser: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.GetCurrentUserRequest, _user_pb2.User]
     """Returns the caller's account; works with a JWT or an API key.
     Errors: UNAUTHENTICATED (TOKEN_*, API_KEY_INVALID).
@@ -142,7 +177,9 @@ class AuthServiceAsyncStub(AuthServiceStub):
     (REGISTRATION_DISABLED).
     """
     Login: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.LoginRequest, _auth_service_pb2.AuthTokens]  # type: ignore[assignment]
-    """Starts a session for an email and password.
+    """Starts a session for an email and password. For an account with
+    two-factor login on, the answer holds no tokens but a `second_factor`
+    challenge: CompleteLogin with it and a code gives the tokens.
     Errors: INVALID_ARGUMENT (VALIDATION_FAILED), UNAUTHENTICATED
     (INVALID_CREDENTIALS: wrong email, wrong password and inactive account
     answer alike and take the same time), RESOURCE_EXHAUSTED (RATE_LIMITED,
@@ -214,6 +251,39 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """Marks the address verified with a verification token (once).
     Errors: INVALID_ARGUMENT (ACCOUNT_TOKEN_INVALID, VALIDATION_FAILED).
     """
+    CompleteLogin: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.CompleteLoginRequest, _auth_service_pb2.AuthTokens]  # type: ignore[assignment]
+    """Second step of a Login for an account with two-factor login: the
+    challenge token and a current TOTP code (or one unused recovery code)
+    start the session. A code counts once; wrong codes count as failed logins.
+    Errors: INVALID_ARGUMENT (VALIDATION_FAILED), UNAUTHENTICATED
+    (SECOND_FACTOR_CHALLENGE_INVALID, TOTP_CODE_INVALID), RESOURCE_EXHAUSTED
+    (RATE_LIMITED).
+    """
+    BeginTotpEnrollment: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.BeginTotpEnrollmentRequest, _auth_service_pb2.TotpEnrollment]  # type: ignore[assignment]
+    """Starts turning two-factor login on: a new TOTP secret (RFC 6238, SHA-1,
+    6 digits, 30 s) and its otpauth:// URI for an authenticator app. It is
+    pending (login is unchanged) until ConfirmTotpEnrollment; a new call
+    replaces a pending secret. Stored encrypted, shown only here.
+    Errors: FAILED_PRECONDITION (TOTP_ALREADY_ENABLED), UNAUTHENTICATED,
+    PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+    """
+    ConfirmTotpEnrollment: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ConfirmTotpEnrollmentRequest, _auth_service_pb2.ConfirmTotpEnrollmentResponse]  # type: ignore[assignment]
+    """Turns two-factor login on with a first code of the pending secret and
+    answers 10 single-use recovery codes (shown only here, stored hashed).
+    The calling session counts as freshly verified.
+    Errors: INVALID_ARGUMENT (VALIDATION_FAILED), UNAUTHENTICATED
+    (TOTP_CODE_INVALID), FAILED_PRECONDITION (TOTP_ALREADY_ENABLED,
+    TOTP_NOT_ENABLED: no enrolment begun), RESOURCE_EXHAUSTED (RATE_LIMITED),
+    PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+    """
+    DisableTotp: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.DisableTotpRequest, _auth_service_pb2.DisableTotpResponse]  # type: ignore[assignment]
+    """Turns two-factor login off; needs the password and a current code (or a
+    recovery code). The secret and the recovery codes are deleted.
+    Errors: INVALID_ARGUMENT (VALIDATION_FAILED), UNAUTHENTICATED
+    (INVALID_CREDENTIALS, TOTP_CODE_INVALID), FAILED_PRECONDITION
+    (TOTP_NOT_ENABLED), RESOURCE_EXHAUSTED (RATE_LIMITED), PERMISSION_DENIED
+    (API_KEY_NOT_ALLOWED).
+    """
     GetCurrentUser: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.GetCurrentUserRequest, _user_pb2.User]  # type: ignore[assignment]
     """Returns the caller's account; works with a JWT or an API key.
     Errors: UNAUTHENTICATED (TOKEN_*, API_KEY_INVALID).
@@ -250,7 +320,9 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_service_pb2.LoginRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_service_pb2.AuthTokens, _abc.Awaitable[_auth_service_pb2.AuthTokens]]:
-        """Starts a session for an email and password.
+        """Starts a session for an email and password. For an account with
+        two-factor login on, the answer holds no tokens but a `second_factor`
+        challenge: CompleteLogin with it and a code gives the tokens.
         Errors: INVALID_ARGUMENT (VALIDATION_FAILED), UNAUTHENTICATED
         (INVALID_CREDENTIALS: wrong email, wrong password and inactive account
         answer alike and take the same time), RESOURCE_EXHAUSTED (RATE_LIMITED,
@@ -381,6 +453,63 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_user_pb2.User, _abc.Awaitable[_user_pb2.User]]:
         """Marks the address verified with a verification token (once).
         Errors: INVALID_ARGUMENT (ACCOUNT_TOKEN_INVALID, VALIDATION_FAILED).
+        """
+
+    @_abc_1.abstractmethod
+    def CompleteLogin(
+        self,
+        request: _auth_service_pb2.CompleteLoginRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.AuthTokens, _abc.Awaitable[_auth_service_pb2.AuthTokens]]:
+        """Second step of a Login for an account with two-factor login: the
+        challenge token and a current TOTP code (or one unused recovery code)
+        start the session. A code counts once; wrong codes count as failed logins.
+        Errors: INVALID_ARGUMENT (VALIDATION_FAILED), UNAUTHENTICATED
+        (SECOND_FACTOR_CHALLENGE_INVALID, TOTP_CODE_INVALID), RESOURCE_EXHAUSTED
+        (RATE_LIMITED).
+        """
+
+    @_abc_1.abstractmethod
+    def BeginTotpEnrollment(
+        self,
+        request: _auth_service_pb2.BeginTotpEnrollmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.TotpEnrollment, _abc.Awaitable[_auth_service_pb2.TotpEnrollment]]:
+        """Starts turning two-factor login on: a new TOTP secret (RFC 6238, SHA-1,
+        6 digits, 30 s) and its otpauth:// URI for an authenticator app. It is
+        pending (login is unchanged) until ConfirmTotpEnrollment; a new call
+        replaces a pending secret. Stored encrypted, shown only here.
+        Errors: FAILED_PRECONDITION (TOTP_ALREADY_ENABLED), UNAUTHENTICATED,
+        PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+        """
+
+    @_abc_1.abstractmethod
+    def ConfirmTotpEnrollment(
+        self,
+        request: _auth_service_pb2.ConfirmTotpEnrollmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.ConfirmTotpEnrollmentResponse, _abc.Awaitable[_auth_service_pb2.ConfirmTotpEnrollmentResponse]]:
+        """Turns two-factor login on with a first code of the pending secret and
+        answers 10 single-use recovery codes (shown only here, stored hashed).
+        The calling session counts as freshly verified.
+        Errors: INVALID_ARGUMENT (VALIDATION_FAILED), UNAUTHENTICATED
+        (TOTP_CODE_INVALID), FAILED_PRECONDITION (TOTP_ALREADY_ENABLED,
+        TOTP_NOT_ENABLED: no enrolment begun), RESOURCE_EXHAUSTED (RATE_LIMITED),
+        PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+        """
+
+    @_abc_1.abstractmethod
+    def DisableTotp(
+        self,
+        request: _auth_service_pb2.DisableTotpRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.DisableTotpResponse, _abc.Awaitable[_auth_service_pb2.DisableTotpResponse]]:
+        """Turns two-factor login off; needs the password and a current code (or a
+        recovery code). The secret and the recovery codes are deleted.
+        Errors: INVALID_ARGUMENT (VALIDATION_FAILED), UNAUTHENTICATED
+        (INVALID_CREDENTIALS, TOTP_CODE_INVALID), FAILED_PRECONDITION
+        (TOTP_NOT_ENABLED), RESOURCE_EXHAUSTED (RATE_LIMITED), PERMISSION_DENIED
+        (API_KEY_NOT_ALLOWED).
         """
 
     @_abc_1.abstractmethod

@@ -26,7 +26,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17the0/auth/v1/user.proto\x12\x0cthe0.auth.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa4\x03\n\x04User\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x65mail\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08username\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nfirst_name\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\tlast_name\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12&\n\x04role\x18\x06 \x01(\x0e\x32\x12.the0.auth.v1.RoleB\x04\xe2\x41\x01\x03\x12\x14\n\x06\x61\x63tive\x18\x07 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x39\n\x0flast_login_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12%\n\x17password_reset_required\x18\x0b \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x65mail_verified\x18\x0c \x01(\x08\x42\x04\xe2\x41\x01\x03*;\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x0e\n\nROLE_ADMIN\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17the0/auth/v1/user.proto\x12\x0cthe0.auth.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc6\x03\n\x04User\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x65mail\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08username\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nfirst_name\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\tlast_name\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12&\n\x04role\x18\x06 \x01(\x0e\x32\x12.the0.auth.v1.RoleB\x04\xe2\x41\x01\x03\x12\x14\n\x06\x61\x63tive\x18\x07 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x39\n\x0flast_login_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12%\n\x17password_reset_required\x18\x0b \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x65mail_verified\x18\x0c \x01(\x08\x42\x04\xe2\x41\x01\x03\x12 \n\x12two_factor_enabled\x18\r \x01(\x08\x42\x04\xe2\x41\x01\x03*;\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x0e\n\nROLE_ADMIN\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -57,8 +57,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USER'].fields_by_name['password_reset_required']._serialized_options = b'\342A\001\003'
   _globals['_USER'].fields_by_name['email_verified']._loaded_options = None
   _globals['_USER'].fields_by_name['email_verified']._serialized_options = b'\342A\001\003'
-  _globals['_ROLE']._serialized_start=530
-  _globals['_ROLE']._serialized_end=589
+  _globals['_USER'].fields_by_name['two_factor_enabled']._loaded_options = None
+  _globals['_USER'].fields_by_name['two_factor_enabled']._serialized_options = b'\342A\001\003'
+  _globals['_ROLE']._serialized_start=564
+  _globals['_ROLE']._serialized_end=623
   _globals['_USER']._serialized_start=108
-  _globals['_USER']._serialized_end=528
+  _globals['_USER']._serialized_end=562
 # @@protoc_insertion_point(module_scope)

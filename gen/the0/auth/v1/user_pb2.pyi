@@ -60,6 +60,7 @@ class User(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     PASSWORD_RESET_REQUIRED_FIELD_NUMBER: _builtins.int
     EMAIL_VERIFIED_FIELD_NUMBER: _builtins.int
+    TWO_FACTOR_ENABLED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned id (UUID)."""
     email: _builtins.str
@@ -80,6 +81,10 @@ class User(_message.Message):
     """
     email_verified: _builtins.bool
     """Whether the email address was verified (VerifyEmail)."""
+    two_factor_enabled: _builtins.bool
+    """Whether two-factor login (TOTP) is on: Login then answers a
+    second-factor challenge instead of tokens.
+    """
     @_builtins.property
     def last_login_time(self) -> _timestamp_pb2.Timestamp:
         """The last successful login, unset before the first."""
@@ -107,10 +112,11 @@ class User(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         password_reset_required: _builtins.bool = ...,
         email_verified: _builtins.bool = ...,
+        two_factor_enabled: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "last_login_time", b"last_login_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "create_time", b"create_time", "email", b"email", "email_verified", b"email_verified", "first_name", b"first_name", "id", b"id", "last_login_time", b"last_login_time", "last_name", b"last_name", "password_reset_required", b"password_reset_required", "role", b"role", "update_time", b"update_time", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "create_time", b"create_time", "email", b"email", "email_verified", b"email_verified", "first_name", b"first_name", "id", b"id", "last_login_time", b"last_login_time", "last_name", b"last_name", "password_reset_required", b"password_reset_required", "role", b"role", "two_factor_enabled", b"two_factor_enabled", "update_time", b"update_time", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -153,6 +153,30 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     the RPC needs (from its `the0.common.v1.access` option), `keyScopes` the
     key's. Code: PERMISSION_DENIED.
     """
+    ERROR_REASON_TOTP_CODE_INVALID: _ErrorReason.ValueType  # 35
+    """Two-factor login (TOTP, docs/accounts.md).
+
+    The TOTP code or recovery code is wrong, was already used (a code counts
+    once), or is outside the ±1 step window. Wrong codes count as failed
+    logins (RATE_LIMITED after too many). Code: UNAUTHENTICATED.
+    """
+    ERROR_REASON_SECOND_FACTOR_CHALLENGE_INVALID: _ErrorReason.ValueType  # 36
+    """The second-factor challenge of a Login is unknown, expired (5 minutes),
+    already used or tried too often: log in again. Code: UNAUTHENTICATED.
+    """
+    ERROR_REASON_TOTP_ALREADY_ENABLED: _ErrorReason.ValueType  # 37
+    """Two-factor login is already on for this account; disable it first to
+    enrol again. Code: FAILED_PRECONDITION.
+    """
+    ERROR_REASON_TOTP_NOT_ENABLED: _ErrorReason.ValueType  # 38
+    """Two-factor login is not on (or no enrolment was begun) for this account.
+    Code: FAILED_PRECONDITION.
+    """
+    ERROR_REASON_FRESH_SECOND_FACTOR_REQUIRED: _ErrorReason.ValueType  # 39
+    """The call needs a session whose second factor was proved recently
+    (CreateApiKey, within 10 minutes when two-factor login is on): log in
+    again with the code. Code: FAILED_PRECONDITION.
+    """
     ERROR_REASON_ARCHIVE_INVALID: _ErrorReason.ValueType  # 40
     """Custom bots, bots and backtests.
 
@@ -318,6 +342,30 @@ ERROR_REASON_API_KEY_SCOPE: ErrorReason.ValueType  # 33
 `bots:*` key reading backtests); metadata `requiredScope` names the scope
 the RPC needs (from its `the0.common.v1.access` option), `keyScopes` the
 key's. Code: PERMISSION_DENIED.
+"""
+ERROR_REASON_TOTP_CODE_INVALID: ErrorReason.ValueType  # 35
+"""Two-factor login (TOTP, docs/accounts.md).
+
+The TOTP code or recovery code is wrong, was already used (a code counts
+once), or is outside the ±1 step window. Wrong codes count as failed
+logins (RATE_LIMITED after too many). Code: UNAUTHENTICATED.
+"""
+ERROR_REASON_SECOND_FACTOR_CHALLENGE_INVALID: ErrorReason.ValueType  # 36
+"""The second-factor challenge of a Login is unknown, expired (5 minutes),
+already used or tried too often: log in again. Code: UNAUTHENTICATED.
+"""
+ERROR_REASON_TOTP_ALREADY_ENABLED: ErrorReason.ValueType  # 37
+"""Two-factor login is already on for this account; disable it first to
+enrol again. Code: FAILED_PRECONDITION.
+"""
+ERROR_REASON_TOTP_NOT_ENABLED: ErrorReason.ValueType  # 38
+"""Two-factor login is not on (or no enrolment was begun) for this account.
+Code: FAILED_PRECONDITION.
+"""
+ERROR_REASON_FRESH_SECOND_FACTOR_REQUIRED: ErrorReason.ValueType  # 39
+"""The call needs a session whose second factor was proved recently
+(CreateApiKey, within 10 minutes when two-factor login is on): log in
+again with the code. Code: FAILED_PRECONDITION.
 """
 ERROR_REASON_ARCHIVE_INVALID: ErrorReason.ValueType  # 40
 """Custom bots, bots and backtests.

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
@@ -88,6 +89,38 @@ class UserRow(Base):
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
     # When the address was verified (VerifyEmail); None until then.
     email_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Two-factor login (identity/two_factor.py): the TOTP secret, sealed under THE0_SECRETS_KEY
+    # (never in clear); pending while totp_enabled_at is None. totp_last_step is the time step of
+    # the last accepted code: a code counts once.
+    totp_secret: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    totp_enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class RecoveryCodeRow(Base):
+    """A single-use two-factor recovery code; only its SHA-256 is kept (80 random bits)."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class LoginChallengeRow(Base):
+    """The second step of a Login with two-factor login on; only the token's SHA-256 is kept."""
+
+    __tablename__ = "login_challenges"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    failed_attempts: Mapped[int] = mapped_column(default=0, server_default="0")
 
 
 class AccountTokenRow(Base):
@@ -123,6 +156,9 @@ class SessionRow(Base):
     client_address: Mapped[str] = mapped_column(String(64), default="", server_default="")
     # When the session last got tokens (login, then each refresh): no write per request.
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # When the session last proved a second factor (CompleteLogin, ConfirmTotpEnrollment):
+    # CreateApiKey wants it recent when two-factor login is on.
+    second_factor_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class RefreshTokenRow(Base):

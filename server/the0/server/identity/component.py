@@ -27,8 +27,11 @@ from the0.server.identity.service import ApiKeyService, AuthService, CredentialH
 from the0.server.identity.servicers import ApiKeyServicer, AuthServicer
 from the0.server.identity.throttle import ThrottleLimits, Throttles
 from the0.server.identity.tokens import AccessTokens
+from the0.server.identity.totp import TotpSecrets
+from the0.server.identity.two_factor import TwoFactor
 from the0.server.keys import key_ring
 from the0.server.nats_link import NatsLink
+from the0.server.secrets.box import config_secrets_for
 from the0.server.settings import Settings
 
 log = logging.getLogger("the0.identity")
@@ -71,11 +74,17 @@ class Identity:
             api_key_miss_cache_seconds=settings.api_key_miss_cache_seconds,
             last_used_flush_seconds=settings.api_key_last_used_flush_seconds,
         )
+        # TOTP secrets are sealed with the ring of bot-config secrets (THE0_SECRETS_KEY).
+        self.two_factor = TwoFactor(
+            sessions=sessions, passwords=self.passwords, throttles=self.throttles,
+            secrets=TotpSecrets(config_secrets_for(settings)), forget_profile=self._forget_user, audit=audit,
+        )
         self.auth_service = AuthService(
             sessions=sessions, passwords=self.passwords, tokens=tokens, revocations=self.revocations,
             throttles=self.throttles,
             refresh_token_ttl=settings.refresh_token_ttl, registration_enabled=settings.registration_enabled,
             page_tokens=page_tokens_for(settings, "sessions"), policy=policy, audit=audit, audit_log=audit_log,
+            two_factor=self.two_factor,
         )
         self.recovery = AccountRecovery(
             sessions=sessions, passwords=self.passwords, policy=policy, throttles=self.throttles,
@@ -93,7 +102,8 @@ class Identity:
             forget_user=self._forget_user, audit=audit, audit_log=audit_log,
         )
         self.admin_servicer = AdminServicer(self.admin_service)
-        self.auth_servicer = AuthServicer(self.auth_service, self.recovery, trusted_proxies=settings.trusted_proxies)
+        self.auth_servicer = AuthServicer(self.auth_service, self.recovery, self.two_factor,
+                                          trusted_proxies=settings.trusted_proxies)
         self.api_key_servicer = ApiKeyServicer(self.api_key_service)
         self.admin_ready = asyncio.Event()
 

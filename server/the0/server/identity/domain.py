@@ -26,6 +26,7 @@ class User:
     updated_at: datetime
     password_reset_required: bool = False
     email_verified: bool = False
+    two_factor_enabled: bool = False
 
     @classmethod
     def from_row(cls, row: UserRow) -> User:
@@ -35,6 +36,7 @@ class User:
             created_at=row.created_at, updated_at=row.updated_at,
             password_reset_required=bool(row.password_reset_required),
             email_verified=row.email_verified_at is not None,
+            two_factor_enabled=row.totp_enabled_at is not None,
         )
 
 
@@ -45,6 +47,7 @@ class IssuedTokens:
     access_token_expires_at: datetime
     refresh_token: str
     refresh_token_expires_at: datetime
+    session_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

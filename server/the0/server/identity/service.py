@@ -58,6 +58,16 @@ from the0.server.identity.repository import (
 from the0.server.identity.revocations import Revocations
 from the0.server.identity.throttle import Reservation, Throttles
 from the0.server.identity.tokens import AccessTokens, hash_refresh_token, new_refresh_token
+from the0.server.identity.totp import hash_challenge_token
+from the0.server.identity.two_factor import (
+    CHALLENGE_MAX_FAILURES,
+    SecondFactor,
+    SecondFactorChallenge,
+    TwoFactor,
+    challenge_invalid,
+    code_invalid,
+)
+from the0.server.identity.two_factor_repository import TwoFactorRepository
 from the0.server.pagination import Cursor, PageTokens, page_size
 
 log = logging.getLogger("the0.identity")
@@ -104,8 +114,10 @@ class AuthService:
         page_tokens: PageTokens,
         audit: AuditTrail,
         audit_log: AuditLog,
+        two_factor: TwoFactor,
         policy: PasswordPolicy | None = None,
     ) -> None:
+        self._two_factor = two_factor
         self._page_tokens = page_tokens
         self._audit = audit
         self._audit_log = audit_log
@@ -159,7 +171,9 @@ class AuthService:
         log.info("user registered", extra={"userId": user.id})
         return tokens
 
-    async def login(self, email: str, password: str, *, client_address: str, user_agent: str = "") -> IssuedTokens:
+    async def login(self, email: str, password: str, *, client_address: str, user_agent: str = ""
+                    ) -> IssuedTokens | SecondFactorChallenge:
+        """Tokens; or, for an account with two-factor login, a challenge for ``complete_login``."""
         email = normalise_email(email)
         violations = [FieldViolation(f, "is required") for f, v in (("email", email), ("password", password)) if not v]
         if len(password) > PASSWORD_MAX:
@@ -199,6 +213,11 @@ class AuthService:
             now = _now()
             if new_hash is not None and user.password_hash == found.password_hash:
                 user.password_hash = new_hash
+            if user.totp_enabled_at is not None:  # the password alone never starts a session
+                challenge = await self._two_factor.issue_challenge(db, user, now)
+                await db.commit()
+                await self._throttles.succeeded(reservation)
+                return challenge
             user.last_login_at = now
             tokens = await self._start_session(db, user, now, user_agent=user_agent, client_address=client_address,
                                                how="password")
@@ -220,6 +239,50 @@ class AuthService:
                 details["email"] = email[:254]
             self._audit.record(db, "login.failed", actor=None, subject_user_id=user_id, details=details)
             await db.commit()
+
+    async def complete_login(self, challenge_token: str, factor: SecondFactor, *, client_address: str,
+                             user_agent: str = "") -> IssuedTokens:
+        """The second step of a login: the challenge and a TOTP or recovery code give the tokens."""
+        violations = factor.violations()
+        if not challenge_token:
+            violations.insert(0, FieldViolation("challengeToken", "is required"))
+        if violations:
+            raise InvalidArgument("the request has invalid fields", violations=violations)
+        token_hash = hash_challenge_token(challenge_token)
+        async with self._sessions() as db:
+            challenge = await TwoFactorRepository(db).find_challenge(token_hash)
+            now = _now()
+            if (challenge is None or challenge.used_at is not None or challenge.expires_at <= now
+                    or challenge.failed_attempts >= CHALLENGE_MAX_FAILURES):
+                raise challenge_invalid()
+            challenge_id = challenge.id
+            found = await UserRepository(db).get(challenge.user_id)
+        if found is None or not found.active or found.totp_enabled_at is None:
+            raise challenge_invalid()
+        # A code is a password too: counted per account and address before it is checked.
+        reservation = await self._throttles.reserve_login(found.email, client_address)
+        async with self._sessions() as db:
+            repo = TwoFactorRepository(db)
+            user = await UserRepository(db).get_for_update(found.id)
+            now = _now()
+            if user is None or not user.active or user.totp_enabled_at is None:
+                raise challenge_invalid()
+            if not await self._two_factor.accept(db, user, factor, now):
+                await db.rollback()
+                await repo.count_failure(challenge_id)
+                await db.commit()
+                await self._login_failed(found.email, found.id, "TOTP_CODE_INVALID")
+                raise code_invalid()
+            if not await repo.claim_challenge(challenge_id, now):  # used by a racing request, or expired
+                raise challenge_invalid()
+            user.last_login_at = now
+            tokens = await self._start_session(db, user, now, user_agent=user_agent, client_address=client_address,
+                                               how="recovery-code" if factor.recovery_code else "totp")
+            await repo.mark_second_factor(tokens.session_id, now)
+            await db.commit()
+        self._profiles[user.id] = User.from_row(user)
+        await self._throttles.succeeded(reservation)
+        return tokens
 
     async def _hash_or_refund(self, password: str, reservation: Reservation) -> str:
         try:
@@ -347,7 +410,7 @@ class AuthService:
         refresh = new_refresh_token()
         refresh_expires = now + self._refresh_ttl
         SessionRepository(db).add_refresh_token(session_id, hash_refresh_token(refresh), now, refresh_expires)
-        return IssuedTokens(User.from_row(user), access, access_expires, refresh, refresh_expires)
+        return IssuedTokens(User.from_row(user), access, access_expires, refresh, refresh_expires, session_id)
 
 
 def validate_registration(form: Registration, email: str, policy: PasswordPolicy | None = None) -> list[FieldViolation]:
@@ -421,6 +484,8 @@ class ApiKeyService:
         normalised = key_scopes.normalise(scopes)
         secret = api_key_secrets.new_secret()
         async with self._sessions() as db:
+            # A key outlives the session: minting one needs the second factor, recently.
+            await TwoFactor.require_fresh(db, principal, now)
             keys = ApiKeyRepository(db, principal.user_id)
             if await keys.name_taken(name):
                 raise AlreadyExists("you already have an API key with this name", metadata={"name": name})

@@ -16,6 +16,7 @@ from the0.server.identity.domain import ApiKey, IssuedTokens, SessionInfo, User
 from the0.server.identity.principal import current_principal
 from the0.server.identity.recovery import AccountRecovery
 from the0.server.identity.service import ApiKeyService, AuthService, Registration
+from the0.server.identity.two_factor import SecondFactor, SecondFactorChallenge, TwoFactor
 from the0.server.proto_values import to_struct
 from the0.server.proto_values import to_timestamp as _timestamp
 from the0.server.settings import IPNetwork
@@ -35,6 +36,7 @@ def user_to_proto(user: User) -> user_pb2.User:
         last_name=user.last_name, role=_ROLES[user.role], active=user.active,
         create_time=_timestamp(user.created_at), update_time=_timestamp(user.updated_at),
         password_reset_required=user.password_reset_required, email_verified=user.email_verified,
+        two_factor_enabled=user.two_factor_enabled,
     )
     if user.last_login_at is not None:
         message.last_login_time.CopyFrom(_timestamp(user.last_login_at))
@@ -50,6 +52,17 @@ def tokens_to_proto(tokens: IssuedTokens) -> auth_service_pb2.AuthTokens:
         refresh_token_expire_time=_timestamp(tokens.refresh_token_expires_at),
         token_type="Bearer",
     )
+
+
+_METHODS = {"totp": auth_service_pb2.SECOND_FACTOR_METHOD_TOTP,
+            "recovery_code": auth_service_pb2.SECOND_FACTOR_METHOD_RECOVERY_CODE}
+
+
+def challenge_to_proto(challenge: SecondFactorChallenge) -> auth_service_pb2.AuthTokens:
+    """Login's answer when a second factor is needed: no tokens, no profile, only the challenge."""
+    return auth_service_pb2.AuthTokens(second_factor=auth_service_pb2.SecondFactorChallenge(
+        challenge_token=challenge.challenge_token, expire_time=_timestamp(challenge.expires_at),
+        methods=[_METHODS[m] for m in challenge.methods]))
 
 
 def session_to_proto(session: SessionInfo) -> auth_service_pb2.Session:
@@ -103,8 +116,9 @@ def client_address(context: grpc.aio.ServicerContext[Any, Any], trusted_proxies:
 
 
 class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
-    def __init__(self, service: AuthService, recovery: AccountRecovery, *,
+    def __init__(self, service: AuthService, recovery: AccountRecovery, two_factor: TwoFactor, *,
                  trusted_proxies: Sequence[IPNetwork]) -> None:
+        self._two_factor = two_factor
         self._service = service
         self._recovery = recovery
         self._trusted_proxies = tuple(trusted_proxies)
@@ -128,10 +142,54 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         context: grpc.aio.ServicerContext[auth_service_pb2.LoginRequest, auth_service_pb2.AuthTokens],
     ) -> auth_service_pb2.AuthTokens:
         validate_request(request)
-        tokens = await self._service.login(request.email, request.password,
+        answer = await self._service.login(request.email, request.password,
                                            client_address=client_address(context, self._trusted_proxies),
                                            user_agent=user_agent(context))
+        if isinstance(answer, SecondFactorChallenge):
+            return challenge_to_proto(answer)
+        return tokens_to_proto(answer)
+
+    async def CompleteLogin(
+        self,
+        request: auth_service_pb2.CompleteLoginRequest,
+        context: grpc.aio.ServicerContext[auth_service_pb2.CompleteLoginRequest, auth_service_pb2.AuthTokens],
+    ) -> auth_service_pb2.AuthTokens:
+        validate_request(request)
+        tokens = await self._service.complete_login(
+            request.challenge_token, SecondFactor(code=request.code, recovery_code=request.recovery_code),
+            client_address=client_address(context, self._trusted_proxies), user_agent=user_agent(context))
         return tokens_to_proto(tokens)
+
+    async def BeginTotpEnrollment(
+        self,
+        request: auth_service_pb2.BeginTotpEnrollmentRequest,
+        context: grpc.aio.ServicerContext[auth_service_pb2.BeginTotpEnrollmentRequest, auth_service_pb2.TotpEnrollment],
+    ) -> auth_service_pb2.TotpEnrollment:
+        enrollment = await self._two_factor.begin_enrollment(current_principal())
+        return auth_service_pb2.TotpEnrollment(secret=enrollment.secret,
+                                               provisioning_uri=enrollment.provisioning_uri)
+
+    async def ConfirmTotpEnrollment(
+        self,
+        request: auth_service_pb2.ConfirmTotpEnrollmentRequest,
+        context: grpc.aio.ServicerContext[auth_service_pb2.ConfirmTotpEnrollmentRequest, auth_service_pb2.ConfirmTotpEnrollmentResponse],
+    ) -> auth_service_pb2.ConfirmTotpEnrollmentResponse:
+        validate_request(request)
+        codes = await self._two_factor.confirm_enrollment(
+            current_principal(), request.code, client_address=client_address(context, self._trusted_proxies))
+        return auth_service_pb2.ConfirmTotpEnrollmentResponse(recovery_codes=codes)
+
+    async def DisableTotp(
+        self,
+        request: auth_service_pb2.DisableTotpRequest,
+        context: grpc.aio.ServicerContext[auth_service_pb2.DisableTotpRequest, auth_service_pb2.DisableTotpResponse],
+    ) -> auth_service_pb2.DisableTotpResponse:
+        validate_request(request)
+        await self._two_factor.disable(
+            current_principal(), request.password,
+            SecondFactor(code=request.code, recovery_code=request.recovery_code),
+            client_address=client_address(context, self._trusted_proxies))
+        return auth_service_pb2.DisableTotpResponse()
 
     async def RefreshToken(
         self,

@@ -72,11 +72,23 @@ def register(
 def login(
     email: Annotated[str | None, typer.Option(help="Your email address (asked for when not given).")] = None,
     password_stdin: PasswordStdin = False,
+    code: Annotated[str | None, typer.Option(
+        "--code", help="With two-factor login on: the app's current code (asked for when not given).")] = None,
+    recovery_code: Annotated[str | None, typer.Option(
+        "--recovery-code", help="With two-factor login on: an unused recovery code instead.")] = None,
 ) -> None:
     """Log in; the session (refreshed on its own as it expires) and --url are saved in the profile."""
     address = _email(email)
     password = _password(password_stdin)
-    tokens = current().client.login(address, password)
+    client = current().client
+    tokens = client.login(address, password)
+    if tokens.HasField("second_factor"):  # two-factor login: the password alone gives no session
+        # Imported here: two_factor imports this module (the password prompt).
+        from the0.client.cli.commands.two_factor import given_factor
+
+        factor_code, factor_recovery = given_factor(code, recovery_code)
+        tokens = client.complete_login(tokens.second_factor.challenge_token, code=factor_code,
+                                       recovery_code=factor_recovery)
     _signed_in(tokens, "Logged in")
 
 
