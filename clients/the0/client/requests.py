@@ -9,6 +9,7 @@ from typing import Any
 
 from google.protobuf import field_mask_pb2
 
+from the0.admin.v1 import admin_service_pb2
 from the0.api_key.v1 import api_key_pb2, api_key_service_pb2
 from the0.auth.v1 import auth_service_pb2
 from the0.backtest.v1 import backtest_pb2, backtest_service_pb2
@@ -100,3 +101,9 @@ def create_backtest(name: str, config: dict[str, Any], request_id: str | None
 
 def list_backtests(page_size: int, page_token: str, state: int) -> backtest_service_pb2.ListBacktestsRequest:
     return backtest_service_pb2.ListBacktestsRequest(page_size=page_size, page_token=page_token, state=state)  # type: ignore[arg-type]
+
+
+def list_users(query: str, state: int, role: int, page_size: int, page_token: str
+               ) -> admin_service_pb2.ListUsersRequest:
+    return admin_service_pb2.ListUsersRequest(query=query, state=state, role=role,  # type: ignore[arg-type]
+                                              page_size=page_size, page_token=page_token)

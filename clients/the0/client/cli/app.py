@@ -11,10 +11,22 @@ from typing import Annotated
 import typer
 
 from the0.client.cli import runtime
-from the0.client.cli.commands import api_keys, auth, backtests, bots, config, custom_bots, health
+from the0.client.cli.commands import (
+    admin,
+    api_keys,
+    auth,
+    backtests,
+    bots,
+    config,
+    custom_bots,
+    email,
+    health,
+    passwords,
+    sessions,
+)
 from the0.client.cli.failures import EXIT_CODES
 
-GROUPS = (auth, api_keys, custom_bots, bots, backtests, config, health)
+GROUPS = (auth, passwords, email, sessions, api_keys, custom_bots, bots, backtests, config, health, admin)
 
 EPILOG = "Exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items()) + "."
 
