@@ -191,3 +191,28 @@ async def test_the_asyncio_client_has_the_account_methods(stack: Any) -> None:
         assert changed.sessions_revoked == 0
         ended = await client.logout_everywhere()
         assert ended.sessions_revoked == 1 and client.credentials.access_token is None
+
+
+async def test_account_delete_asks_for_the_email_then_the_password_and_frees_the_address(stack, tmp_path):
+    ada, email = await signed_up(tmp_path / "ada", stack.grpc_target)
+    await ada.ok("api-keys", "create", "laptop", "--save")
+    unconfirmed = await ada.run("account", "delete", "--password-stdin", stdin=PASSWORD + "\n")
+    assert unconfirmed.code == 10 and "--yes" in unconfirmed.error_line
+    wrong = await ada.run("account", "delete", "--yes", "--password-stdin", stdin="not my password\n")
+    assert wrong.code == 3 and "[INVALID_CREDENTIALS]" in wrong.error_line
+
+    # At a terminal: the email must be typed; a wrong one changes nothing.
+    code, _ = await in_pty(ada.spawn("account", "delete"), [("Type the email to confirm: ", "someone@else.com")])
+    assert code == 10
+    code, output = await in_pty(ada.spawn("account", "delete"), [
+        ("Type the email to confirm: ", email), ("Password: ", PASSWORD)])
+    assert code == 0 and f"Deleted account {email}" in output and PASSWORD not in output
+    assert not {"accessToken", "refreshToken", "apiKey", "apiKeyId"} & set(ada.saved())
+    gone = await ada.run("whoami")
+    assert gone.code == 3 and "the0 login" in gone.error_line
+
+    again = Person(tmp_path / "ada-again", url=stack.grpc_target)
+    await again.ok("register", "--email", email, "--username", f"u{uuid.uuid4().hex[:10]}", "--password-stdin",
+                   stdin=PASSWORD + "\n")
+    done = (await again.ok("account", "delete", "--yes", "--password-stdin", stdin=PASSWORD + "\n")).json()
+    assert done["sessionsRevoked"] == 1

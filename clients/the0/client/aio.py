@@ -219,6 +219,16 @@ class AsyncThe0Client:
     async def verify_email(self, token: str) -> user_pb2.User:
         return await self._unary(self._auth.VerifyEmail, auth_service_pb2.VerifyEmailRequest(token=token))
 
+    async def delete_account(self, password: str, *, totp_code: str | None = None
+                       ) -> auth_service_pb2.DeleteAccountResponse:
+        """Deletes the account for good (docs/accounts.md says what goes); the client forgets its session.
+        ``totp_code`` is reserved for two-factor authentication (ignored until it lands)."""
+        request = auth_service_pb2.DeleteAccountRequest(password=password, totp_code=totp_code)
+        done = await self._unary(self._auth.DeleteAccount, request, session=True)
+        self.credentials.forget_session()
+        self.credentials.api_key = None
+        return done
+
     # -- sessions (a session is needed) -------------------------------------------------
 
     async def list_sessions(self, *, page_size: int = 0, page_token: str = "") -> auth_service_pb2.ListSessionsResponse:

@@ -12,6 +12,7 @@ import typer
 
 from the0.client.cli import runtime
 from the0.client.cli.commands import (
+    account,
     admin,
     api_keys,
     auth,
@@ -26,7 +27,7 @@ from the0.client.cli.commands import (
 )
 from the0.client.cli.failures import EXIT_CODES
 
-GROUPS = (auth, passwords, email, sessions, api_keys, custom_bots, bots, backtests, config, health, admin)
+GROUPS = (auth, passwords, email, sessions, account, api_keys, custom_bots, bots, backtests, config, health, admin)
 
 EPILOG = "Exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items()) + "."
 

@@ -443,6 +443,78 @@ class ChangePasswordResponse(_message.Message):
 Global___ChangePasswordResponse: _TypeAlias = ChangePasswordResponse  # noqa: Y015
 
 @_typing.final
+class DeleteAccountRequest(_message.Message):
+    """Request of AuthService.DeleteAccount."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    TOTP_CODE_FIELD_NUMBER: _builtins.int
+    password: _builtins.str
+    """The account's password, at most 1,024 characters."""
+    totp_code: _builtins.str
+    """Reserved for two-factor authentication (being built): ignored today,
+    required for accounts with 2FA once it lands. 6 to 10 characters.
+    """
+    def __init__(
+        self,
+        *,
+        password: _builtins.str = ...,
+        totp_code: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_totp_code", b"_totp_code", "totp_code", b"totp_code"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_totp_code", b"_totp_code", "password", b"password", "totp_code", b"totp_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__totp_code: _TypeAlias = _typing.Literal["totp_code"]  # noqa: Y015
+    _WhichOneofArgType__totp_code: _TypeAlias = _typing.Literal["_totp_code", b"_totp_code"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__totp_code) -> _WhichOneofReturnType__totp_code | None: ...
+
+Global___DeleteAccountRequest: _TypeAlias = DeleteAccountRequest  # noqa: Y015
+
+@_typing.final
+class DeleteAccountResponse(_message.Message):
+    """Response of AuthService.DeleteAccount."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOTS_STOPPED_FIELD_NUMBER: _builtins.int
+    BOTS_DELETED_FIELD_NUMBER: _builtins.int
+    BACKTESTS_DELETED_FIELD_NUMBER: _builtins.int
+    CUSTOM_BOTS_DELETED_FIELD_NUMBER: _builtins.int
+    API_KEYS_REVOKED_FIELD_NUMBER: _builtins.int
+    SESSIONS_REVOKED_FIELD_NUMBER: _builtins.int
+    bots_stopped: _builtins.int
+    """How many bots were running (or deploying) and were told to stop."""
+    bots_deleted: _builtins.int
+    """How many bots were deleted."""
+    backtests_deleted: _builtins.int
+    """How many backtests were deleted (running ones cancelled first)."""
+    custom_bots_deleted: _builtins.int
+    """How many custom-bot versions were deleted."""
+    api_keys_revoked: _builtins.int
+    """How many API keys were revoked."""
+    sessions_revoked: _builtins.int
+    """How many sessions were ended (the caller's included)."""
+    def __init__(
+        self,
+        *,
+        bots_stopped: _builtins.int = ...,
+        bots_deleted: _builtins.int = ...,
+        backtests_deleted: _builtins.int = ...,
+        custom_bots_deleted: _builtins.int = ...,
+        api_keys_revoked: _builtins.int = ...,
+        sessions_revoked: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_keys_revoked", b"api_keys_revoked", "backtests_deleted", b"backtests_deleted", "bots_deleted", b"bots_deleted", "bots_stopped", b"bots_stopped", "custom_bots_deleted", b"custom_bots_deleted", "sessions_revoked", b"sessions_revoked"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteAccountResponse: _TypeAlias = DeleteAccountResponse  # noqa: Y015
+
+@_typing.final
 class RequestPasswordResetRequest(_message.Message):
     """Request of AuthService.RequestPasswordReset."""
 

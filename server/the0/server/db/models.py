@@ -88,6 +88,9 @@ class UserRow(Base):
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
     # When the address was verified (VerifyEmail); None until then.
     email_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # When the owner deleted the account (DeleteAccount): the row stays, anonymised and disabled, so
+    # nothing else can take its id; None for a live account.
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class AccountTokenRow(Base):

@@ -11,6 +11,7 @@ import grpc.aio
 
 from the0.api_key.v1 import api_key_pb2, api_key_service_pb2, api_key_service_pb2_grpc
 from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc, user_pb2
+from the0.server.identity.deletion import AccountDeletion
 from the0.server.identity.domain import ApiKey, IssuedTokens, SessionInfo, User
 from the0.server.identity.principal import current_principal
 from the0.server.identity.recovery import AccountRecovery
@@ -123,10 +124,11 @@ def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address, networks: S
 
 
 class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
-    def __init__(self, service: AuthService, recovery: AccountRecovery, *,
+    def __init__(self, service: AuthService, recovery: AccountRecovery, deletion: AccountDeletion, *,
                  trusted_proxies: Sequence[IPNetwork]) -> None:
         self._service = service
         self._recovery = recovery
+        self._deletion = deletion
         self._trusted_proxies = tuple(trusted_proxies)
 
     async def Register(
@@ -245,6 +247,20 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         user = await self._recovery.verify_email(request.token)
         self._service.forget_profile(user.id)
         return user_to_proto(user)
+
+    async def DeleteAccount(
+        self,
+        request: auth_service_pb2.DeleteAccountRequest,
+        context: grpc.aio.ServicerContext[auth_service_pb2.DeleteAccountRequest, auth_service_pb2.DeleteAccountResponse],
+    ) -> auth_service_pb2.DeleteAccountResponse:
+        validate_request(request)
+        done = await self._deletion.delete_account(
+            current_principal(), request.password, request.totp_code if request.HasField("totp_code") else None,
+            client_address=client_address(context, self._trusted_proxies))
+        return auth_service_pb2.DeleteAccountResponse(
+            bots_stopped=done["botsStopped"], bots_deleted=done["botsDeleted"],
+            backtests_deleted=done["backtestsDeleted"], custom_bots_deleted=done["customBotsDeleted"],
+            api_keys_revoked=done["apiKeysRevoked"], sessions_revoked=done["sessionsRevoked"])
 
     async def GetCurrentUser(
         self,
