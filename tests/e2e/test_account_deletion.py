@@ -19,12 +19,12 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from sqlalchemy import select
 
 from tests.e2e.test_admin import ADMIN_EMAIL, ADMIN_PASSWORD, Account, admin_of, login, refused, register
-from tests.e2e.test_bots import create, fake_runtime, rest_error, rpc_error, wait_for_state
+from tests.e2e.test_bots import create, fake_runtime, struct, rest_error, rpc_error, wait_for_state
 from tests.fixtures.accounts import PASSWORD
-from tests.integration.test_bots_support import add_custom_bot
+from tests.integration.test_backtests_support import add_backtestable_bot, backtest_config
 from the0.admin.v1 import admin_service_pb2
 from the0.auth.v1 import auth_service_pb2
-from the0.backtest.v1 import backtest_service_pb2_grpc
+from the0.backtest.v1 import backtest_pb2, backtest_service_pb2, backtest_service_pb2_grpc
 from the0.bot.v1 import bot_pb2, bot_service_pb2, bot_service_pb2_grpc
 from the0.server.backtests.models import BacktestRow
 from the0.server.bots.models import BotRow
@@ -83,11 +83,13 @@ async def test_deletion_stops_the_running_bot_ends_every_credential_and_frees_th
         stack: Any, sessions: Any, nats_client: Any) -> None:
     account = await register(stack.channel)
     owner = BotOwner(account, stack.channel)
-    await add_custom_bot(sessions, owner.id)
+    await add_backtestable_bot(sessions, owner.id)
     bot = await create(owner)
     idle = await create(owner, name="a draft")
     other_session = await login(stack.channel, account.email, PASSWORD)
     key = await account.api_key()
+    backtest = await owner.backtests.CreateBacktest(backtest_service_pb2.CreateBacktestRequest(
+        backtest=backtest_pb2.Backtest(name="bt", config=struct(backtest_config()))), metadata=owner.metadata)
 
     async with fake_runtime(nats_client, {bot.id, idle.id}) as seen:
         await owner.bots.DeployBot(bot_service_pb2.DeployBotRequest(id=bot.id), metadata=owner.metadata)
@@ -98,7 +100,7 @@ async def test_deletion_stops_the_running_bot_ends_every_credential_and_frees_th
                 await asyncio.sleep(0.05)
     [stop] = [e for e in seen if e["type"] == "bot.stop-requested"]
     assert stop["data"]["botId"] == bot.id and stop["data"]["reason"] == "account-deleted"
-    assert (deleted.bots_stopped, deleted.bots_deleted, deleted.backtests_deleted) == (1, 2, 0)
+    assert (deleted.bots_stopped, deleted.bots_deleted, deleted.backtests_deleted) == (1, 2, 1)
     assert (deleted.api_keys_revoked, deleted.sessions_revoked, deleted.custom_bots_deleted) == (1, 2, 1)
 
     # Nothing of the account works any more: its access tokens, other sessions, refresh tokens, keys.
@@ -123,6 +125,8 @@ async def test_deletion_stops_the_running_bot_ends_every_credential_and_frees_th
         open_sessions = (await db.scalars(select(SessionRow).where(
             SessionRow.user_id == account.id, SessionRow.revoked_at.is_(None)))).all()
         assert open_sessions == []
+        [cancel] = (await db.scalars(select(OutboxRow).where(OutboxRow.type == "backtest.cancel-requested"))).all()
+        assert cancel.data["backtestId"] == backtest.id  # the runtime stops a pending backtest too
         [event] = (await db.scalars(select(OutboxRow).where(OutboxRow.type == "user.deleted"))).all()
         assert event.data == {"userId": account.id}  # the platform needs no personal data to clean up
 
