@@ -19,7 +19,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from sqlalchemy import select
 
 from tests.e2e.test_admin import ADMIN_EMAIL, ADMIN_PASSWORD, Account, admin_of, login, refused, register
-from tests.e2e.test_bots import create, fake_runtime, struct, rest_error, rpc_error, wait_for_state
+from tests.e2e.test_bots import create, fake_runtime, rest_error, rpc_error, struct, wait_for_state
 from tests.fixtures.accounts import PASSWORD
 from tests.integration.test_backtests_support import add_backtestable_bot, backtest_config
 from the0.admin.v1 import admin_service_pb2
