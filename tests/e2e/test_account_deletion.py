@@ -18,7 +18,7 @@ import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from sqlalchemy import select
 
-from tests.e2e.test_admin import ADMIN_EMAIL, ADMIN_PASSWORD, Account, admin_of, login, refused, register
+from tests.e2e.test_admin import ADMIN_EMAIL, ADMIN_PASSWORD, Account, admin_of, eventually, login, refused, register
 from tests.e2e.test_bots import create, fake_runtime, rest_error, rpc_error, struct, wait_for_state
 from tests.fixtures.accounts import PASSWORD
 from tests.integration.test_backtests_support import add_backtestable_bot, backtest_config
@@ -176,3 +176,21 @@ async def test_an_admin_cannot_delete_their_account_and_a_deleted_one_cannot_be_
     assert code == grpc.StatusCode.NOT_FOUND
     seen = await admin.admin.GetUser(admin_service_pb2.GetUserRequest(id=user.id), metadata=admin.metadata)
     assert not seen.active and seen.email.endswith(".invalid") and str(uuid.UUID(seen.id)) == user.id
+
+
+async def test_a_deleted_accounts_tokens_and_keys_stop_on_every_replica_within_a_second(stack_factory: Any) -> None:
+    # Only the NATS fan-out can be that quick: the database re-read is slower than the bound.
+    replica_a = await stack_factory(revocation_sync_seconds=30.0)
+    replica_b = await stack_factory(revocation_sync_seconds=30.0)
+    for replica in (replica_a, replica_b):
+        await asyncio.wait_for(replica.app.identity.revocations.listening.wait(), 10)
+    user = await register(replica_a.channel)
+    key = await user.api_key()
+    on_b = user.on(replica_b.channel)
+    await on_b.auth.GetCurrentUser(ME, metadata=key)  # the key is cached on B
+    await on_b.auth.GetCurrentUser(ME, metadata=user.metadata)
+
+    await user.auth.DeleteAccount(delete(PASSWORD), metadata=user.metadata)  # on A
+    took_jwt = await eventually(lambda: refused(on_b.auth.GetCurrentUser(ME, metadata=user.metadata)), 1.0)
+    took_key = await eventually(lambda: refused(on_b.auth.GetCurrentUser(ME, metadata=key)), 1.0)
+    assert took_jwt < 1.0 and took_key < 1.0
