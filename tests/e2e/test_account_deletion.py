@@ -18,7 +18,16 @@ import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from sqlalchemy import select
 
-from tests.e2e.test_admin import ADMIN_EMAIL, ADMIN_PASSWORD, Account, admin_of, eventually, login, refused, register
+from tests.e2e.test_admin import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    Account,
+    admin_of,
+    eventually,
+    login,
+    refused,
+    register,
+)
 from tests.e2e.test_bots import create, fake_runtime, rest_error, rpc_error, struct, wait_for_state
 from tests.fixtures.accounts import PASSWORD
 from tests.integration.test_backtests_support import add_backtestable_bot, backtest_config
