@@ -12,6 +12,7 @@ docs/accounts.md.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
@@ -44,12 +45,14 @@ UNUSABLE_PASSWORD_HASH = "!account-deleted"
 DELETED_EMAIL_DOMAIN = "deleted.invalid"  # RFC 2606: can never be a real address
 
 
-def anonymous_email(user_id: str) -> str:
-    return f"deleted-{user_id}@{DELETED_EMAIL_DOMAIN}"
+# Random, not derived from the id: someone who knows an id must not be able to register the
+# anonymous email or username first and so make the deletion fail on a unique index.
+def anonymous_email() -> str:
+    return f"deleted-{secrets.token_hex(16)}@{DELETED_EMAIL_DOMAIN}"
 
 
-def anonymous_username(user_id: str) -> str:
-    return f"deleted-{user_id.replace('-', '')}"
+def anonymous_username() -> str:
+    return f"deleted-{secrets.token_hex(16)}"  # 40 characters, within the 50 allowed
 
 
 class AccountDeletion:
@@ -123,8 +126,8 @@ class AccountDeletion:
             ended = await SessionRepository(db).revoke_all_of_user(user_id, now, "ACCOUNT_DELETED")
             await db.execute(update(AccountTokenRow).where(AccountTokenRow.user_id == user_id,
                                                            AccountTokenRow.used_at.is_(None)).values(used_at=now))
-            row.email = anonymous_email(user_id)
-            row.username = anonymous_username(user_id)
+            row.email = anonymous_email()
+            row.username = anonymous_username()
             row.first_name = row.last_name = ""
             row.password_hash = UNUSABLE_PASSWORD_HASH
             row.email_verified_at = None
