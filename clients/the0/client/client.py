@@ -24,7 +24,7 @@ from typing import Any, Self, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from the0.admin.v1 import admin_service_pb2_grpc
+from the0.admin.v1 import admin_service_pb2, admin_service_pb2_grpc
 from the0.api_key.v1 import api_key_pb2, api_key_service_pb2, api_key_service_pb2_grpc
 from the0.auth.v1 import audit_event_pb2, auth_service_pb2, auth_service_pb2_grpc, user_pb2
 from the0.backtest.v1 import backtest_pb2, backtest_service_pb2, backtest_service_pb2_grpc
@@ -253,6 +253,96 @@ class The0Client:
                               until: datetime | None = None) -> Iterator[audit_event_pb2.AuditEvent]:
         return self._pages(lambda token: self.list_all_audit_events(
             user_id=user_id, type=type, since=since, until=until, page_token=token), "audit_events")
+
+    # -- passwords and email (ChangePassword and RequestEmailVerification need a session) --------
+
+    def change_password(self, current_password: str, new_password: str) -> auth_service_pb2.ChangePasswordResponse:
+        """Needs the current password; every *other* session ends (``sessions_revoked`` says how many)."""
+        request = auth_service_pb2.ChangePasswordRequest(current_password=current_password, new_password=new_password)
+        return self._unary(self._auth.ChangePassword, request, session=True)
+
+    def request_password_reset(self, email: str) -> None:
+        """Mails a reset token if the address has an active account (the answer never says whether)."""
+        self._unary(self._auth.RequestPasswordReset, auth_service_pb2.RequestPasswordResetRequest(email=email))
+
+    def reset_password(self, token: str, new_password: str) -> None:
+        """Sets the password with a mailed token (single use); every session of the account ends."""
+        request = auth_service_pb2.ResetPasswordRequest(token=token, new_password=new_password)
+        self._unary(self._auth.ResetPassword, request)
+
+    def request_email_verification(self) -> None:
+        request = auth_service_pb2.RequestEmailVerificationRequest()
+        self._unary(self._auth.RequestEmailVerification, request, session=True)
+
+    def verify_email(self, token: str) -> user_pb2.User:
+        return self._unary(self._auth.VerifyEmail, auth_service_pb2.VerifyEmailRequest(token=token))
+
+    def delete_account(self, password: str, *, code: str = "", recovery_code: str = ""
+                       ) -> auth_service_pb2.DeleteAccountResponse:
+        """Deletes the account for good (docs/accounts.md says what goes); the client forgets its session.
+        With two-factor login on, a current ``code`` (or a ``recovery_code``) is needed too."""
+        request = auth_service_pb2.DeleteAccountRequest(password=password, code=code, recovery_code=recovery_code)
+        done = self._unary(self._auth.DeleteAccount, request, session=True)
+        self.credentials.forget_session()
+        self.credentials.api_key = None
+        return done
+
+    # -- sessions (a session is needed) -------------------------------------------------
+
+    def list_sessions(self, *, page_size: int = 0, page_token: str = "") -> auth_service_pb2.ListSessionsResponse:
+        request = auth_service_pb2.ListSessionsRequest(page_size=page_size, page_token=page_token)
+        return self._unary(self._auth.ListSessions, request, session=True)
+
+    def iter_sessions(self) -> Iterator[auth_service_pb2.Session]:
+        return self._pages(lambda token: self.list_sessions(page_token=token), "sessions")
+
+    def revoke_session(self, session_id: str) -> None:
+        self._unary(self._auth.RevokeSession, auth_service_pb2.RevokeSessionRequest(id=session_id), session=True)
+
+    def logout_everywhere(self, *, keep_current: bool = False) -> auth_service_pb2.LogoutEverywhereResponse:
+        """Ends every session of the account (or all but this one); API keys keep working."""
+        request = auth_service_pb2.LogoutEverywhereRequest(keep_current=keep_current)
+        response = self._unary(self._auth.LogoutEverywhere, request, session=True)
+        if not keep_current:
+            self.credentials.forget_session()
+        return response
+
+    # -- administration (an admin's session is needed) ----------------------------------------
+
+    def list_users(self, *, query: str = "", state: int = 0, role: int = 0, page_size: int = 0,
+                   page_token: str = "") -> admin_service_pb2.ListUsersResponse:
+        request = requests.list_users(query, state, role, page_size, page_token)
+        return self._unary(self._admin.ListUsers, request, session=True)
+
+    def iter_users(self, *, query: str = "", state: int = 0, role: int = 0) -> Iterator[user_pb2.User]:
+        return self._pages(lambda token: self.list_users(query=query, state=state, role=role, page_token=token),
+                           "users")
+
+    def get_user(self, user_id: str) -> user_pb2.User:
+        return self._unary(self._admin.GetUser, admin_service_pb2.GetUserRequest(id=user_id), session=True)
+
+    def disable_user(self, user_id: str) -> user_pb2.User:
+        return self._unary(self._admin.DisableUser, admin_service_pb2.DisableUserRequest(id=user_id), session=True)
+
+    def enable_user(self, user_id: str) -> user_pb2.User:
+        return self._unary(self._admin.EnableUser, admin_service_pb2.EnableUserRequest(id=user_id), session=True)
+
+    def force_password_reset(self, user_id: str) -> admin_service_pb2.ForcePasswordResetResponse:
+        request = admin_service_pb2.ForcePasswordResetRequest(id=user_id)
+        return self._unary(self._admin.ForcePasswordReset, request, session=True)
+
+    def set_user_role(self, user_id: str, role: int) -> user_pb2.User:
+        request = admin_service_pb2.SetUserRoleRequest(id=user_id, role=role)  # type: ignore[arg-type]
+        return self._unary(self._admin.SetUserRole, request, session=True)
+
+    def list_custom_bot_review_queue(self, *, page_size: int = 0, page_token: str = ""
+                                     ) -> custom_bot_service_pb2.ListCustomBotReviewQueueResponse:
+        """Versions of every user awaiting human review, oldest first."""
+        request = custom_bot_service_pb2.ListCustomBotReviewQueueRequest(page_size=page_size, page_token=page_token)
+        return self._unary(self._custom_bots.ListCustomBotReviewQueue, request, session=True)
+
+    def iter_custom_bot_review_queue(self) -> Iterator[custom_bot_pb2.CustomBot]:
+        return self._pages(lambda token: self.list_custom_bot_review_queue(page_token=token), "custom_bots")
 
     # -- custom bots ----------------------------------------------------------------
 

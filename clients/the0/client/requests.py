@@ -119,3 +119,9 @@ def create_backtest(name: str, config: dict[str, Any], request_id: str | None
 
 def list_backtests(page_size: int, page_token: str, state: int) -> backtest_service_pb2.ListBacktestsRequest:
     return backtest_service_pb2.ListBacktestsRequest(page_size=page_size, page_token=page_token, state=state)  # type: ignore[arg-type]
+
+
+def list_users(query: str, state: int, role: int, page_size: int, page_token: str
+               ) -> admin_service_pb2.ListUsersRequest:
+    return admin_service_pb2.ListUsersRequest(query=query, state=state, role=role,  # type: ignore[arg-type]
+                                              page_size=page_size, page_token=page_token)

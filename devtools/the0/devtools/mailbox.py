@@ -47,10 +47,13 @@ async def read_mail(nats_url: str, *, follow: bool = False, idle_seconds: float 
                     continue
                 break
             for message in messages:
-                line = describe(orjson.loads(message.data))
+                event = orjson.loads(message.data)
+                await message.ack()
+                if event.get("type") not in _WHAT:
+                    continue  # user.deleted and the like: no mail to send
+                line = describe(event)
                 print(line, flush=True)
                 lines.append(line)
-                await message.ack()
     finally:
         await nc.close()
     return lines

@@ -248,6 +248,9 @@ async def build(settings: Settings) -> App:
     backtests = Backtests(settings, session_factory(engine), object_store, events)
     bot_logs = BotLogs(settings, session_factory(engine), nats)
     bots.servicer.logs = bot_logs.rpc
+    # Account deletion erases each domain's data in its transaction; bots first: they are stopped.
+    identity.deletion.erasers = (bots.service.erase_account, backtests.service.erase_account,
+                                 custom_bots.service.erase_account)
     platform = Platform(settings, session_factory(engine), object_store)
     auth = AuthInterceptor(
         policies_from_services((*_ALL_API_SERVICES, _PLATFORM_SERVICE)), identity.authenticator,

@@ -12,6 +12,8 @@ import typer
 
 from the0.client.cli import runtime
 from the0.client.cli.commands import (
+    account,
+    admin,
     api_keys,
     audit,
     auth,
@@ -19,12 +21,16 @@ from the0.client.cli.commands import (
     bots,
     config,
     custom_bots,
+    email,
     health,
+    passwords,
+    sessions,
     two_factor,
 )
 from the0.client.cli.failures import EXIT_CODES
 
-GROUPS = (auth, two_factor, api_keys, audit, custom_bots, bots, backtests, config, health)
+GROUPS = (auth, two_factor, passwords, email, sessions, account, api_keys, audit, custom_bots, bots, backtests,
+          config, health, admin)
 
 EPILOG = "Exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items()) + "."
 

@@ -29,7 +29,7 @@ STATE_STYLES = {
     "deploying": "yellow", "pending": "yellow", "pending review": "yellow", "stopping": "yellow",
     "awaiting human review": "yellow", "draft": "cyan",
     "failed": "red", "declined": "red", "revoked": "red", "expired": "red", "cancelled": "red",
-    "stopped": "dim",
+    "stopped": "dim", "disabled": "red",
 }
 
 _PREFIXES = ("BOT_EXECUTION_STATE_", "BOT_STATE_", "CUSTOM_BOT_STATE_", "BACKTEST_STATE_", "API_KEY_STATE_",
@@ -150,6 +150,24 @@ VIEWS: dict[str, View] = {
                 ("name", lambda i: " ".join(filter(None, (i.get("firstName"), i.get("lastName")))) or "-"),
                 ("role", _state("role")), ("last login", lambda i: ago(i.get("lastLoginTime"), exact=True)),
                 ("two-factor", lambda i: "on" if i.get("twoFactorEnabled") else "off")],
+    ),
+    "session": View(
+        columns=[("ID", _get("id")), ("CURRENT", lambda i: "*" if i.get("current") else ""),
+                 ("USER AGENT", _get("userAgent")), ("ADDRESS", _get("clientAddress")),
+                 ("CREATED", _time("createTime")), ("LAST USED", _time("lastUseTime"))],
+        fields=[],
+    ),
+    "account": View(  # a user as admins see it: its state too
+        columns=[("ID", _get("id")), ("EMAIL", _get("email")), ("USERNAME", _get("username")),
+                 ("ROLE", _state("role")), ("STATE", lambda i: "active" if i.get("active") else "disabled"),
+                 ("CREATED", _time("createTime")), ("LAST LOGIN", _time("lastLoginTime"))],
+        fields=[("id", _get("id")), ("email", _get("email")), ("username", _get("username")),
+                ("name", lambda i: " ".join(filter(None, (i.get("firstName"), i.get("lastName")))) or "-"),
+                ("role", _state("role")), ("state", lambda i: "active" if i.get("active") else "disabled"),
+                ("email verified", lambda i: "yes" if i.get("emailVerified") else "no"),
+                ("password reset required", lambda i: "yes" if i.get("passwordResetRequired") else "no"),
+                ("created", lambda i: ago(i.get("createTime"), exact=True)),
+                ("last login", lambda i: ago(i.get("lastLoginTime"), exact=True))],
     ),
     "execution": View(
         columns=[("ID", _get("id")), ("STATE", _state()), ("STARTED", _time("startTime")),

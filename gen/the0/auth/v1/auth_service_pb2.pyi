@@ -757,6 +757,80 @@ class ChangePasswordResponse(_message.Message):
 Global___ChangePasswordResponse: _TypeAlias = ChangePasswordResponse  # noqa: Y015
 
 @_typing.final
+class DeleteAccountRequest(_message.Message):
+    """Request of AuthService.DeleteAccount."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    RECOVERY_CODE_FIELD_NUMBER: _builtins.int
+    password: _builtins.str
+    """The account's password, at most 1,024 characters."""
+    code: _builtins.str
+    """With two-factor login on, the authenticator app's current 6-digit code
+    (or `recovery_code`) is required too.
+    """
+    recovery_code: _builtins.str
+    """An unused recovery code instead of `code`, at most 64 characters."""
+    def __init__(
+        self,
+        *,
+        password: _builtins.str = ...,
+        code: _builtins.str = ...,
+        recovery_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "password", b"password", "recovery_code", b"recovery_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteAccountRequest: _TypeAlias = DeleteAccountRequest  # noqa: Y015
+
+@_typing.final
+class DeleteAccountResponse(_message.Message):
+    """Response of AuthService.DeleteAccount."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOTS_STOPPED_FIELD_NUMBER: _builtins.int
+    BOTS_DELETED_FIELD_NUMBER: _builtins.int
+    BACKTESTS_DELETED_FIELD_NUMBER: _builtins.int
+    CUSTOM_BOTS_DELETED_FIELD_NUMBER: _builtins.int
+    API_KEYS_REVOKED_FIELD_NUMBER: _builtins.int
+    SESSIONS_REVOKED_FIELD_NUMBER: _builtins.int
+    bots_stopped: _builtins.int
+    """How many bots were running (or deploying) and were told to stop."""
+    bots_deleted: _builtins.int
+    """How many bots were deleted."""
+    backtests_deleted: _builtins.int
+    """How many backtests were deleted (running ones cancelled first)."""
+    custom_bots_deleted: _builtins.int
+    """How many custom-bot versions were deleted."""
+    api_keys_revoked: _builtins.int
+    """How many API keys were revoked."""
+    sessions_revoked: _builtins.int
+    """How many sessions were ended (the caller's included)."""
+    def __init__(
+        self,
+        *,
+        bots_stopped: _builtins.int = ...,
+        bots_deleted: _builtins.int = ...,
+        backtests_deleted: _builtins.int = ...,
+        custom_bots_deleted: _builtins.int = ...,
+        api_keys_revoked: _builtins.int = ...,
+        sessions_revoked: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_keys_revoked", b"api_keys_revoked", "backtests_deleted", b"backtests_deleted", "bots_deleted", b"bots_deleted", "bots_stopped", b"bots_stopped", "custom_bots_deleted", b"custom_bots_deleted", "sessions_revoked", b"sessions_revoked"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteAccountResponse: _TypeAlias = DeleteAccountResponse  # noqa: Y015
+
+@_typing.final
 class RequestPasswordResetRequest(_message.Message):
     """Request of AuthService.RequestPasswordReset."""
 

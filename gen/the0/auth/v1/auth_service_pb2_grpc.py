@@ -77,6 +77,11 @@ class AuthServiceStub:
                 request_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.ChangePasswordRequest.SerializeToString,
                 response_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.ChangePasswordResponse.FromString,
                 _registered_method=True)
+        self.DeleteAccount = channel.unary_unary(
+                '/the0.auth.v1.AuthService/DeleteAccount',
+                request_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.DeleteAccountRequest.SerializeToString,
+                response_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.DeleteAccountResponse.FromString,
+                _registered_method=True)
         self.RequestPasswordReset = channel.unary_unary(
                 '/the0.auth.v1.AuthService/RequestPasswordReset',
                 request_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.RequestPasswordResetRequest.SerializeToString,
@@ -215,6 +220,29 @@ class AuthServiceServicer:
         policy, see docs/accounts.md), UNAUTHENTICATED (INVALID_CREDENTIALS: wrong
         current password), RESOURCE_EXHAUSTED (RATE_LIMITED), PERMISSION_DENIED
         (API_KEY_NOT_ALLOWED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAccount(self, request, context):
+        """Deletes the caller's account, for good. Needs the current password (and,
+        once two-factor authentication lands, the TOTP code of an account that
+        has it; `totp_code` is reserved for it and ignored until then). In one
+        transaction: every bot is stopped (`bot.stop-requested`, reason
+        "account-deleted", then `bot.deleted`, as DeleteBot does, so the runtime
+        hears it) and deleted with its executions; running backtests are
+        cancelled and every backtest deleted; the custom-bot versions are deleted;
+        API keys revoked; sessions ended; the account row anonymised (email and
+        username freed) and disabled; `user.deleted` published for the platform.
+        Tokens and keys are refused on every replica within a second. What is
+        kept is in docs/accounts.md. An administrator is demoted by another
+        admin first.
+        Errors: UNAUTHENTICATED (INVALID_CREDENTIALS: wrong password;
+        TOTP_CODE_INVALID: two-factor login is on and the code is missing or
+        wrong), INVALID_ARGUMENT (VALIDATION_FAILED), FAILED_PRECONDITION
+        (SELF_ADMINISTRATION: an admin account), RESOURCE_EXHAUSTED
+        (RATE_LIMITED), PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -374,6 +402,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.ChangePassword,
                     request_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.ChangePasswordRequest.FromString,
                     response_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.ChangePasswordResponse.SerializeToString,
+            ),
+            'DeleteAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAccount,
+                    request_deserializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.DeleteAccountRequest.FromString,
+                    response_serializer=the0_dot_auth_dot_v1_dot_auth__service__pb2.DeleteAccountResponse.SerializeToString,
             ),
             'RequestPasswordReset': grpc.unary_unary_rpc_method_handler(
                     servicer.RequestPasswordReset,
@@ -644,6 +677,33 @@ class AuthService:
             '/the0.auth.v1.AuthService/ChangePassword',
             the0_dot_auth_dot_v1_dot_auth__service__pb2.ChangePasswordRequest.SerializeToString,
             the0_dot_auth_dot_v1_dot_auth__service__pb2.ChangePasswordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/the0.auth.v1.AuthService/DeleteAccount',
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.DeleteAccountRequest.SerializeToString,
+            the0_dot_auth_dot_v1_dot_auth__service__pb2.DeleteAccountResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -90,6 +90,25 @@ class AuthServiceStub:
     current password), RESOURCE_EXHAUSTED (RATE_LIMITED), PERMISSION_DENIED
     (API_KEY_NOT_ALLOWED).
     """
+    DeleteAccount: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.DeleteAccountRequest, _auth_service_pb2.DeleteAccountResponse]
+    """Deletes the caller's account, for good. Needs the current password (and,
+    once two-factor authentication lands, the TOTP code of an account that
+    has it; `totp_code` is reserved for it and ignored until then). In one
+    transaction: every bot is stopped (`bot.stop-requested`, reason
+    "account-deleted", then `bot.deleted`, as DeleteBot does, so the runtime
+    hears it) and deleted with its executions; running backtests are
+    cancelled and every backtest deleted; the custom-bot versions are deleted;
+    API keys revoked; sessions ended; the account row anonymised (email and
+    username freed) and disabled; `user.deleted` published for the platform.
+    Tokens and keys are refused on every replica within a second. What is
+    kept is in docs/accounts.md. An administrator is demoted by another
+    admin first.
+    Errors: UNAUTHENTICATED (INVALID_CREDENTIALS: wrong password;
+    TOTP_CODE_INVALID: two-factor login is on and the code is missing or
+    wrong), INVALID_ARGUMENT (VALIDATION_FAILED), FAILED_PRECONDITION
+    (SELF_ADMINISTRATION: an admin account), RESOURCE_EXHAUSTED
+    (RATE_LIMITED), PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
+    """
     RequestPasswordReset: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.RequestPasswordResetRequest, _auth_service_pb2.RequestPasswordResetResponse]
     """Asks for a password-reset token to be mailed. The server sends no mail:
     it publishes `user.password-reset-requested` (data: userId, email, token,
@@ -223,6 +242,25 @@ class AuthServiceAsyncStub(AuthServiceStub):
     policy, see docs/accounts.md), UNAUTHENTICATED (INVALID_CREDENTIALS: wrong
     current password), RESOURCE_EXHAUSTED (RATE_LIMITED), PERMISSION_DENIED
     (API_KEY_NOT_ALLOWED).
+    """
+    DeleteAccount: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.DeleteAccountRequest, _auth_service_pb2.DeleteAccountResponse]  # type: ignore[assignment]
+    """Deletes the caller's account, for good. Needs the current password (and,
+    once two-factor authentication lands, the TOTP code of an account that
+    has it; `totp_code` is reserved for it and ignored until then). In one
+    transaction: every bot is stopped (`bot.stop-requested`, reason
+    "account-deleted", then `bot.deleted`, as DeleteBot does, so the runtime
+    hears it) and deleted with its executions; running backtests are
+    cancelled and every backtest deleted; the custom-bot versions are deleted;
+    API keys revoked; sessions ended; the account row anonymised (email and
+    username freed) and disabled; `user.deleted` published for the platform.
+    Tokens and keys are refused on every replica within a second. What is
+    kept is in docs/accounts.md. An administrator is demoted by another
+    admin first.
+    Errors: UNAUTHENTICATED (INVALID_CREDENTIALS: wrong password;
+    TOTP_CODE_INVALID: two-factor login is on and the code is missing or
+    wrong), INVALID_ARGUMENT (VALIDATION_FAILED), FAILED_PRECONDITION
+    (SELF_ADMINISTRATION: an admin account), RESOURCE_EXHAUSTED
+    (RATE_LIMITED), PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
     """
     RequestPasswordReset: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.RequestPasswordResetRequest, _auth_service_pb2.RequestPasswordResetResponse]  # type: ignore[assignment]
     """Asks for a password-reset token to be mailed. The server sends no mail:
@@ -402,6 +440,31 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         policy, see docs/accounts.md), UNAUTHENTICATED (INVALID_CREDENTIALS: wrong
         current password), RESOURCE_EXHAUSTED (RATE_LIMITED), PERMISSION_DENIED
         (API_KEY_NOT_ALLOWED).
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteAccount(
+        self,
+        request: _auth_service_pb2.DeleteAccountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.DeleteAccountResponse, _abc.Awaitable[_auth_service_pb2.DeleteAccountResponse]]:
+        """Deletes the caller's account, for good. Needs the current password (and,
+        once two-factor authentication lands, the TOTP code of an account that
+        has it; `totp_code` is reserved for it and ignored until then). In one
+        transaction: every bot is stopped (`bot.stop-requested`, reason
+        "account-deleted", then `bot.deleted`, as DeleteBot does, so the runtime
+        hears it) and deleted with its executions; running backtests are
+        cancelled and every backtest deleted; the custom-bot versions are deleted;
+        API keys revoked; sessions ended; the account row anonymised (email and
+        username freed) and disabled; `user.deleted` published for the platform.
+        Tokens and keys are refused on every replica within a second. What is
+        kept is in docs/accounts.md. An administrator is demoted by another
+        admin first.
+        Errors: UNAUTHENTICATED (INVALID_CREDENTIALS: wrong password;
+        TOTP_CODE_INVALID: two-factor login is on and the code is missing or
+        wrong), INVALID_ARGUMENT (VALIDATION_FAILED), FAILED_PRECONDITION
+        (SELF_ADMINISTRATION: an admin account), RESOURCE_EXHAUSTED
+        (RATE_LIMITED), PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
         """
 
     @_abc_1.abstractmethod

@@ -26,13 +26,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
 from the0.server.backtests.config import validate_backtest_config
 from the0.server.backtests.lifecycle import BACKTEST_LIFECYCLE
-from the0.server.backtests.models import ANALYSIS_VERSION_CHARS, BacktestRow
+from the0.server.backtests.models import ANALYSIS_VERSION_CHARS, BacktestRequestRow, BacktestRow
 from the0.server.backtests.repository import BacktestRepository
 from the0.server.custom_bots.catalog import CustomBotCatalog, CustomBotVersion
 from the0.server.db.pages import OwnedReads
@@ -376,6 +377,22 @@ class BacktestService:
             ) from error
         log.info("backtest cancelled", extra={"backtest_id": backtest_id, "owner_id": owner_id})
         return Backtest.from_row(row)
+
+    async def erase_account(self, session: AsyncSession, owner_id: str) -> dict[str, int]:
+        """Account deletion, inside its transaction: a running backtest is cancelled as CancelBacktest
+        does it (``backtest.cancel-requested``), then every backtest row of the owner is deleted. The
+        result objects are left to the retention sweep (they are keyed by backtest id only)."""
+        rows = list(await session.scalars(
+            select(BacktestRow).where(BacktestRow.owner_id == owner_id).with_for_update()))
+        for row in rows:
+            if BACKTEST_LIFECYCLE.allows("cancel", row.state):
+                self._outbox.add(session, "backtest.cancel-requested",
+                                 {"backtestId": row.id, "ownerId": owner_id, "reason": "account deleted"})
+            await session.delete(row)
+            self._hub.notify_after_commit(session, WATCH_KIND, row.id, "deleted")
+        await session.flush()
+        await session.execute(delete(BacktestRequestRow).where(BacktestRequestRow.owner_id == owner_id))
+        return {"backtestsDeleted": len(rows)}
 
     async def _served(self, owner_id: str, request_id: str) -> Backtest | None:
         """The backtest of an already served request id, or None if this id is new."""

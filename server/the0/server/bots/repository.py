@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sqlalchemy import Select, delete
+
 from the0.server.bots.models import BotRequestRow, BotRow
 from the0.server.db.repository import OwnedRepository
 from the0.server.pagination import Cursor
@@ -30,3 +32,11 @@ class BotRepository(OwnedRepository[BotRow]):
         self._session.add(
             BotRequestRow(owner_id=self._owner_id, method=method, request_id=request_id, bot_id=bot_id)
         )
+
+    async def forget_requests(self) -> None:
+        """Every request id of the owner (account deletion)."""
+        await self._session.execute(delete(BotRequestRow).where(BotRequestRow.owner_id == self._owner_id))
+
+    def every_bot(self) -> Select[BotRow]:
+        """Every bot of the owner, oldest first (account deletion)."""
+        return self._base().order_by(BotRow.create_time, BotRow.id)

@@ -35,6 +35,7 @@ from the0.server.bots.repository import BotRepository
 from the0.server.custom_bots.catalog import CustomBotCatalog, CustomBotVersion
 from the0.server.custom_bots.config_validation import ValidatedConfig, config_error, validate_config
 from the0.server.db.pages import OwnedReads
+from the0.server.db.repository import lock_for_update
 from the0.server.db.sessions import autocommit_sessions
 from the0.server.errors import (
     Aborted,
@@ -368,6 +369,27 @@ class BotService:
         except StaleDataError as error:
             raise _LostRace(bot_id) from error
         log.info("bot deleted", extra={"bot_id": bot_id, "owner_id": owner_id})
+
+    async def erase_account(self, session: AsyncSession, owner_id: str) -> dict[str, int]:
+        """Account deletion, inside its transaction: every bot of the owner is stopped and deleted as
+        DeleteBot does it (``bot.stop-requested`` with reason "account-deleted", then ``bot.deleted``),
+        its executions with it; its request ids are forgotten."""
+        bots = BotRepository(session, owner_id)
+        rows = list(await session.scalars(lock_for_update(session, bots.every_bot())))
+        stopped = 0
+        for row in rows:
+            custom_bot = await self._catalog.get(session, owner_id, row.custom_bot_id)
+            if BOT_LIFECYCLE.allows("stop", row.state):
+                stopped += 1
+                self._outbox.add(
+                    session, "bot.stop-requested", event_data(row, custom_bot) | {"reason": "account-deleted"}
+                )
+            self._outbox.add(session, "bot.deleted", event_data(row, custom_bot))
+            await bots.delete(row)
+            self._hub.notify_after_commit(session, WATCH_KIND, row.id, "deleted")
+        await session.flush()
+        await bots.forget_requests()
+        return {"botsStopped": stopped, "botsDeleted": len(rows)}
 
     async def deploy(self, owner_id: str, bot_id: str, *, request_id: str = "") -> Bot:
         return await _retrying_lost_races(lambda: self._deploy_once(owner_id, bot_id, request_id=request_id))

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -406,6 +407,13 @@ class CustomBotService:
             yield item
 
     # -- review --------------------------------------------------------------
+
+    async def erase_account(self, session: AsyncSession, owner_id: str) -> dict[str, int]:
+        """Account deletion, inside its transaction: every custom-bot version of the owner is deleted
+        (versions are private to their owner, so no one else's bot can use them)."""
+        deleted = await session.execute(
+            delete(CustomBotRow).where(CustomBotRow.owner_id == owner_id).returning(CustomBotRow.id))
+        return {"customBotsDeleted": len(deleted.all())}
 
     async def review_queue(self, *, is_admin: bool, requested_page_size: int, page_token: str) -> Page:
         """Every owner's versions AWAITING_HUMAN_REVIEW, the longest waiting first."""

@@ -95,6 +95,9 @@ class UserRow(Base):
     totp_secret: Mapped[str | None] = mapped_column(String(512), nullable=True)
     totp_enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # When the owner deleted the account (DeleteAccount): the row stays, anonymised and disabled, so
+    # nothing else can take its id; None for a live account.
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class RecoveryCodeRow(Base):

@@ -109,6 +109,8 @@ class AdminService:
         now = _now()
         async with self._sessions() as db:
             row = await self._locked(db, user_id)
+            if row.deleted_at is not None:  # anonymised for good: there is no one to give it back to
+                raise NotFound("the account was deleted by its owner", metadata={"id": user_id})
             changed = not row.active
             if changed:
                 row.active = True

@@ -19,6 +19,7 @@ from the0.server.identity.admin_bootstrap import bootstrap_admin
 from the0.server.identity.admin_servicer import AdminServicer
 from the0.server.identity.api_key_secrets import ApiKeyHasher
 from the0.server.identity.authenticator import Authenticator
+from the0.server.identity.deletion import AccountDeletion
 from the0.server.identity.password_policy import PasswordPolicy
 from the0.server.identity.passwords import Passwords
 from the0.server.identity.recovery import AccountRecovery, RecoveryTimes
@@ -101,8 +102,13 @@ class Identity:
             sessions=sessions, revocations=self.revocations, page_tokens=page_tokens_for(settings, "users"),
             forget_user=self._forget_user, audit=audit, audit_log=audit_log,
         )
+        # Its erasers (bots, backtests, custom bots: domains above this one) come from the composition root.
+        self.deletion = AccountDeletion(
+            sessions=sessions, passwords=self.passwords, throttles=self.throttles, revocations=self.revocations,
+            outbox=outbox, forget_user=self._forget_user, two_factor=self.two_factor, audit=audit,
+        )
         self.admin_servicer = AdminServicer(self.admin_service)
-        self.auth_servicer = AuthServicer(self.auth_service, self.recovery, self.two_factor,
+        self.auth_servicer = AuthServicer(self.auth_service, self.recovery, self.two_factor, self.deletion,
                                           trusted_proxies=settings.trusted_proxies)
         self.api_key_servicer = ApiKeyServicer(self.api_key_service)
         self.admin_ready = asyncio.Event()

@@ -12,6 +12,7 @@ from the0.api_key.v1 import api_key_pb2, api_key_service_pb2, api_key_service_pb
 from the0.auth.v1 import audit_event_pb2, auth_service_pb2, auth_service_pb2_grpc, user_pb2
 from the0.server.audit.service import AuditEvent
 from the0.server.client_address import address_from, user_agent_from
+from the0.server.identity.deletion import AccountDeletion
 from the0.server.identity.domain import ApiKey, IssuedTokens, SessionInfo, User
 from the0.server.identity.principal import current_principal
 from the0.server.identity.recovery import AccountRecovery
@@ -116,11 +117,13 @@ def client_address(context: grpc.aio.ServicerContext[Any, Any], trusted_proxies:
 
 
 class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
-    def __init__(self, service: AuthService, recovery: AccountRecovery, two_factor: TwoFactor, *,
+    def __init__(self, service: AuthService, recovery: AccountRecovery, two_factor: TwoFactor,
+                 deletion: AccountDeletion, *,
                  trusted_proxies: Sequence[IPNetwork]) -> None:
         self._two_factor = two_factor
         self._service = service
         self._recovery = recovery
+        self._deletion = deletion
         self._trusted_proxies = tuple(trusted_proxies)
 
     async def Register(
@@ -296,6 +299,20 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
             page_token=request.page_token)
         return auth_service_pb2.ListAuditEventsResponse(audit_events=[audit_event_to_proto(e) for e in page.events],
                                                         next_page_token=page.next_page_token)
+
+    async def DeleteAccount(
+        self,
+        request: auth_service_pb2.DeleteAccountRequest,
+        context: grpc.aio.ServicerContext[auth_service_pb2.DeleteAccountRequest, auth_service_pb2.DeleteAccountResponse],
+    ) -> auth_service_pb2.DeleteAccountResponse:
+        validate_request(request)
+        done = await self._deletion.delete_account(
+            current_principal(), request.password, SecondFactor(code=request.code, recovery_code=request.recovery_code),
+            client_address=client_address(context, self._trusted_proxies))
+        return auth_service_pb2.DeleteAccountResponse(
+            bots_stopped=done["botsStopped"], bots_deleted=done["botsDeleted"],
+            backtests_deleted=done["backtestsDeleted"], custom_bots_deleted=done["customBotsDeleted"],
+            api_keys_revoked=done["apiKeysRevoked"], sessions_revoked=done["sessionsRevoked"])
 
     async def GetCurrentUser(
         self,
