@@ -406,7 +406,8 @@ class _Builder:
             if rest:
                 schema = self._body_schema(method.input_type, in_path)
                 operation["requestBody"] = {
-                    "required": bool(schema.get("required")),
+                    # Required when a field of it is (the schema may be a $ref: ask the fields).
+                    "required": any(field_behavior_pb2.REQUIRED in _behaviors(f) for f in rest),
                     "content": {"application/json": {"schema": schema}},
                 }
         else:

@@ -29,7 +29,7 @@ from the0.auth.v1 import user_pb2 as the0_dot_auth_dot_v1_dot_user__pb2
 from the0.common.v1 import auth_policy_pb2 as the0_dot_common_dot_v1_dot_auth__policy__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!the0/admin/v1/admin_service.proto\x12\rthe0.admin.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x17the0/auth/v1/user.proto\x1a the0/common/v1/auth_policy.proto\"\xc7\x01\n\x10ListUsersRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\x12\x1b\n\x05query\x18\x03 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\xfe\x01\x12\x33\n\x05state\x18\x04 \x01(\x0e\x32\x1e.the0.admin.v1.UserStateFilterB\x04\xe2\x41\x01\x01\x12&\n\x04role\x18\x05 \x01(\x0e\x32\x12.the0.auth.v1.RoleB\x04\xe2\x41\x01\x01\"O\n\x11ListUsersResponse\x12!\n\x05users\x18\x01 \x03(\x0b\x32\x12.the0.auth.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"-\n\x0eGetUserRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"1\n\x12\x44isableUserRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"0\n\x11\x45nableUserRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"8\n\x19\x46orcePasswordResetRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"d\n\x1a\x46orcePasswordResetResponse\x12&\n\x04user\x18\x01 \x01(\x0b\x32\x12.the0.auth.v1.UserB\x04\xe2\x41\x01\x03\x12\x1e\n\x10sessions_revoked\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x03\"c\n\x12SetUserRoleRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x30\n\x04role\x18\x02 \x01(\x0e\x32\x12.the0.auth.v1.RoleB\x0e\xe2\x41\x01\x02\xbaH\x07\x82\x01\x04\x10\x01 \x00*r\n\x0fUserStateFilter\x12!\n\x1dUSER_STATE_FILTER_UNSPECIFIED\x10\x00\x12\x1c\n\x18USER_STATE_FILTER_ACTIVE\x10\x01\x12\x1e\n\x1aUSER_STATE_FILTER_DISABLED\x10\x02\x32\xda\x05\n\x0c\x41\x64minService\x12l\n\tListUsers\x12\x1f.the0.admin.v1.ListUsersRequest\x1a .the0.admin.v1.ListUsersResponse\"\x1c\x88\xb5\x18\x05\x82\xd3\xe4\x93\x02\x12\x12\x10/api/admin/users\x12_\n\x07GetUser\x12\x1d.the0.admin.v1.GetUserRequest\x1a\x12.the0.auth.v1.User\"!\x88\xb5\x18\x05\x82\xd3\xe4\x93\x02\x17\x12\x15/api/admin/users/{id}\x12r\n\x0b\x44isableUser\x12!.the0.admin.v1.DisableUserRequest\x1a\x12.the0.auth.v1.User\",\x88\xb5\x18\x05\x82\xd3\xe4\x93\x02\"\"\x1d/api/admin/users/{id}/disable:\x01*\x12o\n\nEnableUser\x12 .the0.admin.v1.EnableUserRequest\x1a\x12.the0.auth.v1.User\"+\x88\xb5\x18\x05\x82\xd3\xe4\x93\x02!\"\x1c/api/admin/users/{id}/enable:\x01*\x12\xa4\x01\n\x12\x46orcePasswordReset\x12(.the0.admin.v1.ForcePasswordResetRequest\x1a).the0.admin.v1.ForcePasswordResetResponse\"9\x88\xb5\x18\x05\x82\xd3\xe4\x93\x02/\"*/api/admin/users/{id}/force-password-reset:\x01*\x12o\n\x0bSetUserRole\x12!.the0.admin.v1.SetUserRoleRequest\x1a\x12.the0.auth.v1.User\")\x88\xb5\x18\x05\x82\xd3\xe4\x93\x02\x1f\"\x1a/api/admin/users/{id}/role:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!the0/admin/v1/admin_service.proto\x12\rthe0.admin.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x17the0/auth/v1/user.proto\x1a the0/common/v1/auth_policy.proto\"\xce\x01\n\x10ListUsersRequest\x12\x1e\n\tpage_size\x18\x01 \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\x12\x1b\n\x05query\x18\x03 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\xfe\x01\x12\x33\n\x05state\x18\x04 \x01(\x0e\x32\x1e.the0.admin.v1.UserStateFilterB\x04\xe2\x41\x01\x01\x12&\n\x04role\x18\x05 \x01(\x0e\x32\x12.the0.auth.v1.RoleB\x04\xe2\x41\x01\x01\"O\n\x11ListUsersResponse\x12!\n\x05users\x18\x01 \x03(\x0b\x32\x12.the0.auth.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"-\n\x0eGetUserRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"1\n\x12\x44isableUserRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"0\n\x11\x45nableUserRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"8\n\x19\x46orcePasswordResetRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"d\n\x1a\x46orcePasswordResetResponse\x12&\n\x04user\x18\x01 \x01(\x0b\x32\x12.the0.auth.v1.UserB\x04\xe2\x41\x01\x03\x12\x1e\n\x10sessions_revoked\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x03\"c\n\x12SetUserRoleRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x30\n\x04role\x18\x02 \x01(\x0e\x32\x12.the0.auth.v1.RoleB\x0e\xe2\x41\x01\x02\xbaH\x07\x82\x01\x04\x10\x01 \x00*r\n\x0fUserStateFilter\x12!\n\x1dUSER_STATE_FILTER_UNSPECIFIED\x10\x00\x12\x1c\n\x18USER_STATE_FILTER_ACTIVE\x10\x01\x12\x1e\n\x1aUSER_STATE_FILTER_DISABLED\x10\x02\x32\xda\x05\n\x0c\x41\x64minService\x12l\n\tListUsers\x12\x1f.the0.admin.v1.ListUsersRequest\x1a .the0.admin.v1.ListUsersResponse\"\x1c\x88\xb5\x18\x05\x82\xd3\xe4\x93\x02\x12\x12\x10/api/admin/users\x12_\n\x07GetUser\x12\x1d.the0.admin.v1.GetUserRequest\x1a\x12.the0.auth.v1.User\"!\x88\xb5\x18\x05\x82\xd3\xe4\x93\x02\x17\x12\x15/api/admin/users/{id}\x12r\n\x0b\x44isableUser\x12!.the0.admin.v1.DisableUserRequest\x1a\x12.the0.auth.v1.User\",\x88\xb5\x18\x05\x82\xd3\xe4\x93\x02\"\"\x1d/api/admin/users/{id}/disable:\x01*\x12o\n\nEnableUser\x12 .the0.admin.v1.EnableUserRequest\x1a\x12.the0.auth.v1.User\"+\x88\xb5\x18\x05\x82\xd3\xe4\x93\x02!\"\x1c/api/admin/users/{id}/enable:\x01*\x12\xa4\x01\n\x12\x46orcePasswordReset\x12(.the0.admin.v1.ForcePasswordResetRequest\x1a).the0.admin.v1.ForcePasswordResetResponse\"9\x88\xb5\x18\x05\x82\xd3\xe4\x93\x02/\"*/api/admin/users/{id}/force-password-reset:\x01*\x12o\n\x0bSetUserRole\x12!.the0.admin.v1.SetUserRoleRequest\x1a\x12.the0.auth.v1.User\")\x88\xb5\x18\x05\x82\xd3\xe4\x93\x02\x1f\"\x1a/api/admin/users/{id}/role:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,7 +37,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'the0.admin.v1.admin_service
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LISTUSERSREQUEST'].fields_by_name['page_size']._loaded_options = None
-  _globals['_LISTUSERSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
+  _globals['_LISTUSERSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001\272H\004\032\002(\000'
   _globals['_LISTUSERSREQUEST'].fields_by_name['page_token']._loaded_options = None
   _globals['_LISTUSERSREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001\272H\005r\003\030\200\004'
   _globals['_LISTUSERSREQUEST'].fields_by_name['query']._loaded_options = None
@@ -74,24 +74,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ADMINSERVICE'].methods_by_name['ForcePasswordReset']._serialized_options = b'\210\265\030\005\202\323\344\223\002/\"*/api/admin/users/{id}/force-password-reset:\001*'
   _globals['_ADMINSERVICE'].methods_by_name['SetUserRole']._loaded_options = None
   _globals['_ADMINSERVICE'].methods_by_name['SetUserRole']._serialized_options = b'\210\265\030\005\202\323\344\223\002\037\"\032/api/admin/users/{id}/role:\001*'
-  _globals['_USERSTATEFILTER']._serialized_start=895
-  _globals['_USERSTATEFILTER']._serialized_end=1009
+  _globals['_USERSTATEFILTER']._serialized_start=902
+  _globals['_USERSTATEFILTER']._serialized_end=1016
   _globals['_LISTUSERSREQUEST']._serialized_start=204
-  _globals['_LISTUSERSREQUEST']._serialized_end=403
-  _globals['_LISTUSERSRESPONSE']._serialized_start=405
-  _globals['_LISTUSERSRESPONSE']._serialized_end=484
-  _globals['_GETUSERREQUEST']._serialized_start=486
-  _globals['_GETUSERREQUEST']._serialized_end=531
-  _globals['_DISABLEUSERREQUEST']._serialized_start=533
-  _globals['_DISABLEUSERREQUEST']._serialized_end=582
-  _globals['_ENABLEUSERREQUEST']._serialized_start=584
-  _globals['_ENABLEUSERREQUEST']._serialized_end=632
-  _globals['_FORCEPASSWORDRESETREQUEST']._serialized_start=634
-  _globals['_FORCEPASSWORDRESETREQUEST']._serialized_end=690
-  _globals['_FORCEPASSWORDRESETRESPONSE']._serialized_start=692
-  _globals['_FORCEPASSWORDRESETRESPONSE']._serialized_end=792
-  _globals['_SETUSERROLEREQUEST']._serialized_start=794
-  _globals['_SETUSERROLEREQUEST']._serialized_end=893
-  _globals['_ADMINSERVICE']._serialized_start=1012
-  _globals['_ADMINSERVICE']._serialized_end=1742
+  _globals['_LISTUSERSREQUEST']._serialized_end=410
+  _globals['_LISTUSERSRESPONSE']._serialized_start=412
+  _globals['_LISTUSERSRESPONSE']._serialized_end=491
+  _globals['_GETUSERREQUEST']._serialized_start=493
+  _globals['_GETUSERREQUEST']._serialized_end=538
+  _globals['_DISABLEUSERREQUEST']._serialized_start=540
+  _globals['_DISABLEUSERREQUEST']._serialized_end=589
+  _globals['_ENABLEUSERREQUEST']._serialized_start=591
+  _globals['_ENABLEUSERREQUEST']._serialized_end=639
+  _globals['_FORCEPASSWORDRESETREQUEST']._serialized_start=641
+  _globals['_FORCEPASSWORDRESETREQUEST']._serialized_end=697
+  _globals['_FORCEPASSWORDRESETRESPONSE']._serialized_start=699
+  _globals['_FORCEPASSWORDRESETRESPONSE']._serialized_end=799
+  _globals['_SETUSERROLEREQUEST']._serialized_start=801
+  _globals['_SETUSERROLEREQUEST']._serialized_end=900
+  _globals['_ADMINSERVICE']._serialized_start=1019
+  _globals['_ADMINSERVICE']._serialized_end=1749
 # @@protoc_insertion_point(module_scope)

@@ -32,7 +32,7 @@ from the0.common.v1 import watch_pb2 as the0_dot_common_dot_v1_dot_watch__pb2
 from the0.custom_bot.v1 import custom_bot_pb2 as the0_dot_custom__bot_dot_v1_dot_custom__bot__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+the0/custom_bot/v1/custom_bot_service.proto\x12\x12the0.custom_bot.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a the0/common/v1/auth_policy.proto\x1a\x1fthe0/common/v1/rest_media.proto\x1a\x1athe0/common/v1/watch.proto\x1a#the0/custom_bot/v1/custom_bot.proto\"\\\n\x1fListCustomBotReviewQueueRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\"o\n ListCustomBotReviewQueueResponse\x12\x32\n\x0b\x63ustom_bots\x18\x01 \x03(\x0b\x32\x1d.the0.custom_bot.v1.CustomBot\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"C\n\x16UploadCustomBotRequest\x12)\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"\x8a\x01\n\x15ListCustomBotsRequest\x12\x1e\n\tpage_size\x18\x01 \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\x12/\n\x04name\x18\x03 \x01(\tB!\xe2\x41\x01\x01\xbaH\x1ar\x15\x18\x64\x32\x11^[a-z0-9-]{3,50}$\xd8\x01\x01\"e\n\x16ListCustomBotsResponse\x12\x32\n\x0b\x63ustom_bots\x18\x01 \x03(\x0b\x32\x1d.the0.custom_bot.v1.CustomBot\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x13GetCustomBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\">\n\x1f\x44ownloadCustomBotArchiveRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"\x97\x01\n\x16ReviewCustomBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12:\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\".the0.custom_bot.v1.ReviewDecisionB\x04\xe2\x41\x01\x02\x12$\n\x07reasons\x18\x03 \x03(\tB\x13\xe2\x41\x01\x01\xbaH\x0c\x92\x01\t\x10\x32\"\x05r\x03\x18\xe8\x07\"4\n\x15WatchCustomBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"\xc2\x01\n\x16WatchCustomBotResponse\x12\x33\n\ncustom_bot\x18\x01 \x01(\x0b\x32\x1d.the0.custom_bot.v1.CustomBotH\x00\x12.\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.the0.common.v1.HeartbeatH\x00\x12:\n\x0funauthenticated\x18\x03 \x01(\x0b\x32\x1f.the0.common.v1.UnauthenticatedH\x00\x42\x07\n\x05\x65vent*k\n\x0eReviewDecision\x12\x1f\n\x1bREVIEW_DECISION_UNSPECIFIED\x10\x00\x12\x1b\n\x17REVIEW_DECISION_APPROVE\x10\x01\x12\x1b\n\x17REVIEW_DECISION_DECLINE\x10\x02\x32\xa3\x08\n\x10\x43ustomBotService\x12\x99\x01\n\x0fUploadCustomBot\x12*.the0.custom_bot.v1.UploadCustomBotRequest\x1a\x1d.the0.custom_bot.v1.CustomBot\"9\x92\xb5\x18\x0f\x61pplication/zip\x82\xd3\xe4\x93\x02 \"\x17/api/custom-bots/upload:\x05\x63hunk(\x01\x12\x81\x01\n\x0eListCustomBots\x12).the0.custom_bot.v1.ListCustomBotsRequest\x1a*.the0.custom_bot.v1.ListCustomBotsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/custom-bots\x12u\n\x0cGetCustomBot\x12\'.the0.custom_bot.v1.GetCustomBotRequest\x1a\x1d.the0.custom_bot.v1.CustomBot\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/api/custom-bots/{id}\x12\xa1\x01\n\x18\x44ownloadCustomBotArchive\x12\x33.the0.custom_bot.v1.DownloadCustomBotArchiveRequest\x1a\x14.google.api.HttpBody\"8\x92\xb5\x18\x0f\x61pplication/zip\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/custom-bots/{id}/archive0\x01\x12\x89\x01\n\x0fReviewCustomBot\x12*.the0.custom_bot.v1.ReviewCustomBotRequest\x1a\x1d.the0.custom_bot.v1.CustomBot\"+\x88\xb5\x18\x05\x82\xd3\xe4\x93\x02!\"\x1c/api/custom-bots/{id}/review:\x01*\x12\x8e\x01\n\x0eWatchCustomBot\x12).the0.custom_bot.v1.WatchCustomBotRequest\x1a*.the0.custom_bot.v1.WatchCustomBotResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/api/custom-bots/{id}/watch0\x01\x12\xb6\x01\n\x18ListCustomBotReviewQueue\x12\x33.the0.custom_bot.v1.ListCustomBotReviewQueueRequest\x1a\x34.the0.custom_bot.v1.ListCustomBotReviewQueueResponse\"/\x88\xb5\x18\x05\x82\xd3\xe4\x93\x02%\x12#/api/admin/custom-bots/review-queueb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+the0/custom_bot/v1/custom_bot_service.proto\x12\x12the0.custom_bot.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a the0/common/v1/auth_policy.proto\x1a\x1fthe0/common/v1/rest_media.proto\x1a\x1athe0/common/v1/watch.proto\x1a#the0/custom_bot/v1/custom_bot.proto\"c\n\x1fListCustomBotReviewQueueRequest\x12\x1e\n\tpage_size\x18\x01 \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\"o\n ListCustomBotReviewQueueResponse\x12\x32\n\x0b\x63ustom_bots\x18\x01 \x03(\x0b\x32\x1d.the0.custom_bot.v1.CustomBot\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"C\n\x16UploadCustomBotRequest\x12)\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"\x8a\x01\n\x15ListCustomBotsRequest\x12\x1e\n\tpage_size\x18\x01 \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\x12/\n\x04name\x18\x03 \x01(\tB!\xe2\x41\x01\x01\xbaH\x1ar\x15\x18\x64\x32\x11^[a-z0-9-]{3,50}$\xd8\x01\x01\"e\n\x16ListCustomBotsResponse\x12\x32\n\x0b\x63ustom_bots\x18\x01 \x03(\x0b\x32\x1d.the0.custom_bot.v1.CustomBot\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x13GetCustomBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\">\n\x1f\x44ownloadCustomBotArchiveRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"\x97\x01\n\x16ReviewCustomBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12:\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\".the0.custom_bot.v1.ReviewDecisionB\x04\xe2\x41\x01\x02\x12$\n\x07reasons\x18\x03 \x03(\tB\x13\xe2\x41\x01\x01\xbaH\x0c\x92\x01\t\x10\x32\"\x05r\x03\x18\xe8\x07\"4\n\x15WatchCustomBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"\xc2\x01\n\x16WatchCustomBotResponse\x12\x33\n\ncustom_bot\x18\x01 \x01(\x0b\x32\x1d.the0.custom_bot.v1.CustomBotH\x00\x12.\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.the0.common.v1.HeartbeatH\x00\x12:\n\x0funauthenticated\x18\x03 \x01(\x0b\x32\x1f.the0.common.v1.UnauthenticatedH\x00\x42\x07\n\x05\x65vent*k\n\x0eReviewDecision\x12\x1f\n\x1bREVIEW_DECISION_UNSPECIFIED\x10\x00\x12\x1b\n\x17REVIEW_DECISION_APPROVE\x10\x01\x12\x1b\n\x17REVIEW_DECISION_DECLINE\x10\x02\x32\xa3\x08\n\x10\x43ustomBotService\x12\x99\x01\n\x0fUploadCustomBot\x12*.the0.custom_bot.v1.UploadCustomBotRequest\x1a\x1d.the0.custom_bot.v1.CustomBot\"9\x92\xb5\x18\x0f\x61pplication/zip\x82\xd3\xe4\x93\x02 \"\x17/api/custom-bots/upload:\x05\x63hunk(\x01\x12\x81\x01\n\x0eListCustomBots\x12).the0.custom_bot.v1.ListCustomBotsRequest\x1a*.the0.custom_bot.v1.ListCustomBotsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/custom-bots\x12u\n\x0cGetCustomBot\x12\'.the0.custom_bot.v1.GetCustomBotRequest\x1a\x1d.the0.custom_bot.v1.CustomBot\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/api/custom-bots/{id}\x12\xa1\x01\n\x18\x44ownloadCustomBotArchive\x12\x33.the0.custom_bot.v1.DownloadCustomBotArchiveRequest\x1a\x14.google.api.HttpBody\"8\x92\xb5\x18\x0f\x61pplication/zip\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/custom-bots/{id}/archive0\x01\x12\x89\x01\n\x0fReviewCustomBot\x12*.the0.custom_bot.v1.ReviewCustomBotRequest\x1a\x1d.the0.custom_bot.v1.CustomBot\"+\x88\xb5\x18\x05\x82\xd3\xe4\x93\x02!\"\x1c/api/custom-bots/{id}/review:\x01*\x12\x8e\x01\n\x0eWatchCustomBot\x12).the0.custom_bot.v1.WatchCustomBotRequest\x1a*.the0.custom_bot.v1.WatchCustomBotResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/api/custom-bots/{id}/watch0\x01\x12\xb6\x01\n\x18ListCustomBotReviewQueue\x12\x33.the0.custom_bot.v1.ListCustomBotReviewQueueRequest\x1a\x34.the0.custom_bot.v1.ListCustomBotReviewQueueResponse\"/\x88\xb5\x18\x05\x82\xd3\xe4\x93\x02%\x12#/api/admin/custom-bots/review-queueb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,7 +40,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'the0.custom_bot.v1.custom_b
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LISTCUSTOMBOTREVIEWQUEUEREQUEST'].fields_by_name['page_size']._loaded_options = None
-  _globals['_LISTCUSTOMBOTREVIEWQUEUEREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
+  _globals['_LISTCUSTOMBOTREVIEWQUEUEREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001\272H\004\032\002(\000'
   _globals['_LISTCUSTOMBOTREVIEWQUEUEREQUEST'].fields_by_name['page_token']._loaded_options = None
   _globals['_LISTCUSTOMBOTREVIEWQUEUEREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001\272H\005r\003\030\200\004'
   _globals['_UPLOADCUSTOMBOTREQUEST'].fields_by_name['chunk']._loaded_options = None
@@ -77,28 +77,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CUSTOMBOTSERVICE'].methods_by_name['WatchCustomBot']._serialized_options = b'\202\323\344\223\002\035\022\033/api/custom-bots/{id}/watch'
   _globals['_CUSTOMBOTSERVICE'].methods_by_name['ListCustomBotReviewQueue']._loaded_options = None
   _globals['_CUSTOMBOTSERVICE'].methods_by_name['ListCustomBotReviewQueue']._serialized_options = b'\210\265\030\005\202\323\344\223\002%\022#/api/admin/custom-bots/review-queue'
-  _globals['_REVIEWDECISION']._serialized_start=1359
-  _globals['_REVIEWDECISION']._serialized_end=1466
+  _globals['_REVIEWDECISION']._serialized_start=1366
+  _globals['_REVIEWDECISION']._serialized_end=1473
   _globals['_LISTCUSTOMBOTREVIEWQUEUEREQUEST']._serialized_start=318
-  _globals['_LISTCUSTOMBOTREVIEWQUEUEREQUEST']._serialized_end=410
-  _globals['_LISTCUSTOMBOTREVIEWQUEUERESPONSE']._serialized_start=412
-  _globals['_LISTCUSTOMBOTREVIEWQUEUERESPONSE']._serialized_end=523
-  _globals['_UPLOADCUSTOMBOTREQUEST']._serialized_start=525
-  _globals['_UPLOADCUSTOMBOTREQUEST']._serialized_end=592
-  _globals['_LISTCUSTOMBOTSREQUEST']._serialized_start=595
-  _globals['_LISTCUSTOMBOTSREQUEST']._serialized_end=733
-  _globals['_LISTCUSTOMBOTSRESPONSE']._serialized_start=735
-  _globals['_LISTCUSTOMBOTSRESPONSE']._serialized_end=836
-  _globals['_GETCUSTOMBOTREQUEST']._serialized_start=838
-  _globals['_GETCUSTOMBOTREQUEST']._serialized_end=888
-  _globals['_DOWNLOADCUSTOMBOTARCHIVEREQUEST']._serialized_start=890
-  _globals['_DOWNLOADCUSTOMBOTARCHIVEREQUEST']._serialized_end=952
-  _globals['_REVIEWCUSTOMBOTREQUEST']._serialized_start=955
-  _globals['_REVIEWCUSTOMBOTREQUEST']._serialized_end=1106
-  _globals['_WATCHCUSTOMBOTREQUEST']._serialized_start=1108
-  _globals['_WATCHCUSTOMBOTREQUEST']._serialized_end=1160
-  _globals['_WATCHCUSTOMBOTRESPONSE']._serialized_start=1163
-  _globals['_WATCHCUSTOMBOTRESPONSE']._serialized_end=1357
-  _globals['_CUSTOMBOTSERVICE']._serialized_start=1469
-  _globals['_CUSTOMBOTSERVICE']._serialized_end=2528
+  _globals['_LISTCUSTOMBOTREVIEWQUEUEREQUEST']._serialized_end=417
+  _globals['_LISTCUSTOMBOTREVIEWQUEUERESPONSE']._serialized_start=419
+  _globals['_LISTCUSTOMBOTREVIEWQUEUERESPONSE']._serialized_end=530
+  _globals['_UPLOADCUSTOMBOTREQUEST']._serialized_start=532
+  _globals['_UPLOADCUSTOMBOTREQUEST']._serialized_end=599
+  _globals['_LISTCUSTOMBOTSREQUEST']._serialized_start=602
+  _globals['_LISTCUSTOMBOTSREQUEST']._serialized_end=740
+  _globals['_LISTCUSTOMBOTSRESPONSE']._serialized_start=742
+  _globals['_LISTCUSTOMBOTSRESPONSE']._serialized_end=843
+  _globals['_GETCUSTOMBOTREQUEST']._serialized_start=845
+  _globals['_GETCUSTOMBOTREQUEST']._serialized_end=895
+  _globals['_DOWNLOADCUSTOMBOTARCHIVEREQUEST']._serialized_start=897
+  _globals['_DOWNLOADCUSTOMBOTARCHIVEREQUEST']._serialized_end=959
+  _globals['_REVIEWCUSTOMBOTREQUEST']._serialized_start=962
+  _globals['_REVIEWCUSTOMBOTREQUEST']._serialized_end=1113
+  _globals['_WATCHCUSTOMBOTREQUEST']._serialized_start=1115
+  _globals['_WATCHCUSTOMBOTREQUEST']._serialized_end=1167
+  _globals['_WATCHCUSTOMBOTRESPONSE']._serialized_start=1170
+  _globals['_WATCHCUSTOMBOTRESPONSE']._serialized_end=1364
+  _globals['_CUSTOMBOTSERVICE']._serialized_start=1476
+  _globals['_CUSTOMBOTSERVICE']._serialized_end=2535
 # @@protoc_insertion_point(module_scope)
