@@ -69,8 +69,8 @@ CHECKS_EXCLUDED = {
                              "are a closed list (name, config, *)"},
     "BotService_UpdateBot_Put": {"positive_data_acceptance": "as for PATCH"},
     "BacktestService_CreateBacktest": {"positive_data_acceptance": "config as for CreateBot"},
-    "ApiKeyService_CreateApiKey": {"positive_data_acceptance": "expireTime must be in the future, "
-                                   "a rule relative to now"},
+    "ApiKeyService_CreateApiKey": {"positive_data_acceptance": "expireTime must be in the future: "
+                                   "the proto says so (timestamp.gt_now), JSON Schema cannot"},
     # /api/custom-bots/upload is also GetCustomBot's /api/custom-bots/{id} with the id 'upload': GET
     # is routed (and answered 400, not a UUID), and Allow lists it.
     "CustomBotService_UploadCustomBot": {"allow_header_conformance": "GET is GetCustomBot's",
