@@ -50,6 +50,8 @@ def test_the_document_says_what_the_edge_does() -> None:
     assert operations["AuthService_Login"]["requestBody"]["required"] is True  # its fields are
     assert operations["AuthService_RequestEmailVerification"].get("requestBody") is None
     assert document["components"]["schemas"]["ApiKey"]["properties"]["name"]["minLength"] == 3
+    state = next(p for p in operations["BotService_ListBots"]["parameters"] if p["name"] == "state")
+    assert state["schema"]["anyOf"][1] == {"type": "integer", "enum": [0, 1, 2, 3, 4, 5, 6]}  # name or number
     for listing in ("AuthService_ListSessions", "AdminService_ListUsers", "CustomBotService_ListCustomBotReviewQueue"):
         size = next(p for p in operations[listing]["parameters"] if p["name"] == "pageSize")
         assert size["schema"]["minimum"] == 0, listing
