@@ -128,6 +128,17 @@ async def test_wrong_method_is_405_with_allow(http: httpx.AsyncClient, method: s
     assert method in response.json()["message"]
 
 
+async def test_query_method_is_405_with_allow(http: httpx.AsyncClient) -> None:
+    # QUERY (IETF draft, a safe method with content) is routed like any method a path does not take.
+    # Without a content-type Envoy refuses it before routing as malformed (400, response code details
+    # query_missing_content_type): the draft's QUERY always carries typed content.
+    query = {**RID, "content-type": "application/json"}
+    response = await http.request("QUERY", "/api/bots", headers=query, content=b"{}")
+    assert response.headers.get("allow") == "GET, POST", response.text
+    edge_error(response, 405, "METHOD_NOT_ALLOWED", 12)
+    edge_error(await http.request("QUERY", "/health", headers=RID), 400, "MALFORMED_REQUEST", 3, request_id=None)
+
+
 async def test_server_errors_are_untouched(http: httpx.AsyncClient, auth: dict[str, str]) -> None:
     # A 404 of the server (transcoded) keeps its own reason and message.
     response = await http.get("/api/bots/0f6e2b64-0000-4000-8000-000000000000", headers={**auth, **RID})

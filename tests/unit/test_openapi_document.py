@@ -46,6 +46,15 @@ def test_the_document_says_what_the_edge_does() -> None:
     assert document["components"]["schemas"]["Bot"]["properties"]["id"]["readOnly"] is True
     page_size = next(p for p in operations["BotService_ListBots"]["parameters"] if p["name"] == "pageSize")
     assert page_size["schema"]["minimum"] == 0
+    # Rules schemathesis found the server enforcing without the document saying so.
+    assert operations["AuthService_Login"]["requestBody"]["required"] is True  # its fields are
+    assert operations["AuthService_RequestEmailVerification"].get("requestBody") is None
+    assert document["components"]["schemas"]["ApiKey"]["properties"]["name"]["minLength"] == 3
+    state = next(p for p in operations["BotService_ListBots"]["parameters"] if p["name"] == "state")
+    assert state["schema"]["anyOf"][1] == {"type": "integer", "enum": [0, 1, 2, 3, 4, 5, 6]}  # name or number
+    for listing in ("AuthService_ListSessions", "AdminService_ListUsers", "CustomBotService_ListCustomBotReviewQueue"):
+        size = next(p for p in operations[listing]["parameters"] if p["name"] == "pageSize")
+        assert size["schema"]["minimum"] == 0, listing
     # Errors: more than 200 and default, each a google.rpc.Status.
     get_bot = operations["BotService_GetBot"]["responses"]
     assert {"400", "401", "404", "429", "503"} <= set(get_bot) and "default" not in get_bot

@@ -411,7 +411,8 @@ class _Builder:
             if rest:
                 schema = self._body_schema(method.input_type, in_path)
                 operation["requestBody"] = {
-                    "required": bool(schema.get("required")),
+                    # Required when a field of it is (the schema may be a $ref: ask the fields).
+                    "required": any(field_behavior_pb2.REQUIRED in _behaviors(f) for f in rest),
                     "content": {"application/json": {"schema": schema}},
                 }
         else:
@@ -473,6 +474,13 @@ class _Builder:
             schema = self.field_schema(field, f"{message_name}.{field.name}")
             description = schema.pop("description", "")
             schema.pop("readOnly", None)
+            if field.type == FieldProto.TYPE_ENUM and field.label != FieldProto.LABEL_REPEATED:
+                # The transcoder reads an enum parameter by name or by number (proto3 JSON), so
+                # `state=0` is accepted: the document says both (schemathesis sent the number).
+                allowed = schema.get("enum")  # names, when buf.validate restricts the values
+                numbers = [v.number for v in self.d.enums[field.type_name].value
+                           if allowed is None or v.name in allowed]
+                schema = {"anyOf": [schema, {"type": "integer", "enum": numbers}]}
             parameter: dict[str, Any] = {"name": name, "in": "query", "schema": schema}
             if field_behavior_pb2.REQUIRED in _behaviors(field):
                 parameter["required"] = True

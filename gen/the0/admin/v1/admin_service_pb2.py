@@ -32,7 +32,7 @@ from the0.common.v1 import access_pb2 as the0_dot_common_dot_v1_dot_access__pb2
 from the0.common.v1 import auth_policy_pb2 as the0_dot_common_dot_v1_dot_auth__policy__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!the0/admin/v1/admin_service.proto\x12\rthe0.admin.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fthe0/auth/v1/auth_service.proto\x1a\x17the0/auth/v1/user.proto\x1a\x1bthe0/common/v1/access.proto\x1a the0/common/v1/auth_policy.proto\"\xc7\x01\n\x10ListUsersRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\x12\x1b\n\x05query\x18\x03 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\xfe\x01\x12\x33\n\x05state\x18\x04 \x01(\x0e\x32\x1e.the0.admin.v1.UserStateFilterB\x04\xe2\x41\x01\x01\x12&\n\x04role\x18\x05 \x01(\x0e\x32\x12.the0.auth.v1.RoleB\x04\xe2\x41\x01\x01\"O\n\x11ListUsersResponse\x12!\n\x05users\x18\x01 \x03(\x0b\x32\x12.the0.auth.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"-\n\x0eGetUserRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"1\n\x12\x44isableUserRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"0\n\x11\x45nableUserRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"8\n\x19\x46orcePasswordResetRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"d\n\x1a\x46orcePasswordResetResponse\x12&\n\x04user\x18\x01 \x01(\x0b\x32\x12.the0.auth.v1.UserB\x04\xe2\x41\x01\x03\x12\x1e\n\x10sessions_revoked\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x03\"c\n\x12SetUserRoleRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x30\n\x04role\x18\x02 \x01(\x0e\x32\x12.the0.auth.v1.RoleB\x0e\xe2\x41\x01\x02\xbaH\x07\x82\x01\x04\x10\x01 \x00\"\x9a\x02\n\x16ListAuditEventsRequest\x12!\n\tpage_size\x18\x01 \x01(\x05\x42\x0e\xe2\x41\x01\x01\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\x12\x37\n\x04type\x18\x03 \x01(\tB)\xe2\x41\x01\x01\xbaH\"r\x1d\x18@2\x19^[a-z0-9][a-z0-9.-]*[*]?$\xd8\x01\x01\x12/\n\x05since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12/\n\x05until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12 \n\x07user_id\x18\x06 \x01(\tB\x0f\xe2\x41\x01\x01\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01*r\n\x0fUserStateFilter\x12!\n\x1dUSER_STATE_FILTER_UNSPECIFIED\x10\x00\x12\x1c\n\x18USER_STATE_FILTER_ACTIVE\x10\x01\x12\x1e\n\x1aUSER_STATE_FILTER_DISABLED\x10\x02\x32\x99\x07\n\x0c\x41\x64minService\x12t\n\tListUsers\x12\x1f.the0.admin.v1.ListUsersRequest\x1a .the0.admin.v1.ListUsersResponse\"$\x88\xb5\x18\x05\x9a\xb5\x18\x04\x08\x01\x10\x06\x82\xd3\xe4\x93\x02\x12\x12\x10/api/admin/users\x12g\n\x07GetUser\x12\x1d.the0.admin.v1.GetUserRequest\x1a\x12.the0.auth.v1.User\")\x88\xb5\x18\x05\x9a\xb5\x18\x04\x08\x01\x10\x06\x82\xd3\xe4\x93\x02\x17\x12\x15/api/admin/users/{id}\x12z\n\x0b\x44isableUser\x12!.the0.admin.v1.DisableUserRequest\x1a\x12.the0.auth.v1.User\"4\x88\xb5\x18\x05\x9a\xb5\x18\x04\x08\x02\x10\x06\x82\xd3\xe4\x93\x02\"\"\x1d/api/admin/users/{id}/disable:\x01*\x12w\n\nEnableUser\x12 .the0.admin.v1.EnableUserRequest\x1a\x12.the0.auth.v1.User\"3\x88\xb5\x18\x05\x9a\xb5\x18\x04\x08\x02\x10\x06\x82\xd3\xe4\x93\x02!\"\x1c/api/admin/users/{id}/enable:\x01*\x12\xac\x01\n\x12\x46orcePasswordReset\x12(.the0.admin.v1.ForcePasswordResetRequest\x1a).the0.admin.v1.ForcePasswordResetResponse\"A\x88\xb5\x18\x05\x9a\xb5\x18\x04\x08\x02\x10\x06\x82\xd3\xe4\x93\x02/\"*/api/admin/users/{id}/force-password-reset:\x01*\x12w\n\x0bSetUserRole\x12!.the0.admin.v1.SetUserRoleRequest\x1a\x12.the0.auth.v1.User\"1\x88\xb5\x18\x05\x9a\xb5\x18\x04\x08\x02\x10\x06\x82\xd3\xe4\x93\x02\x1f\"\x1a/api/admin/users/{id}/role:\x01*\x12\x8c\x01\n\x0fListAuditEvents\x12%.the0.admin.v1.ListAuditEventsRequest\x1a%.the0.auth.v1.ListAuditEventsResponse\"+\x88\xb5\x18\x05\x9a\xb5\x18\x04\x08\x01\x10\x06\x82\xd3\xe4\x93\x02\x19\x12\x17/api/admin/audit-eventsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!the0/admin/v1/admin_service.proto\x12\rthe0.admin.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fthe0/auth/v1/auth_service.proto\x1a\x17the0/auth/v1/user.proto\x1a\x1bthe0/common/v1/access.proto\x1a the0/common/v1/auth_policy.proto\"\xce\x01\n\x10ListUsersRequest\x12\x1e\n\tpage_size\x18\x01 \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\x12\x1b\n\x05query\x18\x03 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\xfe\x01\x12\x33\n\x05state\x18\x04 \x01(\x0e\x32\x1e.the0.admin.v1.UserStateFilterB\x04\xe2\x41\x01\x01\x12&\n\x04role\x18\x05 \x01(\x0e\x32\x12.the0.auth.v1.RoleB\x04\xe2\x41\x01\x01\"O\n\x11ListUsersResponse\x12!\n\x05users\x18\x01 \x03(\x0b\x32\x12.the0.auth.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"-\n\x0eGetUserRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"1\n\x12\x44isableUserRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"0\n\x11\x45nableUserRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"8\n\x19\x46orcePasswordResetRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"d\n\x1a\x46orcePasswordResetResponse\x12&\n\x04user\x18\x01 \x01(\x0b\x32\x12.the0.auth.v1.UserB\x04\xe2\x41\x01\x03\x12\x1e\n\x10sessions_revoked\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x03\"c\n\x12SetUserRoleRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x30\n\x04role\x18\x02 \x01(\x0e\x32\x12.the0.auth.v1.RoleB\x0e\xe2\x41\x01\x02\xbaH\x07\x82\x01\x04\x10\x01 \x00\"\x9a\x02\n\x16ListAuditEventsRequest\x12!\n\tpage_size\x18\x01 \x01(\x05\x42\x0e\xe2\x41\x01\x01\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\x12\x37\n\x04type\x18\x03 \x01(\tB)\xe2\x41\x01\x01\xbaH\"r\x1d\x18@2\x19^[a-z0-9][a-z0-9.-]*[*]?$\xd8\x01\x01\x12/\n\x05since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12/\n\x05until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12 \n\x07user_id\x18\x06 \x01(\tB\x0f\xe2\x41\x01\x01\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01*r\n\x0fUserStateFilter\x12!\n\x1dUSER_STATE_FILTER_UNSPECIFIED\x10\x00\x12\x1c\n\x18USER_STATE_FILTER_ACTIVE\x10\x01\x12\x1e\n\x1aUSER_STATE_FILTER_DISABLED\x10\x02\x32\x99\x07\n\x0c\x41\x64minService\x12t\n\tListUsers\x12\x1f.the0.admin.v1.ListUsersRequest\x1a .the0.admin.v1.ListUsersResponse\"$\x88\xb5\x18\x05\x9a\xb5\x18\x04\x08\x01\x10\x06\x82\xd3\xe4\x93\x02\x12\x12\x10/api/admin/users\x12g\n\x07GetUser\x12\x1d.the0.admin.v1.GetUserRequest\x1a\x12.the0.auth.v1.User\")\x88\xb5\x18\x05\x9a\xb5\x18\x04\x08\x01\x10\x06\x82\xd3\xe4\x93\x02\x17\x12\x15/api/admin/users/{id}\x12z\n\x0b\x44isableUser\x12!.the0.admin.v1.DisableUserRequest\x1a\x12.the0.auth.v1.User\"4\x88\xb5\x18\x05\x9a\xb5\x18\x04\x08\x02\x10\x06\x82\xd3\xe4\x93\x02\"\"\x1d/api/admin/users/{id}/disable:\x01*\x12w\n\nEnableUser\x12 .the0.admin.v1.EnableUserRequest\x1a\x12.the0.auth.v1.User\"3\x88\xb5\x18\x05\x9a\xb5\x18\x04\x08\x02\x10\x06\x82\xd3\xe4\x93\x02!\"\x1c/api/admin/users/{id}/enable:\x01*\x12\xac\x01\n\x12\x46orcePasswordReset\x12(.the0.admin.v1.ForcePasswordResetRequest\x1a).the0.admin.v1.ForcePasswordResetResponse\"A\x88\xb5\x18\x05\x9a\xb5\x18\x04\x08\x02\x10\x06\x82\xd3\xe4\x93\x02/\"*/api/admin/users/{id}/force-password-reset:\x01*\x12w\n\x0bSetUserRole\x12!.the0.admin.v1.SetUserRoleRequest\x1a\x12.the0.auth.v1.User\"1\x88\xb5\x18\x05\x9a\xb5\x18\x04\x08\x02\x10\x06\x82\xd3\xe4\x93\x02\x1f\"\x1a/api/admin/users/{id}/role:\x01*\x12\x8c\x01\n\x0fListAuditEvents\x12%.the0.admin.v1.ListAuditEventsRequest\x1a%.the0.auth.v1.ListAuditEventsResponse\"+\x88\xb5\x18\x05\x9a\xb5\x18\x04\x08\x01\x10\x06\x82\xd3\xe4\x93\x02\x19\x12\x17/api/admin/audit-eventsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,7 +40,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'the0.admin.v1.admin_service
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LISTUSERSREQUEST'].fields_by_name['page_size']._loaded_options = None
-  _globals['_LISTUSERSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
+  _globals['_LISTUSERSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001\272H\004\032\002(\000'
   _globals['_LISTUSERSREQUEST'].fields_by_name['page_token']._loaded_options = None
   _globals['_LISTUSERSREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001\272H\005r\003\030\200\004'
   _globals['_LISTUSERSREQUEST'].fields_by_name['query']._loaded_options = None
@@ -91,26 +91,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ADMINSERVICE'].methods_by_name['SetUserRole']._serialized_options = b'\210\265\030\005\232\265\030\004\010\002\020\006\202\323\344\223\002\037\"\032/api/admin/users/{id}/role:\001*'
   _globals['_ADMINSERVICE'].methods_by_name['ListAuditEvents']._loaded_options = None
   _globals['_ADMINSERVICE'].methods_by_name['ListAuditEvents']._serialized_options = b'\210\265\030\005\232\265\030\004\010\001\020\006\202\323\344\223\002\031\022\027/api/admin/audit-events'
-  _globals['_USERSTATEFILTER']._serialized_start=1275
-  _globals['_USERSTATEFILTER']._serialized_end=1389
+  _globals['_USERSTATEFILTER']._serialized_start=1282
+  _globals['_USERSTATEFILTER']._serialized_end=1396
   _globals['_LISTUSERSREQUEST']._serialized_start=299
-  _globals['_LISTUSERSREQUEST']._serialized_end=498
-  _globals['_LISTUSERSRESPONSE']._serialized_start=500
-  _globals['_LISTUSERSRESPONSE']._serialized_end=579
-  _globals['_GETUSERREQUEST']._serialized_start=581
-  _globals['_GETUSERREQUEST']._serialized_end=626
-  _globals['_DISABLEUSERREQUEST']._serialized_start=628
-  _globals['_DISABLEUSERREQUEST']._serialized_end=677
-  _globals['_ENABLEUSERREQUEST']._serialized_start=679
-  _globals['_ENABLEUSERREQUEST']._serialized_end=727
-  _globals['_FORCEPASSWORDRESETREQUEST']._serialized_start=729
-  _globals['_FORCEPASSWORDRESETREQUEST']._serialized_end=785
-  _globals['_FORCEPASSWORDRESETRESPONSE']._serialized_start=787
-  _globals['_FORCEPASSWORDRESETRESPONSE']._serialized_end=887
-  _globals['_SETUSERROLEREQUEST']._serialized_start=889
-  _globals['_SETUSERROLEREQUEST']._serialized_end=988
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=991
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=1273
-  _globals['_ADMINSERVICE']._serialized_start=1392
-  _globals['_ADMINSERVICE']._serialized_end=2313
+  _globals['_LISTUSERSREQUEST']._serialized_end=505
+  _globals['_LISTUSERSRESPONSE']._serialized_start=507
+  _globals['_LISTUSERSRESPONSE']._serialized_end=586
+  _globals['_GETUSERREQUEST']._serialized_start=588
+  _globals['_GETUSERREQUEST']._serialized_end=633
+  _globals['_DISABLEUSERREQUEST']._serialized_start=635
+  _globals['_DISABLEUSERREQUEST']._serialized_end=684
+  _globals['_ENABLEUSERREQUEST']._serialized_start=686
+  _globals['_ENABLEUSERREQUEST']._serialized_end=734
+  _globals['_FORCEPASSWORDRESETREQUEST']._serialized_start=736
+  _globals['_FORCEPASSWORDRESETREQUEST']._serialized_end=792
+  _globals['_FORCEPASSWORDRESETRESPONSE']._serialized_start=794
+  _globals['_FORCEPASSWORDRESETRESPONSE']._serialized_end=894
+  _globals['_SETUSERROLEREQUEST']._serialized_start=896
+  _globals['_SETUSERROLEREQUEST']._serialized_end=995
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=998
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=1280
+  _globals['_ADMINSERVICE']._serialized_start=1399
+  _globals['_ADMINSERVICE']._serialized_end=2320
 # @@protoc_insertion_point(module_scope)

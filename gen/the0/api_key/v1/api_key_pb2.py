@@ -27,7 +27,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dthe0/api_key/v1/api_key.proto\x12\x0fthe0.api_key.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd2\x03\n\x06\x41piKey\x12\x17\n\x02id\x18\x01 \x01(\tB\x0b\xe2\x41\x01\x03\xbaH\x04r\x02\x18$\x12\x19\n\x04name\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x02\xbaH\x04r\x02\x18\x32\x12\x1b\n\x06prefix\x18\x03 \x01(\tB\x0b\xe2\x41\x01\x03\xbaH\x04r\x02\x18\x10\x12\x31\n\x05state\x18\x04 \x01(\x0e\x32\x1c.the0.api_key.v1.ApiKeyStateB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x38\n\x0elast_used_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0brevoke_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x65\n\x06scopes\x18\t \x03(\tBU\xe2\x41\x01\x01\xbaHN\x92\x01K\x10\x10\x18\x01\"ErC\x18 2?^(full|read|(account|bots|custom_bots|backtests):(read|write))$*|\n\x0b\x41piKeyState\x12\x1d\n\x19\x41PI_KEY_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41PI_KEY_STATE_ACTIVE\x10\x01\x12\x19\n\x15\x41PI_KEY_STATE_REVOKED\x10\x02\x12\x19\n\x15\x41PI_KEY_STATE_EXPIRED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dthe0/api_key/v1/api_key.proto\x12\x0fthe0.api_key.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdc\x03\n\x06\x41piKey\x12\x17\n\x02id\x18\x01 \x01(\tB\x0b\xe2\x41\x01\x03\xbaH\x04r\x02\x18$\x12\x1b\n\x04name\x18\x02 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\x10\x03\x18\x32\x12\x1b\n\x06prefix\x18\x03 \x01(\tB\x0b\xe2\x41\x01\x03\xbaH\x04r\x02\x18\x10\x12\x31\n\x05state\x18\x04 \x01(\x0e\x32\x1c.the0.api_key.v1.ApiKeyStateB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12=\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0c\xe2\x41\x01\x01\xbaH\x05\xb2\x01\x02@\x01\x12\x38\n\x0elast_used_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0brevoke_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x65\n\x06scopes\x18\t \x03(\tBU\xe2\x41\x01\x01\xbaHN\x92\x01K\x10\x10\x18\x01\"ErC\x18 2?^(full|read|(account|bots|custom_bots|backtests):(read|write))$*|\n\x0b\x41piKeyState\x12\x1d\n\x19\x41PI_KEY_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41PI_KEY_STATE_ACTIVE\x10\x01\x12\x19\n\x15\x41PI_KEY_STATE_REVOKED\x10\x02\x12\x19\n\x15\x41PI_KEY_STATE_EXPIRED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,7 +37,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APIKEY'].fields_by_name['id']._loaded_options = None
   _globals['_APIKEY'].fields_by_name['id']._serialized_options = b'\342A\001\003\272H\004r\002\030$'
   _globals['_APIKEY'].fields_by_name['name']._loaded_options = None
-  _globals['_APIKEY'].fields_by_name['name']._serialized_options = b'\342A\001\002\272H\004r\002\0302'
+  _globals['_APIKEY'].fields_by_name['name']._serialized_options = b'\342A\001\002\272H\006r\004\020\003\0302'
   _globals['_APIKEY'].fields_by_name['prefix']._loaded_options = None
   _globals['_APIKEY'].fields_by_name['prefix']._serialized_options = b'\342A\001\003\272H\004r\002\030\020'
   _globals['_APIKEY'].fields_by_name['state']._loaded_options = None
@@ -45,15 +45,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APIKEY'].fields_by_name['create_time']._loaded_options = None
   _globals['_APIKEY'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
   _globals['_APIKEY'].fields_by_name['expire_time']._loaded_options = None
-  _globals['_APIKEY'].fields_by_name['expire_time']._serialized_options = b'\342A\001\001'
+  _globals['_APIKEY'].fields_by_name['expire_time']._serialized_options = b'\342A\001\001\272H\005\262\001\002@\001'
   _globals['_APIKEY'].fields_by_name['last_used_time']._loaded_options = None
   _globals['_APIKEY'].fields_by_name['last_used_time']._serialized_options = b'\342A\001\003'
   _globals['_APIKEY'].fields_by_name['revoke_time']._loaded_options = None
   _globals['_APIKEY'].fields_by_name['revoke_time']._serialized_options = b'\342A\001\003'
   _globals['_APIKEY'].fields_by_name['scopes']._loaded_options = None
   _globals['_APIKEY'].fields_by_name['scopes']._serialized_options = b'\342A\001\001\272HN\222\001K\020\020\030\001\"ErC\030 2?^(full|read|(account|bots|custom_bots|backtests):(read|write))$'
-  _globals['_APIKEYSTATE']._serialized_start=614
-  _globals['_APIKEYSTATE']._serialized_end=738
+  _globals['_APIKEYSTATE']._serialized_start=624
+  _globals['_APIKEYSTATE']._serialized_end=748
   _globals['_APIKEY']._serialized_start=146
-  _globals['_APIKEY']._serialized_end=612
+  _globals['_APIKEY']._serialized_end=622
 # @@protoc_insertion_point(module_scope)

@@ -33,7 +33,7 @@ from the0.common.v1 import watch_pb2 as the0_dot_common_dot_v1_dot_watch__pb2
 from the0.custom_bot.v1 import custom_bot_pb2 as the0_dot_custom__bot_dot_v1_dot_custom__bot__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+the0/custom_bot/v1/custom_bot_service.proto\x12\x12the0.custom_bot.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a\x1bthe0/common/v1/access.proto\x1a the0/common/v1/auth_policy.proto\x1a\x1fthe0/common/v1/rest_media.proto\x1a\x1athe0/common/v1/watch.proto\x1a#the0/custom_bot/v1/custom_bot.proto\"\\\n\x1fListCustomBotReviewQueueRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\"o\n ListCustomBotReviewQueueResponse\x12\x32\n\x0b\x63ustom_bots\x18\x01 \x03(\x0b\x32\x1d.the0.custom_bot.v1.CustomBot\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"C\n\x16UploadCustomBotRequest\x12)\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"\x8a\x01\n\x15ListCustomBotsRequest\x12\x1e\n\tpage_size\x18\x01 \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\x12/\n\x04name\x18\x03 \x01(\tB!\xe2\x41\x01\x01\xbaH\x1ar\x15\x18\x64\x32\x11^[a-z0-9-]{3,50}$\xd8\x01\x01\"e\n\x16ListCustomBotsResponse\x12\x32\n\x0b\x63ustom_bots\x18\x01 \x03(\x0b\x32\x1d.the0.custom_bot.v1.CustomBot\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x13GetCustomBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\">\n\x1f\x44ownloadCustomBotArchiveRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"\x97\x01\n\x16ReviewCustomBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12:\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\".the0.custom_bot.v1.ReviewDecisionB\x04\xe2\x41\x01\x02\x12$\n\x07reasons\x18\x03 \x03(\tB\x13\xe2\x41\x01\x01\xbaH\x0c\x92\x01\t\x10\x32\"\x05r\x03\x18\xe8\x07\"4\n\x15WatchCustomBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"\xc2\x01\n\x16WatchCustomBotResponse\x12\x33\n\ncustom_bot\x18\x01 \x01(\x0b\x32\x1d.the0.custom_bot.v1.CustomBotH\x00\x12.\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.the0.common.v1.HeartbeatH\x00\x12:\n\x0funauthenticated\x18\x03 \x01(\x0b\x32\x1f.the0.common.v1.UnauthenticatedH\x00\x42\x07\n\x05\x65vent*k\n\x0eReviewDecision\x12\x1f\n\x1bREVIEW_DECISION_UNSPECIFIED\x10\x00\x12\x1b\n\x17REVIEW_DECISION_APPROVE\x10\x01\x12\x1b\n\x17REVIEW_DECISION_DECLINE\x10\x02\x32\xdb\x08\n\x10\x43ustomBotService\x12\xa1\x01\n\x0fUploadCustomBot\x12*.the0.custom_bot.v1.UploadCustomBotRequest\x1a\x1d.the0.custom_bot.v1.CustomBot\"A\x92\xb5\x18\x0f\x61pplication/zip\x9a\xb5\x18\x04\x08\x02\x10\x03\x82\xd3\xe4\x93\x02 \"\x17/api/custom-bots/upload:\x05\x63hunk(\x01\x12\x89\x01\n\x0eListCustomBots\x12).the0.custom_bot.v1.ListCustomBotsRequest\x1a*.the0.custom_bot.v1.ListCustomBotsResponse\" \x9a\xb5\x18\x04\x08\x01\x10\x03\x82\xd3\xe4\x93\x02\x12\x12\x10/api/custom-bots\x12}\n\x0cGetCustomBot\x12\'.the0.custom_bot.v1.GetCustomBotRequest\x1a\x1d.the0.custom_bot.v1.CustomBot\"%\x9a\xb5\x18\x04\x08\x01\x10\x03\x82\xd3\xe4\x93\x02\x17\x12\x15/api/custom-bots/{id}\x12\xa9\x01\n\x18\x44ownloadCustomBotArchive\x12\x33.the0.custom_bot.v1.DownloadCustomBotArchiveRequest\x1a\x14.google.api.HttpBody\"@\x92\xb5\x18\x0f\x61pplication/zip\x9a\xb5\x18\x04\x08\x01\x10\x03\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/custom-bots/{id}/archive0\x01\x12\x91\x01\n\x0fReviewCustomBot\x12*.the0.custom_bot.v1.ReviewCustomBotRequest\x1a\x1d.the0.custom_bot.v1.CustomBot\"3\x88\xb5\x18\x05\x9a\xb5\x18\x04\x08\x02\x10\x03\x82\xd3\xe4\x93\x02!\"\x1c/api/custom-bots/{id}/review:\x01*\x12\x96\x01\n\x0eWatchCustomBot\x12).the0.custom_bot.v1.WatchCustomBotRequest\x1a*.the0.custom_bot.v1.WatchCustomBotResponse\"+\x9a\xb5\x18\x04\x08\x01\x10\x03\x82\xd3\xe4\x93\x02\x1d\x12\x1b/api/custom-bots/{id}/watch0\x01\x12\xbe\x01\n\x18ListCustomBotReviewQueue\x12\x33.the0.custom_bot.v1.ListCustomBotReviewQueueRequest\x1a\x34.the0.custom_bot.v1.ListCustomBotReviewQueueResponse\"7\x88\xb5\x18\x05\x9a\xb5\x18\x04\x08\x01\x10\x03\x82\xd3\xe4\x93\x02%\x12#/api/admin/custom-bots/review-queueb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+the0/custom_bot/v1/custom_bot_service.proto\x12\x12the0.custom_bot.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a\x1bthe0/common/v1/access.proto\x1a the0/common/v1/auth_policy.proto\x1a\x1fthe0/common/v1/rest_media.proto\x1a\x1athe0/common/v1/watch.proto\x1a#the0/custom_bot/v1/custom_bot.proto\"c\n\x1fListCustomBotReviewQueueRequest\x12\x1e\n\tpage_size\x18\x01 \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\"o\n ListCustomBotReviewQueueResponse\x12\x32\n\x0b\x63ustom_bots\x18\x01 \x03(\x0b\x32\x1d.the0.custom_bot.v1.CustomBot\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"C\n\x16UploadCustomBotRequest\x12)\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"\x8a\x01\n\x15ListCustomBotsRequest\x12\x1e\n\tpage_size\x18\x01 \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\x12 \n\npage_token\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x04\x12/\n\x04name\x18\x03 \x01(\tB!\xe2\x41\x01\x01\xbaH\x1ar\x15\x18\x64\x32\x11^[a-z0-9-]{3,50}$\xd8\x01\x01\"e\n\x16ListCustomBotsResponse\x12\x32\n\x0b\x63ustom_bots\x18\x01 \x03(\x0b\x32\x1d.the0.custom_bot.v1.CustomBot\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x13GetCustomBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\">\n\x1f\x44ownloadCustomBotArchiveRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"\x97\x01\n\x16ReviewCustomBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12:\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\".the0.custom_bot.v1.ReviewDecisionB\x04\xe2\x41\x01\x02\x12$\n\x07reasons\x18\x03 \x03(\tB\x13\xe2\x41\x01\x01\xbaH\x0c\x92\x01\t\x10\x32\"\x05r\x03\x18\xe8\x07\"4\n\x15WatchCustomBotRequest\x12\x1b\n\x02id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"\xc2\x01\n\x16WatchCustomBotResponse\x12\x33\n\ncustom_bot\x18\x01 \x01(\x0b\x32\x1d.the0.custom_bot.v1.CustomBotH\x00\x12.\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.the0.common.v1.HeartbeatH\x00\x12:\n\x0funauthenticated\x18\x03 \x01(\x0b\x32\x1f.the0.common.v1.UnauthenticatedH\x00\x42\x07\n\x05\x65vent*k\n\x0eReviewDecision\x12\x1f\n\x1bREVIEW_DECISION_UNSPECIFIED\x10\x00\x12\x1b\n\x17REVIEW_DECISION_APPROVE\x10\x01\x12\x1b\n\x17REVIEW_DECISION_DECLINE\x10\x02\x32\xdb\x08\n\x10\x43ustomBotService\x12\xa1\x01\n\x0fUploadCustomBot\x12*.the0.custom_bot.v1.UploadCustomBotRequest\x1a\x1d.the0.custom_bot.v1.CustomBot\"A\x92\xb5\x18\x0f\x61pplication/zip\x9a\xb5\x18\x04\x08\x02\x10\x03\x82\xd3\xe4\x93\x02 \"\x17/api/custom-bots/upload:\x05\x63hunk(\x01\x12\x89\x01\n\x0eListCustomBots\x12).the0.custom_bot.v1.ListCustomBotsRequest\x1a*.the0.custom_bot.v1.ListCustomBotsResponse\" \x9a\xb5\x18\x04\x08\x01\x10\x03\x82\xd3\xe4\x93\x02\x12\x12\x10/api/custom-bots\x12}\n\x0cGetCustomBot\x12\'.the0.custom_bot.v1.GetCustomBotRequest\x1a\x1d.the0.custom_bot.v1.CustomBot\"%\x9a\xb5\x18\x04\x08\x01\x10\x03\x82\xd3\xe4\x93\x02\x17\x12\x15/api/custom-bots/{id}\x12\xa9\x01\n\x18\x44ownloadCustomBotArchive\x12\x33.the0.custom_bot.v1.DownloadCustomBotArchiveRequest\x1a\x14.google.api.HttpBody\"@\x92\xb5\x18\x0f\x61pplication/zip\x9a\xb5\x18\x04\x08\x01\x10\x03\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/custom-bots/{id}/archive0\x01\x12\x91\x01\n\x0fReviewCustomBot\x12*.the0.custom_bot.v1.ReviewCustomBotRequest\x1a\x1d.the0.custom_bot.v1.CustomBot\"3\x88\xb5\x18\x05\x9a\xb5\x18\x04\x08\x02\x10\x03\x82\xd3\xe4\x93\x02!\"\x1c/api/custom-bots/{id}/review:\x01*\x12\x96\x01\n\x0eWatchCustomBot\x12).the0.custom_bot.v1.WatchCustomBotRequest\x1a*.the0.custom_bot.v1.WatchCustomBotResponse\"+\x9a\xb5\x18\x04\x08\x01\x10\x03\x82\xd3\xe4\x93\x02\x1d\x12\x1b/api/custom-bots/{id}/watch0\x01\x12\xbe\x01\n\x18ListCustomBotReviewQueue\x12\x33.the0.custom_bot.v1.ListCustomBotReviewQueueRequest\x1a\x34.the0.custom_bot.v1.ListCustomBotReviewQueueResponse\"7\x88\xb5\x18\x05\x9a\xb5\x18\x04\x08\x01\x10\x03\x82\xd3\xe4\x93\x02%\x12#/api/admin/custom-bots/review-queueb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,7 +41,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'the0.custom_bot.v1.custom_b
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LISTCUSTOMBOTREVIEWQUEUEREQUEST'].fields_by_name['page_size']._loaded_options = None
-  _globals['_LISTCUSTOMBOTREVIEWQUEUEREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
+  _globals['_LISTCUSTOMBOTREVIEWQUEUEREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001\272H\004\032\002(\000'
   _globals['_LISTCUSTOMBOTREVIEWQUEUEREQUEST'].fields_by_name['page_token']._loaded_options = None
   _globals['_LISTCUSTOMBOTREVIEWQUEUEREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001\272H\005r\003\030\200\004'
   _globals['_UPLOADCUSTOMBOTREQUEST'].fields_by_name['chunk']._loaded_options = None
@@ -78,28 +78,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CUSTOMBOTSERVICE'].methods_by_name['WatchCustomBot']._serialized_options = b'\232\265\030\004\010\001\020\003\202\323\344\223\002\035\022\033/api/custom-bots/{id}/watch'
   _globals['_CUSTOMBOTSERVICE'].methods_by_name['ListCustomBotReviewQueue']._loaded_options = None
   _globals['_CUSTOMBOTSERVICE'].methods_by_name['ListCustomBotReviewQueue']._serialized_options = b'\210\265\030\005\232\265\030\004\010\001\020\003\202\323\344\223\002%\022#/api/admin/custom-bots/review-queue'
-  _globals['_REVIEWDECISION']._serialized_start=1388
-  _globals['_REVIEWDECISION']._serialized_end=1495
+  _globals['_REVIEWDECISION']._serialized_start=1395
+  _globals['_REVIEWDECISION']._serialized_end=1502
   _globals['_LISTCUSTOMBOTREVIEWQUEUEREQUEST']._serialized_start=347
-  _globals['_LISTCUSTOMBOTREVIEWQUEUEREQUEST']._serialized_end=439
-  _globals['_LISTCUSTOMBOTREVIEWQUEUERESPONSE']._serialized_start=441
-  _globals['_LISTCUSTOMBOTREVIEWQUEUERESPONSE']._serialized_end=552
-  _globals['_UPLOADCUSTOMBOTREQUEST']._serialized_start=554
-  _globals['_UPLOADCUSTOMBOTREQUEST']._serialized_end=621
-  _globals['_LISTCUSTOMBOTSREQUEST']._serialized_start=624
-  _globals['_LISTCUSTOMBOTSREQUEST']._serialized_end=762
-  _globals['_LISTCUSTOMBOTSRESPONSE']._serialized_start=764
-  _globals['_LISTCUSTOMBOTSRESPONSE']._serialized_end=865
-  _globals['_GETCUSTOMBOTREQUEST']._serialized_start=867
-  _globals['_GETCUSTOMBOTREQUEST']._serialized_end=917
-  _globals['_DOWNLOADCUSTOMBOTARCHIVEREQUEST']._serialized_start=919
-  _globals['_DOWNLOADCUSTOMBOTARCHIVEREQUEST']._serialized_end=981
-  _globals['_REVIEWCUSTOMBOTREQUEST']._serialized_start=984
-  _globals['_REVIEWCUSTOMBOTREQUEST']._serialized_end=1135
-  _globals['_WATCHCUSTOMBOTREQUEST']._serialized_start=1137
-  _globals['_WATCHCUSTOMBOTREQUEST']._serialized_end=1189
-  _globals['_WATCHCUSTOMBOTRESPONSE']._serialized_start=1192
-  _globals['_WATCHCUSTOMBOTRESPONSE']._serialized_end=1386
-  _globals['_CUSTOMBOTSERVICE']._serialized_start=1498
-  _globals['_CUSTOMBOTSERVICE']._serialized_end=2613
+  _globals['_LISTCUSTOMBOTREVIEWQUEUEREQUEST']._serialized_end=446
+  _globals['_LISTCUSTOMBOTREVIEWQUEUERESPONSE']._serialized_start=448
+  _globals['_LISTCUSTOMBOTREVIEWQUEUERESPONSE']._serialized_end=559
+  _globals['_UPLOADCUSTOMBOTREQUEST']._serialized_start=561
+  _globals['_UPLOADCUSTOMBOTREQUEST']._serialized_end=628
+  _globals['_LISTCUSTOMBOTSREQUEST']._serialized_start=631
+  _globals['_LISTCUSTOMBOTSREQUEST']._serialized_end=769
+  _globals['_LISTCUSTOMBOTSRESPONSE']._serialized_start=771
+  _globals['_LISTCUSTOMBOTSRESPONSE']._serialized_end=872
+  _globals['_GETCUSTOMBOTREQUEST']._serialized_start=874
+  _globals['_GETCUSTOMBOTREQUEST']._serialized_end=924
+  _globals['_DOWNLOADCUSTOMBOTARCHIVEREQUEST']._serialized_start=926
+  _globals['_DOWNLOADCUSTOMBOTARCHIVEREQUEST']._serialized_end=988
+  _globals['_REVIEWCUSTOMBOTREQUEST']._serialized_start=991
+  _globals['_REVIEWCUSTOMBOTREQUEST']._serialized_end=1142
+  _globals['_WATCHCUSTOMBOTREQUEST']._serialized_start=1144
+  _globals['_WATCHCUSTOMBOTREQUEST']._serialized_end=1196
+  _globals['_WATCHCUSTOMBOTRESPONSE']._serialized_start=1199
+  _globals['_WATCHCUSTOMBOTRESPONSE']._serialized_end=1393
+  _globals['_CUSTOMBOTSERVICE']._serialized_start=1505
+  _globals['_CUSTOMBOTSERVICE']._serialized_end=2620
 # @@protoc_insertion_point(module_scope)
