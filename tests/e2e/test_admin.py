@@ -252,8 +252,8 @@ async def test_a_disabled_users_tokens_and_keys_stop_on_every_replica_within_a_s
     took_jwt = await eventually(lambda: refused(on_a.auth.GetCurrentUser(me, metadata=victim.metadata)), 1.0)
     took_key = await eventually(lambda: refused(on_a.auth.GetCurrentUser(me, metadata=key)), 1.0)
     assert took_jwt < 1.0 and took_key < 1.0
-    code, reason, *_ = await rpc_error(on_a.auth.GetCurrentUser(me, metadata=key))
-    assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "API_KEY_INVALID")
+    code, reason, metadata, _ = await rpc_error(on_a.auth.GetCurrentUser(me, metadata=key))
+    assert (code, reason, metadata) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_REVOKED", {"accountDisabled": "true"})
     code, reason, *_ = await rpc_error(on_a.auth.Login(auth_service_pb2.LoginRequest(
         email=victim.email, password=PASSWORD)))
     assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIALS")

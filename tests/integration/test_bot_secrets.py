@@ -205,6 +205,7 @@ async def test_the_rotate_secrets_command(database_url, domain, alice):
     )
     assert done.returncode == 0, done.stderr
     assert "2 secret value(s) of 1 bot(s) resealed under key 'fresh'" in done.stdout
+    assert "TOTP secret(s) of" in done.stdout  # the users' half (tests/e2e/test_two_factor_rotation.py)
     assert all(secret not in done.stdout + done.stderr for secret in (API_KEY, API_SECRET, new, old))
     stored, config_now = await raw_bot(domain, bot.id)
     assert "the0-secret:v1:fresh:" in stored

@@ -136,7 +136,8 @@ def test_docs_list_the_scope_of_every_rpc_that_accepts_api_keys() -> None:
 
 
 def test_reads_are_gets_and_writes_are_not() -> None:
-    """The access option agrees with the HTTP verb (which the rate limiter prices reads by)."""
+    """REST semantics: an RPC that declares it reads is a GET, and the others are not (a contract of the
+    API's shape; the rate limiter prices by the access option alone, tests/unit/test_rate_limit_costs.py)."""
     for method in all_methods():
         if not method.GetOptions().HasExtension(access_pb2.access):
             continue

@@ -10,6 +10,9 @@ recovered from, once per call:
   and concurrent calls refresh only once: a caller whose token was already replaced just retries.
 - ``API_KEY_INVALID`` on a key call (the key was revoked or has expired) while a session is held: the key
   is dropped, ``on_api_key_refused`` is told, and the call is repeated with the session.
+
+A disabled account (``metadata.accountDisabled``, reason TOKEN_REVOKED, for a key or a session) is
+recovered from by nothing: the key is kept, since it works again once an admin enables the account.
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ class Credentials:
         return Used.NOTHING, None, []
 
     def recovery(self, error: The0Error, used: Used, token_used: str | None) -> Recovery:
+        if error.metadata.get("accountDisabled") == "true":
+            return Recovery.NONE
         if used is Used.SESSION and error.reason == "TOKEN_EXPIRED" and self.refresh_token:
             return Recovery.RETRY if token_used != self.access_token else Recovery.REFRESH
         if used is Used.API_KEY and error.reason == "API_KEY_INVALID" and self.access_token:

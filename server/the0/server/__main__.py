@@ -5,8 +5,9 @@
     the0-server migrate    apply migrations and exit (needs only DATABASE_URL; one migrator
                            at a time on PostgreSQL: an advisory lock)
     the0-server rotate-secrets
-                           seal every secret config value again under THE0_SECRETS_KEY's
-                           current key (exit 1 if some value no key opens)
+                           seal every secret config value and every two-factor TOTP secret
+                           again under THE0_SECRETS_KEY's current key (exit 1 if some value
+                           no key opens); safe to rerun
 
     the0-server envoy-config DIR --grpc-host H --frontend-url U
                            write Envoy's configuration for replicas at H, and the descriptor set
@@ -25,6 +26,7 @@ from pathlib import Path
 from the0.server.bots.secret_rotation import RotationReport, rotate_secrets
 from the0.server.db.engine import create_engine, session_factory
 from the0.server.envoy_config import DOCS_FILES, render_envoy_config
+from the0.server.identity.totp_rotation import TotpRotationReport, rotate_totp_secrets
 from the0.server.package_data import descriptor_set_path, docs_dir, openapi_dir
 from the0.server.secrets.box import config_secrets_for
 from the0.server.serving import load_settings, migrate_only, run_until_stopped
@@ -32,10 +34,11 @@ from the0.server.settings import Settings
 from the0.server.structured_logging import configure_logging
 
 
-async def rotate_stored_secrets(settings: Settings) -> RotationReport:
+async def rotate_stored_secrets(settings: Settings) -> tuple[RotationReport, TotpRotationReport]:
     engine = create_engine(settings.effective_database_url)
     try:
-        return await rotate_secrets(session_factory(engine), config_secrets_for(settings))
+        sessions, box = session_factory(engine), config_secrets_for(settings)
+        return await rotate_secrets(sessions, box), await rotate_totp_secrets(sessions, box)
     finally:
         await engine.dispose()
 
@@ -65,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     commands = parser.add_subparsers(dest="command", metavar="[migrate | rotate-secrets | envoy-config]")
     commands.add_parser("migrate", help="apply the database migrations and exit (reads DATABASE_URL only)")
-    commands.add_parser("rotate-secrets", help="reseal every secret bot-config value under THE0_SECRETS_KEY's current key")
+    commands.add_parser("rotate-secrets", help="reseal every secret bot-config value and TOTP secret under THE0_SECRETS_KEY's current key")
     edge = commands.add_parser("envoy-config", help="write envoy.yaml and the descriptor set it reads into a "
                                "directory (deploy/: Envoy's init container); reads no settings")
     edge.add_argument("directory", type=Path)
@@ -85,12 +88,19 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings(dev_mode=False)
     configure_logging(settings.log_level)
     if args.command == "rotate-secrets":
-        report = asyncio.run(rotate_stored_secrets(settings))
+        report, totp_report = asyncio.run(rotate_stored_secrets(settings))
+        kid = settings.secrets_keys[0][0]
         print(f"the0: {report.values_resealed} secret value(s) of {report.bots_seen} bot(s) resealed "
-              f"under key {settings.secrets_keys[0][0]!r}")
+              f"under key {kid!r}")
+        print(f"the0: {totp_report.secrets_resealed} TOTP secret(s) of {totp_report.users_seen} user(s) "
+              f"resealed under key {kid!r}")
         if report.unreadable:
             print(f"the0: {len(report.unreadable)} bot(s) hold values no key opens: "
                   + ", ".join(report.unreadable[:20]), file=sys.stderr)
+        if totp_report.unreadable:
+            print(f"the0: {len(totp_report.unreadable)} user(s) hold a TOTP secret no key opens "
+                  "(they must enrol again): " + ", ".join(totp_report.unreadable[:20]), file=sys.stderr)
+        if report.unreadable or totp_report.unreadable:
             raise SystemExit(1)
     else:
         run_until_stopped(settings)

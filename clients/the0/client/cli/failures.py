@@ -53,6 +53,7 @@ _BY_CODE = {
 }
 
 LOGIN = "run `the0 login`"
+ACCOUNT_DISABLED = "the account is disabled: contact an admin (saved credentials are kept)"
 _HINTS = {
     "TOKEN_MISSING": f"not logged in: {LOGIN} (or set THE0_API_KEY)",
     "TOKEN_EXPIRED": LOGIN,
@@ -100,6 +101,8 @@ def describe(error: The0Error, *, target: str) -> tuple[str, int]:
                                  for v in error.violations)
     text += f" [{error.reason or error.code.name}]"
     hint = _HINTS.get(error.reason)
+    if error.metadata.get("accountDisabled") == "true":  # TOKEN_REVOKED, but a new login would not help
+        hint = ACCOUNT_DISABLED
     if hint is None and error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         hint = f"is the API running at {target}? try again, or pick another with --url / `the0 config use`"
     if hint is None and error.retry_after_seconds is not None:

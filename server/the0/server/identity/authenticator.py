@@ -3,7 +3,8 @@
 JWTs: signature and claims, then the in-memory revoked-session and disabled-account sets.
 API keys: shape and checksum, then a short-lived cache of hash → (key, owner),
 a database read on a miss, and the in-memory revoked-key and disabled-account sets
-on every call.
+on every call. A disabled account's JWT and API key get the same refusal (``account_disabled``):
+TOKEN_REVOKED with ``accountDisabled``, never API_KEY_INVALID (clients drop a key refused so).
 A well-formed key that is not ours (the checksum is public, so anyone can make
 one) is remembered as unknown for a few seconds, and concurrent lookups of the
 same key share one read: refusing a fake key costs a query once per
@@ -47,6 +48,7 @@ class _CachedKey:
     role: str
     expires_at: datetime | None
     scopes: tuple[str, ...]
+    active: bool = True  # False: the account is disabled (the entry is then never cached)
 
 
 class Authenticator:
@@ -79,7 +81,9 @@ class Authenticator:
 
     def authenticate_jwt(self, token: str) -> Principal:
         claims = self._tokens.verify(token)
-        if self._revocations.session_revoked(claims.session_id) or self._revocations.user_disabled(claims.user_id):
+        if self._revocations.user_disabled(claims.user_id):
+            raise account_disabled()
+        if self._revocations.session_revoked(claims.session_id):
             raise Unauthenticated("the session of this access token was logged out", reason="TOKEN_REVOKED")
         return Principal(user_id=claims.user_id, role=role_of(claims.role), auth_kind="jwt",
                          session_id=claims.session_id, expires_at=claims.expires_at)
@@ -113,8 +117,10 @@ class Authenticator:
         ):
             self._keys.pop(key_hash, None)
             raise _invalid_key()
-        if self._revocations.user_disabled(cached.user_id):  # kept cached: it works again once enabled
-            raise _invalid_key()
+        # Not API_KEY_INVALID: the key is fine, the account is not (clients keep the key).
+        if not cached.active or self._revocations.user_disabled(cached.user_id):  # kept cached when
+            raise account_disabled()  # known disabled here: it works again once enabled
+
         self._record_use(cached.api_key_id, now)
         return Principal(user_id=cached.user_id, role=role_of(cached.role), auth_kind="api_key",
                          api_key_id=cached.api_key_id, expires_at=cached.expires_at, api_key_scopes=cached.scopes)
@@ -154,10 +160,12 @@ class Authenticator:
         if found is None:
             return None
         key, user = found
-        if key.revoked_at is not None or not user.active:
+        if key.revoked_at is not None:
             return None
-        entry = _CachedKey(key.id, user.id, user.role, key.expires_at, scopes.from_column(key.scopes))
-        self._keys[hashes[0]] = entry
+        entry = _CachedKey(key.id, user.id, user.role, key.expires_at, scopes.from_column(key.scopes), user.active)
+        if user.active:
+            # A disabled account's key is not cached: no replica would learn that it was enabled again.
+            self._keys[hashes[0]] = entry
         return entry
 
     def _forget_unknown(self, key_hash: str) -> None:
@@ -203,6 +211,13 @@ class Authenticator:
         while True:
             await asyncio.sleep(self._flush_seconds)
             await self.flush_last_used()
+
+
+def account_disabled() -> Unauthenticated:
+    """A disabled account's JWT or API key: the reason a revoked session gets, and ``accountDisabled``
+    so that a client tells it apart (and keeps a saved key: it works again once the account is enabled)."""
+    return Unauthenticated("this account is disabled: contact an administrator", reason="TOKEN_REVOKED",
+                           metadata={"accountDisabled": "true"})
 
 
 def _invalid_key() -> Unauthenticated:

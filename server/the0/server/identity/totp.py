@@ -99,6 +99,12 @@ class TotpSecrets:
             raise TypeError("a sealed TOTP secret holds text")
         return value
 
+    def reseal(self, user_id: str, sealed: str) -> str | None:
+        """``sealed`` sealed again under the ring's current key; None if it already is."""
+        if self._box.is_current(sealed):
+            return None
+        return self.seal(user_id, self.open(user_id, sealed))
+
 
 def _subject(user_id: str) -> str:
     # Not a bot id (those are bare UUIDs): the same ring never opens a bot's secret as a user's.

@@ -4,8 +4,9 @@ The caller is the authenticated user (a JWT and an API key of one user share the
 limits) or, for public RPCs, the client's address (an IPv6 client's /64: one host
 owns far more addresses than that). Three limits, all per replica (docs/limits.md):
 
-- a token bucket of requests: a read costs 1 token, a write (any HTTP rule but GET)
-  ``write_cost``, because a write is a transaction, an outbox event and what the
+- a token bucket of requests: a read costs 1 token, a write ``write_cost`` (what is a
+  read is what the RPC declares in the proto, ``(the0.common.v1.access)``, the declaration
+  API-key scopes read too; see ``request_costs``), because a write is a transaction, an outbox event and what the
   runtime does with it. Refused with RESOURCE_EXHAUSTED / RATE_LIMITED, a RetryInfo
   and, as trailing metadata, ``retry-after`` and the IETF ``ratelimit`` /
   ``ratelimit-policy`` fields: the answer is trailers-only (nothing was sent yet),
@@ -33,6 +34,7 @@ import grpc.aio
 from google.api import annotations_pb2
 from google.protobuf.descriptor import ServiceDescriptor
 
+from the0.common.v1 import access_pb2
 from the0.server.errors import ResourceExhausted
 from the0.server.identity.principal import principal_var
 from the0.server.interceptors.wrapping import AnyContext, AnyHandler, HandlerRewriter, wrap_handler
@@ -57,12 +59,22 @@ class CallerLimits:
 
 
 def request_costs(services: Iterable[ServiceDescriptor], write_cost: int) -> dict[str, int]:
-    """``{"/pkg.Service/Method": cost}``: 1 for an RPC whose HTTP rule is GET, ``write_cost`` otherwise."""
+    """``{"/pkg.Service/Method": cost}``: 1 for an RPC that declares it only reads, ``write_cost`` otherwise.
+
+    The declared access level decides, whatever the HTTP verb. Public RPCs (sign-in, sign-up,
+    refresh, password reset, the health check) declare no access, having no credential to
+    scope: for them alone the HTTP rule says it (GET reads; the others hash a password or
+    issue a token, so they are writes).
+    """
     costs: dict[str, int] = {}
     for service in services:
         for method in service.methods:
-            rule = method.GetOptions().Extensions[annotations_pb2.http]
-            costs[f"/{service.full_name}/{method.name}"] = 1 if rule.WhichOneof("pattern") == "get" else write_cost
+            options = method.GetOptions()
+            if options.HasExtension(access_pb2.access):
+                reads = options.Extensions[access_pb2.access].level == access_pb2.ACCESS_LEVEL_READ
+            else:
+                reads = options.Extensions[annotations_pb2.http].WhichOneof("pattern") == "get"
+            costs[f"/{service.full_name}/{method.name}"] = 1 if reads else write_cost
     return costs
 
 

@@ -79,6 +79,10 @@ class ConfigSecrets:
     def __repr__(self) -> str:
         return f"ConfigSecrets({self._ring!r})"
 
+    def is_current(self, sealed: str) -> bool:
+        """Whether ``sealed`` is under the ring's current key (nothing for a rotation to do)."""
+        return sealed.removeprefix(PREFIX).partition(":")[0] == self._ring.current
+
     def seal_value(self, bot_id: str, path: Path, value: Any) -> str:
         nonce = os.urandom(_NONCE_BYTES)
         sealed = self._ciphers[self._ring.current].encrypt(nonce, orjson.dumps(value), _aad(bot_id, path))
@@ -145,7 +149,7 @@ class ConfigSecrets:
         def walk(value: Any, path: Path) -> Any:
             nonlocal count
             if is_sealed(value):
-                if value.removeprefix(PREFIX).partition(":")[0] == self._ring.current:
+                if self.is_current(value):
                     return value
                 count += 1
                 return self.seal_value(bot_id, path, self.open_value(bot_id, path, value))
