@@ -32,6 +32,12 @@ REST_ROUTES = [
     ("POST", "/api/auth/password-reset", "AuthService.ResetPassword"),
     ("POST", "/api/auth/email-verification/request", "AuthService.RequestEmailVerification"),
     ("POST", "/api/auth/email-verification", "AuthService.VerifyEmail"),
+    ("POST", "/api/auth/login/second-factor", "AuthService.CompleteLogin"),
+    ("POST", "/api/auth/2fa/totp/enroll", "AuthService.BeginTotpEnrollment"),
+    ("POST", "/api/auth/2fa/totp/confirm", "AuthService.ConfirmTotpEnrollment"),
+    ("POST", "/api/auth/2fa/totp/disable", "AuthService.DisableTotp"),
+    ("POST", "/api/auth/delete-account", "AuthService.DeleteAccount"),
+    ("GET", "/api/auth/audit-events", "AuthService.ListAuditEvents"),
     ("GET", "/api/bots", "BotService.ListBots"),
     ("POST", "/api/bots", "BotService.CreateBot"),
     ("GET", "/api/bots/b1", "BotService.GetBot"),
@@ -67,10 +73,12 @@ REST_ROUTES = [
     ("POST", "/api/admin/users/u1/force-password-reset", "AdminService.ForcePasswordReset"),
     ("POST", "/api/admin/users/u1/role", "AdminService.SetUserRole"),
     ("GET", "/api/admin/custom-bots/review-queue", "CustomBotService.ListCustomBotReviewQueue"),
+    ("GET", "/api/admin/audit-events", "AdminService.ListAuditEvents"),
 ]
 # Identity RPCs that need no credentials (AUTH_POLICY_PUBLIC in the proto).
 PUBLIC_RPCS = ("AuthService.Register", "AuthService.Login", "AuthService.RefreshToken",
-               "AuthService.RequestPasswordReset", "AuthService.ResetPassword", "AuthService.VerifyEmail")
+               "AuthService.RequestPasswordReset", "AuthService.ResetPassword", "AuthService.VerifyEmail",
+               "AuthService.CompleteLogin")
 
 
 @pytest.fixture
