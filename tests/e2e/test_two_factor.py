@@ -167,6 +167,17 @@ async def test_used_expired_and_unknown_challenges_are_refused(stack: Any, sessi
     await complete(user, live, recovery_code=codes[0])  # the live challenge survived the bad requests
 
 
+async def test_a_challenge_is_refused_once_a_new_password_is_required(stack: Any, sessions: Any) -> None:
+    user = await register(stack.channel)
+    totp, _, _ = await enrolled(user)
+    token = (await challenge(user)).second_factor.challenge_token
+    async with sessions() as db:  # what ForcePasswordReset sets, after the challenge was issued
+        await db.execute(update(UserRow).where(UserRow.id == user.id).values(password_reset_required=True))
+        await db.commit()
+    code, reason, *_ = await rpc_error(complete(user, token, code=code_at(totp, 1)))
+    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "PASSWORD_RESET_REQUIRED")
+
+
 async def test_wrong_codes_are_throttled_like_logins(stack_factory: Any) -> None:
     stack = await stack_factory(login_attempts_per_account_address=3)
     user = await register(stack.channel)

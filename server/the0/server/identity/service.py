@@ -267,6 +267,11 @@ class AuthService:
             now = _now()
             if user is None or not user.active or user.totp_enabled_at is None:
                 raise challenge_invalid()
+            if user.password_reset_required:  # as Login answers; the code is not spent
+                await db.rollback()
+                await self._throttles.refund(reservation)
+                raise FailedPrecondition("an administrator requires a new password for this account: reset it",
+                                         reason="PASSWORD_RESET_REQUIRED")
             if not await self._two_factor.accept(db, user, factor, now):
                 await db.rollback()
                 await repo.count_failure(challenge_id)
