@@ -167,6 +167,17 @@ async def test_used_expired_and_unknown_challenges_are_refused(stack: Any, sessi
     await complete(user, live, recovery_code=codes[0])  # the live challenge survived the bad requests
 
 
+async def test_a_challenge_is_refused_once_a_new_password_is_required(stack: Any, sessions: Any) -> None:
+    user = await register(stack.channel)
+    totp, _, _ = await enrolled(user)
+    token = (await challenge(user)).second_factor.challenge_token
+    async with sessions() as db:  # what ForcePasswordReset sets, after the challenge was issued
+        await db.execute(update(UserRow).where(UserRow.id == user.id).values(password_reset_required=True))
+        await db.commit()
+    code, reason, *_ = await rpc_error(complete(user, token, code=code_at(totp, 1)))
+    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "PASSWORD_RESET_REQUIRED")
+
+
 async def test_wrong_codes_are_throttled_like_logins(stack_factory: Any) -> None:
     stack = await stack_factory(login_attempts_per_account_address=3)
     user = await register(stack.channel)
@@ -181,6 +192,23 @@ async def test_wrong_codes_are_throttled_like_logins(stack_factory: Any) -> None
     code, reason, metadata, _ = await rpc_error(complete(user, token, code=right))
     assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
     assert int(metadata["retryAfterSeconds"]) >= 1
+
+
+async def test_a_password_login_does_not_exempt_the_address_from_the_account_limit(stack_factory: Any) -> None:
+    # 8 an hour is 2 per 5 minutes per account; the pair limit is out of the way. The address
+    # is known (registered from it, then a password login): codes are still counted per account.
+    stack = await stack_factory(login_attempts_per_account=8, login_attempts_per_account_address=50)
+    user = await register(stack.channel)
+    totp, _, _ = await enrolled(user)
+    await start_of_a_window()
+    token = (await challenge(user)).second_factor.challenge_token
+    right = code_at(totp, 1)
+    wrong = next(c for c in ("000000", "111111", "222222") if c not in {totp.now(), right, code_at(totp, -1)})
+    for _ in range(2):
+        code, reason, *_ = await rpc_error(complete(user, token, code=wrong))
+        assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOTP_CODE_INVALID")
+    code, reason, *_ = await rpc_error(complete(user, token, code=wrong))
+    assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
 
 
 async def test_a_challenge_dies_after_five_wrong_codes(stack_factory: Any) -> None:

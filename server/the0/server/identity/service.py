@@ -216,7 +216,7 @@ class AuthService:
             if user.totp_enabled_at is not None:  # the password alone never starts a session
                 challenge = await self._two_factor.issue_challenge(db, user, now)
                 await db.commit()
-                await self._throttles.succeeded(reservation)
+                await self._throttles.refund(reservation)  # only a completed second factor makes the address known
                 return challenge
             user.last_login_at = now
             tokens = await self._start_session(db, user, now, user_agent=user_agent, client_address=client_address,
@@ -260,13 +260,18 @@ class AuthService:
         if found is None or not found.active or found.totp_enabled_at is None:
             raise challenge_invalid()
         # A code is a password too: counted per account and address before it is checked.
-        reservation = await self._throttles.reserve_login(found.email, client_address)
+        reservation = await self._throttles.reserve_second_factor(found.email, client_address)
         async with self._sessions() as db:
             repo = TwoFactorRepository(db)
             user = await UserRepository(db).get_for_update(found.id)
             now = _now()
             if user is None or not user.active or user.totp_enabled_at is None:
                 raise challenge_invalid()
+            if user.password_reset_required:  # as Login answers; the code is not spent
+                await db.rollback()
+                await self._throttles.refund(reservation)
+                raise FailedPrecondition("an administrator requires a new password for this account: reset it",
+                                         reason="PASSWORD_RESET_REQUIRED")
             if not await self._two_factor.accept(db, user, factor, now):
                 await db.rollback()
                 await repo.count_failure(challenge_id)

@@ -104,6 +104,13 @@ class Throttles:
                     "login.address": (address,), "login.address.hour": (address,)}
         return await self._reserve(self._limits.login(), subjects, email=email, address=address)
 
+    async def reserve_second_factor(self, email: str, address: str) -> Reservation:
+        """A code at CompleteLogin: the login limits, but with no known-address exemption,
+        because knowing the password says nothing about owning the authenticator."""
+        subjects = {"login.pair": (email, address), "login.account": (email,), "login.account.hour": (email,),
+                    "login.address": (address,), "login.address.hour": (address,)}
+        return await self._reserve(self._limits.login(), subjects, email=email, address=address, honour_known=False)
+
     async def reserve_registration(self, address: str) -> Reservation:
         return await self._reserve(self._limits.registration(), {"register.address": (address,)}, address=address)
 
@@ -145,7 +152,7 @@ class Throttles:
                 log.debug("throttle counters pruned", extra={"removed": removed})
 
     async def _reserve(self, limits: tuple[Limit, ...], subjects: dict[str, tuple[str, ...]], *, email: str = "",
-                       address: str = "") -> Reservation:
+                       address: str = "", honour_known: bool = True) -> Reservation:
         now = self._clock()
         windows: dict[str, tuple[Limit, float]] = {}  # key -> (limit, end of its window)
         for limit in limits:
@@ -155,7 +162,7 @@ class Throttles:
         async with self._sessions() as db:
             hits = await counters.increment(db, [(key, int(end)) for key, (_, end) in windows.items()])
             exceeded = [(limit, end) for key, (limit, end) in windows.items() if hits[key] > limit.attempts]
-            if any(limit.exempt_if_known for limit, _ in exceeded) and await counters.is_marked(
+            if honour_known and any(limit.exempt_if_known for limit, _ in exceeded) and await counters.is_marked(
                 db, self._known_key(email, address), int(now)
             ):
                 exceeded = [(limit, end) for limit, end in exceeded if not limit.exempt_if_known]
