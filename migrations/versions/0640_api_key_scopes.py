@@ -8,6 +8,7 @@ Create Date: 2026-12-02
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -25,5 +26,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Revokes every key that is not "full" before dropping scopes: below this revision every key is a
+    full key, so a scoped key left live would silently gain access it was never given."""
+    op.execute(sa.text("UPDATE api_keys SET revoked_at = :now WHERE scopes <> 'full' AND revoked_at IS NULL")
+               .bindparams(now=datetime.now(UTC)))
     with op.batch_alter_table("api_keys") as batch:
         batch.drop_column("scopes")

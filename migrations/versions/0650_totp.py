@@ -56,6 +56,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Refuses while any account has two-factor login on: dropping the columns would silently turn it off
+    and leave those accounts guarded by a password alone. Turn it off per account first."""
+    enabled = op.get_bind().execute(sa.text("SELECT count(*) FROM users WHERE totp_enabled_at IS NOT NULL")).scalar_one()
+    if enabled:
+        raise RuntimeError(f"refusing to downgrade below 0650_totp: {enabled} account(s) have two-factor login on;"
+                           " turn it off for them first (downgrading would silently remove it)")
     op.drop_table("login_challenges")
     op.drop_table("recovery_codes")
     with op.batch_alter_table("sessions") as batch:
