@@ -71,6 +71,18 @@ CHECKS_EXCLUDED = {
     "BacktestService_CreateBacktest": {"positive_data_acceptance": "config as for CreateBot"},
     "ApiKeyService_CreateApiKey": {"positive_data_acceptance": "expireTime must be in the future: "
                                    "the proto says so (timestamp.gt_now), JSON Schema cannot"},
+    "AuthService_CompleteLogin": {"positive_data_acceptance": "challengeToken must be one the server "
+                                  "issued at Login, and the code the user's authenticator shows"},
+    "AuthService_ConfirmTotpEnrollment": {"positive_data_acceptance": "the code must be the one the "
+                                          "user's authenticator shows for the pending secret"},
+    "AuthService_DisableTotp": {"positive_data_acceptance": "password must be the account's, and the "
+                                "code the user's authenticator shows (or an unused recovery code)"},
+    "AuthService_DeleteAccount": {"positive_data_acceptance": "password must be the account's (so the "
+                                  "module's user is never deleted), and the second factor as for "
+                                  "DisableTotp"},
+    "AuthService_ListAuditEvents": {"positive_data_acceptance": "since must be before until: a rule "
+                                    "between two timestamps, which JSON Schema cannot state"},
+    "AdminService_ListAuditEvents": {"positive_data_acceptance": "as for AuthService_ListAuditEvents"},
     # /api/custom-bots/upload is also GetCustomBot's /api/custom-bots/{id} with the id 'upload': GET
     # is routed (and answered 400, not a UUID), and Allow lists it.
     "CustomBotService_UploadCustomBot": {"allow_header_conformance": "GET is GetCustomBot's",
