@@ -35,7 +35,7 @@ async def test_enable_login_with_a_code_and_disable_piped(stack, tmp_path: Path)
     email = ada.saved()["email"]
     assert (await ada.ok("2fa", "status")).json() == {"twoFactorEnabled": False}
 
-    begun = await ada.ok("2fa", "enable")  # no terminal: only begins, and says how to finish
+    begun = await ada.ok("2fa", "enable", "--password-stdin", stdin=PASSWORD + "\n")  # no terminal: only begins, and says how to finish
     enrollment = begun.json()
     assert enrollment["provisioningUri"].startswith("otpauth://totp/the0:") and "2fa enable --code" in begun.err
     totp = pyotp.TOTP(enrollment["secret"])
@@ -78,6 +78,8 @@ async def test_at_a_terminal_enable_prompts_for_the_first_code_and_login_for_the
 
     def enrol() -> tuple[int, str, str]:
         child = bob.spawn("2fa", "enable")
+        child.expect("Password: ")
+        child.sendline(PASSWORD)
         child.expect(r"secret: ([A-Z2-7]+)")
         secret = child.match.group(1)
         seen = child.before + child.after
@@ -107,7 +109,7 @@ async def test_the_python_clients_log_in_in_two_steps(stack) -> None:
     email = f"{name}@example.com"
     async with AsyncThe0Client(stack.grpc_target) as client:
         await client.register(email, PASSWORD, name)
-        totp = pyotp.TOTP((await client.begin_totp_enrollment()).secret)
+        totp = pyotp.TOTP((await client.begin_totp_enrollment(PASSWORD)).secret)
         codes = (await client.confirm_totp_enrollment(totp.now())).recovery_codes
         session = client.credentials.access_token
         answer = await client.login(email, PASSWORD)

@@ -51,7 +51,7 @@ def code_at(totp: pyotp.TOTP, steps_ahead: int) -> str:
 async def enrolled(user: Account) -> tuple[pyotp.TOTP, list[str], str]:
     """Two-factor login turned on for ``user``: its TOTP, recovery codes, and the code that confirmed it
     (spent: sent again it is refused, whenever that is)."""
-    enrollment = await user.auth.BeginTotpEnrollment(auth_service_pb2.BeginTotpEnrollmentRequest(),
+    enrollment = await user.auth.BeginTotpEnrollment(auth_service_pb2.BeginTotpEnrollmentRequest(password=PASSWORD),
                                                      metadata=user.metadata)
     totp = pyotp.TOTP(enrollment.secret)
     first = totp.now()
@@ -76,7 +76,7 @@ async def complete(user: Account, token: str, *, code: str = "", recovery_code: 
 async def test_enrolment_turns_login_into_two_steps(stack: Any) -> None:
     user = await register(stack.channel)
     assert (await user.auth.GetCurrentUser(ME, metadata=user.metadata)).two_factor_enabled is False
-    enrollment = await user.auth.BeginTotpEnrollment(auth_service_pb2.BeginTotpEnrollmentRequest(),
+    enrollment = await user.auth.BeginTotpEnrollment(auth_service_pb2.BeginTotpEnrollmentRequest(password=PASSWORD),
                                                      metadata=user.metadata)
     assert enrollment.provisioning_uri.startswith("otpauth://totp/the0:")
     assert "issuer=the0" in enrollment.provisioning_uri and f"secret={enrollment.secret}" in enrollment.provisioning_uri
@@ -96,7 +96,7 @@ async def test_enrolment_turns_login_into_two_steps(stack: Any) -> None:
     assert len(confirmed.recovery_codes) == 10 and len(set(confirmed.recovery_codes)) == 10
     assert (await user.auth.GetCurrentUser(ME, metadata=user.metadata)).two_factor_enabled is True
     code, reason, *_ = await rpc_error(user.auth.BeginTotpEnrollment(
-        auth_service_pb2.BeginTotpEnrollmentRequest(), metadata=user.metadata))
+        auth_service_pb2.BeginTotpEnrollmentRequest(password=PASSWORD), metadata=user.metadata))
     assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "TOTP_ALREADY_ENABLED")
 
     # The password alone gives no tokens, no profile: a challenge.
@@ -176,6 +176,18 @@ async def test_a_challenge_is_refused_once_a_new_password_is_required(stack: Any
         await db.commit()
     code, reason, *_ = await rpc_error(complete(user, token, code=code_at(totp, 1)))
     assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "PASSWORD_RESET_REQUIRED")
+
+
+async def test_ending_every_session_voids_pending_challenges(stack: Any) -> None:
+    """A password change (like a reset, an admin's disable or forced reset) ends every session;
+    a login challenge issued before it must not still turn into a new session."""
+    user = await register(stack.channel)
+    totp, _, _ = await enrolled(user)
+    token = (await challenge(user)).second_factor.challenge_token
+    await user.auth.ChangePassword(auth_service_pb2.ChangePasswordRequest(
+        current_password=PASSWORD, new_password="an entirely new passphrase 4711"), metadata=user.metadata)
+    code, reason, *_ = await rpc_error(complete(user, token, code=code_at(totp, 1)))
+    assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "SECOND_FACTOR_CHALLENGE_INVALID")
 
 
 async def test_wrong_codes_are_throttled_like_logins(stack_factory: Any) -> None:
@@ -301,7 +313,7 @@ def every_log_line() -> Iterator[list[str]]:
 async def test_the_secret_is_never_logged_nor_shown_again_and_is_stored_sealed(
         stack: Any, sessions: Any, every_log_line: list[str]) -> None:
     user = await register(stack.channel)
-    enrollment = await user.auth.BeginTotpEnrollment(auth_service_pb2.BeginTotpEnrollmentRequest(),
+    enrollment = await user.auth.BeginTotpEnrollment(auth_service_pb2.BeginTotpEnrollmentRequest(password=PASSWORD),
                                                      metadata=user.metadata)
     secret = enrollment.secret
     totp = pyotp.TOTP(secret)
@@ -335,7 +347,7 @@ async def test_two_factor_routes_through_envoy(stack: Any) -> None:
         registered = await http.post("/api/auth/register", json={"email": email, "password": PASSWORD,
                                                                  "username": name})
         auth = {"authorization": f"Bearer {registered.json()['accessToken']}"}
-        enrolled_reply = await http.post("/api/auth/2fa/totp/enroll", headers=auth, json={})
+        enrolled_reply = await http.post("/api/auth/2fa/totp/enroll", headers=auth, json={"password": PASSWORD})
         assert enrolled_reply.status_code == 200, enrolled_reply.text
         totp = pyotp.TOTP(enrolled_reply.json()["secret"])
         assert enrolled_reply.json()["provisioningUri"].startswith("otpauth://totp/")
@@ -385,3 +397,14 @@ async def test_turning_two_factor_on_and_off_and_its_logins_are_in_the_audit_tra
     assert ("two-factor.enabled", "") in seen and ("two-factor.disabled", "") in seen
     assert ("login.succeeded", "totp") in seen
     assert ("login.failed", "TOTP_CODE_INVALID") in seen
+
+
+async def test_a_session_alone_cannot_begin_an_enrolment(stack: Any) -> None:
+    """A stolen session must not tie the account to the thief's app (and lock the owner out)."""
+    user = await register(stack.channel)
+    for password in ("", "not the password at all"):
+        code, reason, *_ = await rpc_error(user.auth.BeginTotpEnrollment(
+            auth_service_pb2.BeginTotpEnrollmentRequest(password=password), metadata=user.metadata))
+        assert code in {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED}
+        assert reason in {"VALIDATION_FAILED", "INVALID_CREDENTIALS"}
+    assert (await user.auth.GetCurrentUser(ME, metadata=user.metadata)).two_factor_enabled is False

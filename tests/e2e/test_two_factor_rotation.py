@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from tests.e2e.test_admin import register
 from tests.e2e.test_two_factor import challenge, code_at, complete, enrolled, sessions  # noqa: F401
+from tests.fixtures.accounts import PASSWORD
 from tests.fixtures.server import TEST_SECRETS_KEYS
 from the0.auth.v1 import auth_service_pb2
 from the0.server.db.models import UserRow
@@ -36,7 +37,7 @@ async def test_after_rotation_the_old_key_can_go_and_two_factor_login_still_work
     user = await register(before.channel)
     totp, _, _ = await enrolled(user)
     pending = await register(before.channel)  # enrolment begun, never confirmed: resealed too
-    await pending.auth.BeginTotpEnrollment(auth_service_pb2.BeginTotpEnrollmentRequest(), metadata=pending.metadata)
+    await pending.auth.BeginTotpEnrollment(auth_service_pb2.BeginTotpEnrollmentRequest(password=PASSWORD), metadata=pending.metadata)
     assert (await stored_secret(sessions, user.id)).startswith(f"the0-secret:v1:{TEST_SECRETS_KEYS[0][0]}:")
 
     both = ring(NEW, TEST_SECRETS_KEYS[0])

@@ -195,10 +195,10 @@ class The0Client:
         self.credentials.take_tokens(tokens)
         return tokens
 
-    def begin_totp_enrollment(self) -> auth_service_pb2.TotpEnrollment:
-        """A new pending TOTP secret and its otpauth:// URI; confirm it with a first code."""
-        return self._unary(self._auth.BeginTotpEnrollment, auth_service_pb2.BeginTotpEnrollmentRequest(),
-                                session=True)
+    def begin_totp_enrollment(self, password: str) -> auth_service_pb2.TotpEnrollment:
+        """A new pending TOTP secret and its otpauth:// URI (the password is needed); confirm it with a first code."""
+        request = auth_service_pb2.BeginTotpEnrollmentRequest(password=password)
+        return self._unary(self._auth.BeginTotpEnrollment, request, session=True)
 
     def confirm_totp_enrollment(self, code: str) -> auth_service_pb2.ConfirmTotpEnrollmentResponse:
         """Turn two-factor login on; the answer's recovery codes are shown only this once."""

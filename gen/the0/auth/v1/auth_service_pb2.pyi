@@ -314,12 +314,19 @@ class BeginTotpEnrollmentRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    password: _builtins.str
+    """The account's password, at most 1,024 characters: a session alone (a
+    stolen one) must not be able to tie the account to someone else's app.
+    """
     def __init__(
         self,
+        *,
+        password: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["password", b"password"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

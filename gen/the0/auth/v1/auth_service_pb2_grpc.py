@@ -307,8 +307,11 @@ class AuthServiceServicer:
         """Starts turning two-factor login on: a new TOTP secret (RFC 6238, SHA-1,
         6 digits, 30 s) and its otpauth:// URI for an authenticator app. It is
         pending (login is unchanged) until ConfirmTotpEnrollment; a new call
-        replaces a pending secret. Stored encrypted, shown only here.
-        Errors: FAILED_PRECONDITION (TOTP_ALREADY_ENABLED), UNAUTHENTICATED,
+        replaces a pending secret. Stored encrypted, shown only here. Needs the
+        account's password (attempts count as logins).
+        Errors: FAILED_PRECONDITION (TOTP_ALREADY_ENABLED), UNAUTHENTICATED
+        (INVALID_CREDENTIALS: wrong password), INVALID_ARGUMENT
+        (VALIDATION_FAILED), RESOURCE_EXHAUSTED (RATE_LIMITED),
         PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -148,8 +148,11 @@ class AuthServiceStub:
     """Starts turning two-factor login on: a new TOTP secret (RFC 6238, SHA-1,
     6 digits, 30 s) and its otpauth:// URI for an authenticator app. It is
     pending (login is unchanged) until ConfirmTotpEnrollment; a new call
-    replaces a pending secret. Stored encrypted, shown only here.
-    Errors: FAILED_PRECONDITION (TOTP_ALREADY_ENABLED), UNAUTHENTICATED,
+    replaces a pending secret. Stored encrypted, shown only here. Needs the
+    account's password (attempts count as logins).
+    Errors: FAILED_PRECONDITION (TOTP_ALREADY_ENABLED), UNAUTHENTICATED
+    (INVALID_CREDENTIALS: wrong password), INVALID_ARGUMENT
+    (VALIDATION_FAILED), RESOURCE_EXHAUSTED (RATE_LIMITED),
     PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
     """
     ConfirmTotpEnrollment: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ConfirmTotpEnrollmentRequest, _auth_service_pb2.ConfirmTotpEnrollmentResponse]
@@ -301,8 +304,11 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """Starts turning two-factor login on: a new TOTP secret (RFC 6238, SHA-1,
     6 digits, 30 s) and its otpauth:// URI for an authenticator app. It is
     pending (login is unchanged) until ConfirmTotpEnrollment; a new call
-    replaces a pending secret. Stored encrypted, shown only here.
-    Errors: FAILED_PRECONDITION (TOTP_ALREADY_ENABLED), UNAUTHENTICATED,
+    replaces a pending secret. Stored encrypted, shown only here. Needs the
+    account's password (attempts count as logins).
+    Errors: FAILED_PRECONDITION (TOTP_ALREADY_ENABLED), UNAUTHENTICATED
+    (INVALID_CREDENTIALS: wrong password), INVALID_ARGUMENT
+    (VALIDATION_FAILED), RESOURCE_EXHAUSTED (RATE_LIMITED),
     PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
     """
     ConfirmTotpEnrollment: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ConfirmTotpEnrollmentRequest, _auth_service_pb2.ConfirmTotpEnrollmentResponse]  # type: ignore[assignment]
@@ -541,8 +547,11 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         """Starts turning two-factor login on: a new TOTP secret (RFC 6238, SHA-1,
         6 digits, 30 s) and its otpauth:// URI for an authenticator app. It is
         pending (login is unchanged) until ConfirmTotpEnrollment; a new call
-        replaces a pending secret. Stored encrypted, shown only here.
-        Errors: FAILED_PRECONDITION (TOTP_ALREADY_ENABLED), UNAUTHENTICATED,
+        replaces a pending secret. Stored encrypted, shown only here. Needs the
+        account's password (attempts count as logins).
+        Errors: FAILED_PRECONDITION (TOTP_ALREADY_ENABLED), UNAUTHENTICATED
+        (INVALID_CREDENTIALS: wrong password), INVALID_ARGUMENT
+        (VALIDATION_FAILED), RESOURCE_EXHAUSTED (RATE_LIMITED),
         PERMISSION_DENIED (API_KEY_NOT_ALLOWED).
         """
 

@@ -12,10 +12,10 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import Select, and_, bindparam, func, or_, select, update
+from sqlalchemy import Select, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from the0.server.db.models import ApiKeyRow, RefreshTokenRow, SessionRow, UserRow
+from the0.server.db.models import ApiKeyRow, LoginChallengeRow, RefreshTokenRow, SessionRow, UserRow
 from the0.server.pagination import Cursor
 
 USER_AGENT_MAX, ADDRESS_MAX = 256, 64
@@ -163,7 +163,12 @@ class SessionRepository:
 
     async def revoke_all_of_user(self, user_id: str, now: datetime, reason: str,
                                  *, except_session: str | None = None) -> list[str]:
-        """Ends every open session of ``user_id`` (but ``except_session``); returns their ids."""
+        """Ends every open session of ``user_id`` (but ``except_session``); returns their ids.
+
+        Also voids the user's pending two-factor login challenges: whatever ends every session (a
+        password change or reset, an admin's disable, forced reset or role change, logout everywhere)
+        must not leave a half-finished login that a code could still turn into a new session."""
+        await self._db.execute(delete(LoginChallengeRow).where(LoginChallengeRow.user_id == user_id))
         statement = (
             update(SessionRow)
             .where(SessionRow.user_id == user_id, SessionRow.revoked_at.is_(None))

@@ -168,7 +168,9 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         request: auth_service_pb2.BeginTotpEnrollmentRequest,
         context: grpc.aio.ServicerContext[auth_service_pb2.BeginTotpEnrollmentRequest, auth_service_pb2.TotpEnrollment],
     ) -> auth_service_pb2.TotpEnrollment:
-        enrollment = await self._two_factor.begin_enrollment(current_principal())
+        validate_request(request)
+        enrollment = await self._two_factor.begin_enrollment(
+            current_principal(), request.password, client_address=client_address(context, self._trusted_proxies))
         return auth_service_pb2.TotpEnrollment(secret=enrollment.secret,
                                                provisioning_uri=enrollment.provisioning_uri)
 

@@ -109,7 +109,28 @@ class TwoFactor:
 
     # -- enrolment and disabling (a user session) --------------------------------------
 
-    async def begin_enrollment(self, principal: Principal) -> TotpEnrollment:
+    async def begin_enrollment(self, principal: Principal, password: str, *, client_address: str) -> TotpEnrollment:
+        """A new pending secret. Needs the password: a stolen session alone must not be able to turn
+        two-factor login on with an attacker's app and lock the owner out."""
+        if len(password) > PASSWORD_MAX:
+            raise InvalidArgument("password is too long", violations=[
+                FieldViolation("password", f"must be at most {PASSWORD_MAX} characters")])
+        async with self._sessions() as db:
+            found = await UserRepository(db).get(principal.user_id)
+        if found is None:
+            raise NotFound("the account no longer exists", metadata={"id": principal.user_id})
+        if found.totp_enabled_at is not None:
+            raise _already_enabled()
+        self._passwords.refuse_if_full()
+        reservation = await self._throttles.reserve_login(found.email, client_address)
+        try:
+            verified = await self._passwords.verify(found.password_hash, password)
+        except ResourceExhausted:
+            await self._throttles.refund(reservation)
+            raise
+        if not verified.ok:
+            raise Unauthenticated("the password is wrong", reason="INVALID_CREDENTIALS")
+        await self._throttles.refund(reservation)  # a right password here is no login: it marks nothing known
         secret = totp.new_secret()
         async with self._sessions() as db:
             user = await self._user_for_update(db, principal.user_id)

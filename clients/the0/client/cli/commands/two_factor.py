@@ -43,6 +43,7 @@ def enable(
     code: Annotated[str | None, typer.Option(
         "--code", help="Confirm the enrolment begun before (by `the0 2fa enable` without a terminal) with "
                        "this code, instead of beginning a new one.")] = None,
+    password_stdin: PasswordStdin = False,
 ) -> None:
     """Turn two-factor login on: add the printed otpauth:// URI (or secret) to an authenticator app, type
     its first code; prints recovery codes, shown this once. Without a terminal it only begins the enrolment
@@ -50,7 +51,7 @@ def enable(
     runtime = current()
     client = runtime.client
     if code is None:
-        enrollment = client.begin_totp_enrollment()
+        enrollment = client.begin_totp_enrollment(_password(password_stdin))
         if not sys.stdin.isatty():
             show({"secret": enrollment.secret, "provisioningUri": enrollment.provisioning_uri}, "totp_enrollment")
             runtime.err.print("Add it to your authenticator app, then: the0 2fa enable --code CODE", markup=False)
