@@ -26,6 +26,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from tests.fixtures.accounts import new_account
 from tests.integration.test_backtests_support import add_backtestable_bot, backtest_config
 from the0.backtest.v1 import backtest_pb2, backtest_service_pb2, backtest_service_pb2_grpc
+from the0.server.background import cancel_and_wait
 from the0.server.db.engine import create_engine, session_factory
 from the0.server.events.consumer import durable_name
 from the0.server.events.envelope import Envelope
@@ -218,9 +219,7 @@ async def backtest_runtime(nats_client: Any, store: Any, owner_id: str, *, fail:
     try:
         yield seen
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
         with contextlib.suppress(Exception):
             await js.delete_consumer("THE0_EVENTS", durable)
 

@@ -13,6 +13,7 @@ from tests.e2e.test_backtests import create, read_all, register, states_until_do
 from tests.integration.test_backtests_support import add_backtestable_bot
 from the0.backtest.v1 import backtest_pb2, backtest_service_pb2
 from the0.devtools.fake_runtime import FakeRuntime
+from the0.server.background import cancel_and_wait
 from the0.server.events.nats_connection import EVENTS_STREAM
 
 
@@ -50,9 +51,7 @@ async def test_the_fake_runtime_completes_a_backtest_on_the_local_store(stack_fa
             backtest_service_pb2.GetBacktestLogsRequest(id=backtest.id), metadata=user.metadata))
         assert b"FAKE run" in b"".join(c.data for c in logs)
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
         js = nats_client.jetstream()
         for event_type in ("backtest.created", "backtest.cancel-requested"):
             with contextlib.suppress(Exception):

@@ -25,6 +25,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from tests.fixtures.accounts import new_account
 from tests.integration.test_bots_support import add_custom_bot, bot_config
 from the0.bot.v1 import bot_pb2, bot_service_pb2, bot_service_pb2_grpc
+from the0.server.background import cancel_and_wait
 from the0.server.db.engine import create_engine, session_factory
 from the0.server.events.envelope import Envelope
 
@@ -193,10 +194,7 @@ async def fake_runtime(
         yield seen
     finally:
         for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         for name in (f"rt-deploy-{suffix}", f"rt-stop-{suffix}"):
             with contextlib.suppress(Exception):
                 await js.delete_consumer("THE0_EVENTS", name)

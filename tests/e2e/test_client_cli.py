@@ -26,6 +26,7 @@ import pytest
 
 from the0.client import The0Client
 from the0.devtools.publish_event import publish
+from the0.server.background import cancel_and_wait
 
 THE0 = str(Path(sys.executable).with_name("the0"))
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sma-crossover"
@@ -515,9 +516,7 @@ async def test_a_fake_runtime_bots_executions_and_logs(stack_factory, database_u
         assert "running" in watched.out and "stopped" in watched.out and watched.out.rstrip().endswith("deleted")
         assert "heartbeat" not in watched.out
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
         await deployments.close()
         js = nats_client.jetstream()
         for event_type in ("backtest.created", "backtest.cancel-requested", "bot.deploy-requested",

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import pytest
 
-from the0.server.background import BackgroundTasks
+from the0.server.background import BackgroundTasks, cancel_and_wait
 
 
 async def test_stop_cancels_every_task_newest_first() -> None:
@@ -88,3 +89,46 @@ async def test_stop_is_not_ended_by_a_task_that_fails_while_cancelled() -> None:
     await tasks.stop()
     assert cleaned.is_set()
     assert tasks.names == []
+
+
+async def test_stop_ends_a_fetch_loop_whose_cancellation_python_dropped() -> None:
+    # nats-py's fetch waits with asyncio.wait_for; on Python 3.11 a cancellation that arrives
+    # as a message does is dropped (CPython gh-86296) and the loop fetches on. One cancel()
+    # then hung a test's fake runtime, and would hang the server's drain, for ever.
+    tasks = BackgroundTasks()
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    fetched: list[int] = []
+
+    async def fetch_loop() -> None:
+        while True:
+            try:
+                fetched.append(await asyncio.wait_for(queue.get(), 5))
+            except TimeoutError:
+                continue
+
+    tasks.spawn("consume", fetch_loop())
+    await asyncio.sleep(0.01)
+    queue.put_nowait(1)  # the message and the cancellation arrive together
+    async with asyncio.timeout(5):
+        await tasks.stop()
+    assert tasks.names == [] and fetched == [1]
+
+
+async def test_cancel_and_wait_is_itself_cancellable() -> None:
+    deafness = asyncio.Event()
+    deafness.set()
+
+    async def deaf() -> None:
+        while deafness.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(10)
+
+    task = asyncio.create_task(deaf())
+    waiter = asyncio.create_task(cancel_and_wait(task, every=0.05))
+    await asyncio.sleep(0.2)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert not task.done()  # the caller gave up waiting; the task is the caller's to deal with
+    deafness.clear()
+    await cancel_and_wait(task)

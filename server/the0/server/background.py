@@ -20,6 +20,22 @@ from typing import Any
 
 log = logging.getLogger("the0.background")
 
+# How often a cancellation is sent again to a task that has not ended.
+RECANCEL_SECONDS = 1.0
+
+
+async def cancel_and_wait(task: asyncio.Task[Any], *, every: float = RECANCEL_SECONDS) -> None:
+    """Cancel ``task`` and wait until it has ended, cancelling it again every ``every`` seconds.
+
+    Once is not enough on Python 3.11: ``asyncio.wait_for`` (which nats-py's ``fetch`` uses)
+    returns its result and drops the cancellation when both arrive together (CPython
+    gh-86296, fixed in 3.12), and a fetch loop then runs on forever. Only a task's end,
+    not its CancelledError, is waited for here; the caller's own cancellation propagates.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=every)
+
 
 class BackgroundTasks:
     def __init__(self) -> None:
@@ -51,10 +67,9 @@ class BackgroundTasks:
         try:
             while self._running:
                 task = self._running[-1]
-                task.cancel()
-                # wait() rather than await: the task's own CancelledError (or failure,
-                # already logged) must not end stop(); ours still propagates.
-                await asyncio.wait([task])
+                # The task's own CancelledError (or failure, already logged) must not
+                # end stop(); ours still propagates.
+                await cancel_and_wait(task)
                 if self._running and self._running[-1] is task:
                     self._running.pop()
         finally:
