@@ -51,6 +51,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from the0.devtools.devstack import RUNTIME_KEY_FILE
 from the0.devtools.publish_event import NATS_URL_FILE, dev_nats_url
 from the0.platform.v1 import platform_service_pb2, platform_service_pb2_grpc
+from the0.server.background import cancel_and_wait
 from the0.server.events.envelope import Envelope, subject_for
 from the0.server.events.nats_connection import EVENTS_STREAM, connect_nats, ensure_stream
 from the0.server.serving import load_settings
@@ -301,9 +302,7 @@ class FakeRuntime:
         bot_id = str(data["botId"])
         task = self._bot_tasks.pop(bot_id, None)
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         execution, started = self._bot_execution.pop(bot_id, None) or (f"fake-{uuid.uuid4().hex[:8]}", _now())
         await self.bot_log(bot_id, "stopped")
         await self.publish("bot.execution.completed", {
@@ -316,10 +315,7 @@ class FakeRuntime:
         tasks = list(self._bot_tasks.values())
         self._bot_tasks.clear()
         for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
 
 async def serve(
