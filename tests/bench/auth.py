@@ -32,7 +32,7 @@ import grpc
 import grpc.aio
 
 from tests.bench.harness import BENCH_CALLER_LIMITS, LoadResult, median_result, run_load, start_in_child
-from tests.fixtures.server import TEST_SECRETS_KEYS
+from tests.fixtures.server import TEST_MAILER_KEYS, TEST_SECRETS_KEYS
 from the0.devtools.embedded.processes import free_port
 
 PUBLIC_ECHO = "/bench.Echo/Public"
@@ -58,7 +58,7 @@ def serve_identity(port_queue: mp.Queue, data_dir: str, database_url: str | None
         nats = EmbeddedNats(base / "nats")
         await nats.start()
         settings = Settings(database_url=database_url or f"sqlite:///{base / 'the0.db'}", nats_url=nats.url,
-                            jwt_secret=secrets.token_urlsafe(48), secrets_keys=TEST_SECRETS_KEYS,
+                            jwt_secret=secrets.token_urlsafe(48), secrets_keys=TEST_SECRETS_KEYS, mailer_keys=TEST_MAILER_KEYS,
                             grpc_host="127.0.0.1", grpc_port=0,
                             data_dir=base)  # production Argon2id parameters (OWASP)
         settings = dataclasses.replace(settings, **BENCH_CALLER_LIMITS)  # one client at full speed

@@ -40,7 +40,7 @@ from tests.bench.harness import (
 )
 from tests.bench.interceptors import measure as measure_echo
 from tests.bench.interceptors import serve_echo
-from tests.fixtures.server import TEST_SECRETS_KEYS
+from tests.fixtures.server import TEST_MAILER_KEYS, TEST_SECRETS_KEYS
 from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from the0.bot.v1 import bot_pb2, bot_service_pb2, bot_service_pb2_grpc
 from the0.health.v1 import health_service_pb2, health_service_pb2_grpc
@@ -107,7 +107,7 @@ def serve_api(
             database_url=database_url,
             nats_url=nats_url,
             jwt_secret=JWT_SECRET,
-            secrets_keys=TEST_SECRETS_KEYS,
+            secrets_keys=TEST_SECRETS_KEYS, mailer_keys=TEST_MAILER_KEYS,
             grpc_host="127.0.0.1",
             grpc_port=0,
             data_dir=Path(data_dir),

@@ -19,7 +19,7 @@ from typing import Any
 import grpc.aio
 
 from tests.bench.harness import BENCH_CALLER_LIMITS, start_in_child
-from tests.fixtures.server import TEST_SECRETS_KEYS
+from tests.fixtures.server import TEST_MAILER_KEYS, TEST_SECRETS_KEYS
 
 UPLOAD_MB = 10
 ROUNDS = 5
@@ -59,7 +59,7 @@ def serve(port_queue: mp.Queue, data_dir: str, nats_url: str, s3_endpoint: str |
         if not os.environ.get("THE0_BENCH_DEBUG"):
             logging.getLogger().handlers[0].stream = open(os.devnull, "w")  # noqa: SIM115, ASYNC230  never blocks
         settings = Settings(
-            nats_url=nats_url, jwt_secret="bench-secret-of-at-least-thirty-two-bytes!!", secrets_keys=TEST_SECRETS_KEYS,
+            nats_url=nats_url, jwt_secret="bench-secret-of-at-least-thirty-two-bytes!!", secrets_keys=TEST_SECRETS_KEYS, mailer_keys=TEST_MAILER_KEYS,
             grpc_host="127.0.0.1",
             grpc_port=0, data_dir=Path(data_dir), max_upload_bytes=UPLOAD_MB * 1024 * 1024 + 1024 * 1024,
             argon2_memory_kib=1024, argon2_time_cost=1,

@@ -52,7 +52,7 @@ import grpc
 import grpc.aio
 
 from tests.bench.bots import JWT_SECRET, seed, throwaway_postgres
-from tests.fixtures.server import TEST_SECRETS_KEYS
+from tests.fixtures.server import TEST_MAILER_KEYS, TEST_SECRETS_KEYS
 from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from the0.bot.v1 import bot_service_pb2, bot_service_pb2_grpc
 from the0.devtools.devstack import descriptor_set_path
@@ -338,6 +338,7 @@ async def start_ours(database_url: str, nats_url: str, work_dir: Path) -> tuple[
     env = clean_env() | BENCH_LIMITS_ENV | {
         "DATABASE_URL": database_url, "NATS_URL": nats_url, "JWT_SECRET": JWT_SECRET,
         "THE0_SECRETS_KEY": ",".join(f"{kid}:{secret}" for kid, secret in TEST_SECRETS_KEYS),
+        "THE0_MAILER_KEY": ",".join(f"{kid}:{secret}" for kid, secret in TEST_MAILER_KEYS),
         "THE0_GRPC_HOST": "127.0.0.1", "THE0_GRPC_PORT": str(port), "THE0_DATA_DIR": str(work_dir / "the0"),
     }
     process = ChildProcess([sys.executable, "-m", "the0.server"], log_path=work_dir / "the0-server.log",

@@ -100,12 +100,12 @@ async def test_each_account_event_is_recorded_with_actor_subject_and_address(sta
     await user.auth.RevokeSession(auth_service_pb2.RevokeSessionRequest(id=other.id), metadata=user.metadata)
     await user.auth.RequestEmailVerification(auth_service_pb2.RequestEmailVerificationRequest(),
                                              metadata=user.metadata)
-    [verification] = await mailed(sessions, "user.email-verification-requested", user.email)
+    [verification] = await mailed(stack, sessions, "user.email-verification-requested", user.email)
     await user.auth.VerifyEmail(auth_service_pb2.VerifyEmailRequest(token=verification["token"]))
     await user.auth.LogoutEverywhere(auth_service_pb2.LogoutEverywhereRequest(keep_current=True),
                                      metadata=user.metadata)
     await user.auth.RequestPasswordReset(auth_service_pb2.RequestPasswordResetRequest(email=user.email))
-    [reset] = await mailed(sessions, "user.password-reset-requested", user.email)
+    [reset] = await mailed(stack, sessions, "user.password-reset-requested", user.email)
     await user.auth.ResetPassword(auth_service_pb2.ResetPasswordRequest(token=reset["token"], new_password=PASSWORD))
     assert second_metadata and third.access_token
 
@@ -305,7 +305,7 @@ async def test_no_secret_or_token_appears_in_any_event(stack: Any, sessions: Any
         current_password=PASSWORD, new_password=NEW_PASSWORD), metadata=user.metadata)
     await rpc_error(user.auth.Login(auth_service_pb2.LoginRequest(email=user.email, password="guessed password")))
     await user.auth.RequestPasswordReset(auth_service_pb2.RequestPasswordResetRequest(email=user.email))
-    [reset] = await mailed(sessions, "user.password-reset-requested", user.email)
+    [reset] = await mailed(stack, sessions, "user.password-reset-requested", user.email)
     await user.auth.ResetPassword(auth_service_pb2.ResetPasswordRequest(token=reset["token"], new_password=PASSWORD))
     again = await login(stack.channel, user.email, PASSWORD)
     async with sessions() as db:

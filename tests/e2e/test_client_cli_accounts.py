@@ -22,6 +22,7 @@ from tests.e2e.test_client_cli import (
     in_pty,
     stack,
 )
+from tests.fixtures.server import TEST_MAILER_KEYS
 from the0.devtools import mailbox
 from the0.devtools.publish_event import publish
 
@@ -35,7 +36,7 @@ async def mailed_token(nats_url: str, what: str, email: str) -> str:
     prefix = f"{what} for {email}: token "
     async with asyncio.timeout(30):
         while True:  # the outbox relay publishes within moments
-            lines = [line for line in await mailbox.read_mail(nats_url, idle_seconds=0.2) if line.startswith(prefix)]
+            lines = [line for line in await mailbox.read_mail(nats_url, TEST_MAILER_KEYS, idle_seconds=0.2) if line.startswith(prefix)]
             if lines:
                 return lines[-1][len(prefix):].split()[0]
 

@@ -33,6 +33,7 @@ JWT_KEY = "jwt-" + uuid.uuid4().hex + uuid.uuid4().hex
 HASH_KEY = "hash-" + uuid.uuid4().hex + uuid.uuid4().hex
 PAGE_KEY = "page-" + uuid.uuid4().hex + uuid.uuid4().hex
 SECRETS_KEY = "seal-" + uuid.uuid4().hex + uuid.uuid4().hex
+MAILER_KEY = "mailer-key-" + uuid.uuid4().hex
 PASSWORD, WRONG_PASSWORD = "correct horse battery " + uuid.uuid4().hex[:8], "wrong horse " + uuid.uuid4().hex[:8]
 
 
@@ -53,7 +54,8 @@ async def test_a_whole_flow_logs_no_credential(database_url: str, isolated_nats:
     env |= {
         "DATABASE_URL": db_url, "NATS_URL": nats_url, "THE0_GRPC_HOST": "127.0.0.1", "THE0_GRPC_PORT": str(port),
         "THE0_JWT_KEYS": f"k1:{JWT_KEY}", "THE0_API_KEY_HASH_KEYS": f"h1:{HASH_KEY}",
-        "THE0_PAGE_TOKEN_KEYS": f"p1:{PAGE_KEY}", "THE0_SECRETS_KEY": f"s1:{SECRETS_KEY}", "THE0_LOG_LEVEL": "DEBUG", "THE0_DATA_DIR": str(tmp_path), "THE0_OBJECT_STORE_DIR": str(tmp_path / "objects"),
+        "THE0_PAGE_TOKEN_KEYS": f"p1:{PAGE_KEY}", "THE0_SECRETS_KEY": f"s1:{SECRETS_KEY}",
+        "THE0_MAILER_KEY": f"m1:{MAILER_KEY}", "THE0_LOG_LEVEL": "DEBUG", "THE0_DATA_DIR": str(tmp_path), "THE0_OBJECT_STORE_DIR": str(tmp_path / "objects"),
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "the0.server", env=env,
@@ -62,6 +64,7 @@ async def test_a_whole_flow_logs_no_credential(database_url: str, isolated_nats:
     secrets: dict[str, str] = {
         "database password": DB_PASSWORD, "NATS password": NATS_PASSWORD, "NATS user": NATS_USER,
         "JWT key": JWT_KEY, "API-key hash key": HASH_KEY, "page-token key": PAGE_KEY, "secrets key": SECRETS_KEY,
+        "mailer key": MAILER_KEY,
         "password": PASSWORD, "wrong password": WRONG_PASSWORD,
     }
     failure: BaseException | None = None

@@ -11,17 +11,21 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from sqlalchemy import select, update
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from sqlalchemy import select, text, update
 
 from tests.e2e.test_admin import ADMIN_EMAIL, ADMIN_PASSWORD, admin_of, login, refused, register
 from tests.e2e.test_bots import rpc_error
 from tests.fixtures.accounts import PASSWORD
+from tests.fixtures.server import TEST_MAILER_KEYS, TEST_SECRETS_KEYS
 from the0.admin.v1 import admin_service_pb2
 from the0.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from the0.devtools import mailbox
 from the0.server.db.engine import create_engine, session_factory
 from the0.server.db.models import AccountTokenRow
 from the0.server.events.models import OutboxRow
+from the0.server.keys import key_ring
+from the0.server.secrets.mail import MailTokens, MailTokenUnreadable
 
 NEW_PASSWORD = "a much longer passphrase now"
 ME = auth_service_pb2.GetCurrentUserRequest()
@@ -41,11 +45,21 @@ async def sessions(database_url: str) -> Any:
         await engine.dispose()
 
 
-async def mailed(sessions: Any, event_type: str, email: str) -> list[dict[str, Any]]:
-    """What the mailer would get: the outbox events of ``event_type`` for ``email``, oldest first."""
+MAILER = MailTokens(key_ring(TEST_MAILER_KEYS, None))
+
+
+async def mailed(stack: Any, sessions: Any, event_type: str, email: str) -> list[dict[str, Any]]:
+    """What the mailer would get: the outbox events of ``event_type`` for ``email``, oldest first,
+    each with its sealed token opened as the mailer would (``token``)."""
+    await stack.app.identity.recovery.finish_pending()  # a reset is issued just after its answer
     async with sessions() as db:
         rows = (await db.scalars(select(OutboxRow).where(OutboxRow.type == event_type).order_by(OutboxRow.seq))).all()
-    return [r.data for r in rows if r.data["email"] == email]
+    mails = []
+    for row in rows:
+        if row.data["email"] == email:
+            assert "token" not in row.data, "a token in clear in the outbox"
+            mails.append(row.data | {"token": MAILER.open(row.type, row.data["userId"], row.data["sealedToken"])})
+    return mails
 
 
 async def test_registration_follows_the_password_policy(stack: Any) -> None:
@@ -90,10 +104,10 @@ async def test_password_reset_by_a_single_use_short_lived_hashed_token(stack: An
     nobody = f"nobody-{uuid.uuid4().hex[:8]}@example.com"
     assert await auth.RequestPasswordReset(auth_service_pb2.RequestPasswordResetRequest(email=nobody)) == \
         auth_service_pb2.RequestPasswordResetResponse()
-    assert await mailed(sessions, "user.password-reset-requested", nobody) == []
+    assert await mailed(stack, sessions, "user.password-reset-requested", nobody) == []
     await auth.RequestPasswordReset(auth_service_pb2.RequestPasswordResetRequest(email=user.email.upper()))
     await auth.RequestPasswordReset(auth_service_pb2.RequestPasswordResetRequest(email=user.email))
-    first, second = await mailed(sessions, "user.password-reset-requested", user.email)
+    first, second = await mailed(stack, sessions, "user.password-reset-requested", user.email)
     assert first["userId"] == user.id and first["token"] != second["token"]
     expires = datetime.fromisoformat(second["expireTime"])
     assert timedelta(minutes=29) < expires - datetime.now(UTC) <= timedelta(minutes=30)
@@ -118,7 +132,7 @@ async def test_password_reset_by_a_single_use_short_lived_hashed_token(stack: An
 
     # Expired.
     await auth.RequestPasswordReset(auth_service_pb2.RequestPasswordResetRequest(email=user.email))
-    *_, late = await mailed(sessions, "user.password-reset-requested", user.email)
+    *_, late = await mailed(stack, sessions, "user.password-reset-requested", user.email)
     async with sessions() as db:
         await db.execute(update(AccountTokenRow).where(
             AccountTokenRow.token_hash == hashlib.sha256(late["token"].encode()).hexdigest()
@@ -135,7 +149,7 @@ async def test_a_reset_clears_an_admins_reset_requirement(stack: Any, sessions: 
     await admin.admin.ForcePasswordReset(admin_service_pb2.ForcePasswordResetRequest(id=user.id),
                                          metadata=admin.metadata)
     await user.auth.RequestPasswordReset(auth_service_pb2.RequestPasswordResetRequest(email=user.email))
-    [mail] = await mailed(sessions, "user.password-reset-requested", user.email)
+    [mail] = await mailed(stack, sessions, "user.password-reset-requested", user.email)
     await user.auth.ResetPassword(auth_service_pb2.ResetPasswordRequest(token=mail["token"], new_password=NEW_PASSWORD))
     back = await login(stack.channel, user.email, NEW_PASSWORD)
     assert back.tokens.user.password_reset_required is False
@@ -146,7 +160,7 @@ async def test_email_verification(stack: Any, sessions: Any) -> None:
     assert (await user.auth.GetCurrentUser(ME, metadata=user.metadata)).email_verified is False
     await user.auth.RequestEmailVerification(auth_service_pb2.RequestEmailVerificationRequest(),
                                              metadata=user.metadata)
-    [mail] = await mailed(sessions, "user.email-verification-requested", user.email)
+    [mail] = await mailed(stack, sessions, "user.email-verification-requested", user.email)
     verified = await user.auth.VerifyEmail(auth_service_pb2.VerifyEmailRequest(token=mail["token"]))
     assert verified.id == user.id and verified.email_verified
     code, reason, *_ = await rpc_error(user.auth.VerifyEmail(auth_service_pb2.VerifyEmailRequest(token=mail["token"])))
@@ -154,7 +168,7 @@ async def test_email_verification(stack: Any, sessions: Any) -> None:
     # Verified already: no new token is mailed.
     await user.auth.RequestEmailVerification(auth_service_pb2.RequestEmailVerificationRequest(),
                                              metadata=user.metadata)
-    assert len(await mailed(sessions, "user.email-verification-requested", user.email)) == 1
+    assert len(await mailed(stack, sessions, "user.email-verification-requested", user.email)) == 1
 
 
 async def test_reset_requests_are_throttled_per_address(stack_factory: Any) -> None:
@@ -178,7 +192,7 @@ async def test_password_routes_through_envoy(stack: Any, sessions: Any) -> None:
         assert asked.status_code == 200 and asked.json() == {}
         stranger = await http.post("/api/auth/password-reset/request", json={"email": "who@example.com"})
         assert (stranger.status_code, stranger.json()) == (200, {})
-        [mail] = await mailed(sessions, "user.password-reset-requested", user.email)
+        [mail] = await mailed(stack, sessions, "user.password-reset-requested", user.email)
         reset = await http.post("/api/auth/password-reset", json={"token": mail["token"], "newPassword": PASSWORD})
         assert reset.status_code == 200, reset.text
         again = await http.post("/api/auth/password-reset", json={"token": mail["token"], "newPassword": PASSWORD})
@@ -189,7 +203,7 @@ async def test_password_routes_through_envoy(stack: Any, sessions: Any) -> None:
         verify = await http.post("/api/auth/email-verification/request", json={},
                                  headers={"authorization": f"Bearer {fresh.tokens.access_token}"})
         assert verify.status_code == 200
-        [token] = [m["token"] for m in await mailed(sessions, "user.email-verification-requested", user.email)]
+        [token] = [m["token"] for m in await mailed(stack, sessions, "user.email-verification-requested", user.email)]
         done = await http.post("/api/auth/email-verification", json={"token": token})
         assert done.status_code == 200 and done.json()["emailVerified"] is True
 
@@ -198,12 +212,77 @@ async def test_the_dev_mailbox_prints_the_tokens_a_mailer_would_send(stack: Any,
     user = await register(stack.channel)
     await asyncio.wait_for(stack.app.events.stream_ready.wait(), 10)
     await user.auth.RequestPasswordReset(auth_service_pb2.RequestPasswordResetRequest(email=user.email))
-    [mail] = await mailed(sessions, "user.password-reset-requested", user.email)
+    [mail] = await mailed(stack, sessions, "user.password-reset-requested", user.email)
     expected = f"password reset for {user.email}: token {mail['token']}"
     for _ in range(50):  # the relay publishes the outbox row within moments
-        lines = await mailbox.read_mail(stack.app.settings.nats_url, idle_seconds=0.2)
+        lines = await mailbox.read_mail(stack.app.settings.nats_url, TEST_MAILER_KEYS, idle_seconds=0.2)
         if any(line.startswith(expected) for line in lines):
             break
     else:
         raise AssertionError("the reset mail never reached the stream")
     assert expected in capsys.readouterr().out
+
+
+# -- what the mailer gets, and what the asker learns -------------------------------------------------
+
+
+async def test_the_token_travels_sealed_for_the_mailer_alone(stack: Any, sessions: Any, nats_client: Any) -> None:
+    user, other = await register(stack.channel), await register(stack.channel)
+    await asyncio.wait_for(stack.app.events.stream_ready.wait(), 10)
+    await user.auth.RequestPasswordReset(auth_service_pb2.RequestPasswordResetRequest(email=user.email))
+    [mail] = await mailed(stack, sessions, "user.password-reset-requested", user.email)
+    sealed, token = mail["sealedToken"], mail["token"]
+    assert sealed.startswith(f"the0-mail:v1:{TEST_MAILER_KEYS[0][0]}:") and token not in sealed
+    # Only the mailer's key opens it, and only in its own event for its own account.
+    for ring, event_type, user_id in (
+        (TEST_SECRETS_KEYS, "user.password-reset-requested", user.id),
+        (TEST_MAILER_KEYS, "user.email-verification-requested", user.id),
+        (TEST_MAILER_KEYS, "user.password-reset-requested", other.id),
+    ):
+        with pytest.raises(MailTokenUnreadable):
+            MailTokens(key_ring(ring, None)).open(event_type, user_id, sealed)
+    # Nor is it in clear on the stream the relay published it to.
+    subscription = await nats_client.jetstream().pull_subscribe(
+        "the0.user.password-reset-requested", stream="THE0_EVENTS",
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))
+    async with asyncio.timeout(15):
+        while True:
+            try:
+                messages = await subscription.fetch(50, timeout=0.5)
+            except TimeoutError:
+                continue
+            ours = [m for m in messages if user.id.encode() in m.data]
+            if ours:
+                break
+    assert all(token.encode() not in m.data and sealed.encode() in m.data for m in ours)
+
+
+async def test_at_most_three_reset_mails_an_hour_go_to_one_address(stack: Any, sessions: Any) -> None:
+    user = await register(stack.channel)
+    stranger = f"nobody-{uuid.uuid4().hex[:8]}@example.com"
+    for email in (user.email, stranger):
+        for _ in range(5):  # every answer is the same, mailed or not
+            assert await user.auth.RequestPasswordReset(
+                auth_service_pb2.RequestPasswordResetRequest(email=email)
+            ) == auth_service_pb2.RequestPasswordResetResponse()
+    mails = await mailed(stack, sessions, "user.password-reset-requested", user.email)
+    assert len(mails) == 3
+    await user.auth.ResetPassword(auth_service_pb2.ResetPasswordRequest(token=mails[-1]["token"],
+                                                                        new_password=NEW_PASSWORD))
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_reset_answer_does_not_wait_for_the_account_lookup(stack: Any, sessions: Any) -> None:
+    # Whether the email has an account must not show in the answer's time either: the lookup
+    # happens after the answer. With the users table locked, an answer that waited for the
+    # lookup would wait for the lock.
+    user = await register(stack.channel)
+    stranger = f"nobody-{uuid.uuid4().hex[:8]}@example.com"
+    async with sessions() as locker:
+        await locker.execute(text("LOCK TABLE users IN ACCESS EXCLUSIVE MODE"))
+        for email in (user.email, stranger):
+            async with asyncio.timeout(5):
+                await user.auth.RequestPasswordReset(auth_service_pb2.RequestPasswordResetRequest(email=email))
+        await locker.rollback()
+    [mail] = await mailed(stack, sessions, "user.password-reset-requested", user.email)
+    await user.auth.ResetPassword(auth_service_pb2.ResetPasswordRequest(token=mail["token"], new_password=NEW_PASSWORD))

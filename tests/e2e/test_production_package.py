@@ -125,7 +125,7 @@ async def test_the_wheel_migrates_a_fresh_postgresql_and_serves_with_metrics(
         DATABASE_URL=database_url, NATS_URL=isolated_nats.url, THE0_GRPC_HOST="127.0.0.1",
         THE0_GRPC_PORT=str(grpc_port), THE0_WORKERS="2", THE0_METRICS_PORT=str(metrics_port),
         THE0_JWT_KEYS="k1:" + "k" * 40, THE0_API_KEY_HASH_KEYS="h1:" + "h" * 40,
-        THE0_PAGE_TOKEN_KEYS="p1:" + "p" * 40, THE0_SECRETS_KEY="s1:" + "s" * 40,
+        THE0_PAGE_TOKEN_KEYS="p1:" + "p" * 40, THE0_SECRETS_KEY="s1:" + "s" * 40, THE0_MAILER_KEY="m1:" + "m" * 40,
         THE0_DATA_DIR=str(tmp_path / "data"), THE0_OBJECT_STORE_DIR=str(tmp_path / "objects"),
     )
     process = await asyncio.create_subprocess_exec(
@@ -182,7 +182,7 @@ def test_database_failures_at_start_up_are_one_line(
         url = postgres_cluster.url_for("no_such_database")
         expected = "the0: the database of DATABASE_URL (postgresql+psycopg://***@127.0.0.1:"
     env = clean_env(DATABASE_URL=url, NATS_URL="nats://127.0.0.1:1", JWT_SECRET="j" * 32,
-                    THE0_SECRETS_KEY="s1:" + "s" * 40, THE0_GRPC_PORT=str(free_port()), THE0_GRPC_HOST="127.0.0.1",
+                    THE0_SECRETS_KEY="s1:" + "s" * 40, THE0_MAILER_KEY="m1:" + "m" * 40, THE0_GRPC_PORT=str(free_port()), THE0_GRPC_HOST="127.0.0.1",
                     THE0_OBJECT_STORE_DIR=str(tmp_path / "objects"))
     for argv in (["the0-server"], ["the0-server", "migrate"]):
         done = subprocess.run([str(installed / argv[0]), *argv[1:]], check=False, cwd=tmp_path, env=env, capture_output=True,
@@ -193,7 +193,7 @@ def test_database_failures_at_start_up_are_one_line(
 
 def test_production_refuses_to_serve_without_object_storage(installed: Path, tmp_path: Path) -> None:
     env = clean_env(DATABASE_URL="postgresql://u@127.0.0.1:1/x", NATS_URL="nats://127.0.0.1:1",
-                    JWT_SECRET="j" * 32, THE0_SECRETS_KEY="s1:" + "s" * 40)
+                    JWT_SECRET="j" * 32, THE0_SECRETS_KEY="s1:" + "s" * 40, THE0_MAILER_KEY="m1:" + "m" * 40)
     done = subprocess.run([str(installed / "the0-server")], check=False, cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 2

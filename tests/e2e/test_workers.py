@@ -39,6 +39,7 @@ def server_env(database_url: str, nats_url: str, port: int, data_dir: Path) -> d
         "THE0_GRPC_PORT": str(port), "THE0_WORKERS": "2", "THE0_READ_CACHE": "60s",
         "THE0_JWT_KEYS": "k1:" + uuid.uuid4().hex * 2, "THE0_API_KEY_HASH_KEYS": "h1:" + uuid.uuid4().hex * 2,
         "THE0_PAGE_TOKEN_KEYS": "p1:" + uuid.uuid4().hex * 2, "THE0_SECRETS_KEY": "s1:" + uuid.uuid4().hex * 2,
+        "THE0_MAILER_KEY": "m1:" + uuid.uuid4().hex * 2,
         "THE0_DATA_DIR": str(data_dir), "THE0_OBJECT_STORE_DIR": str(data_dir / "objects"),
     }
 

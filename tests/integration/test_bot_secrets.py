@@ -180,7 +180,8 @@ async def test_rotation_reseals_under_the_current_key_so_the_old_one_can_go(doma
 
 
 def test_the_secrets_key_comes_from_the_environment_and_is_required_outside_dev_mode():
-    base = {"JWT_SECRET": "j" * 32, "DATABASE_URL": "postgresql://u@db/the0", "NATS_URL": "nats://n:4222"}
+    base = {"JWT_SECRET": "j" * 32, "DATABASE_URL": "postgresql://u@db/the0", "NATS_URL": "nats://n:4222",
+            "THE0_MAILER_KEY": "m1:" + "m" * 32}
     key = "k" * 32
     settings = Settings.from_env(base | {"THE0_SECRETS_KEY": f"new:{key}, old:{'o' * 32}"})
     assert settings.secrets_keys == (("new", key), ("old", "o" * 32)) and key not in repr(settings)
@@ -198,7 +199,7 @@ async def test_the_rotate_secrets_command(database_url, domain, alice):
     (old_kid, old), new = TEST_SECRETS_KEYS[0], "n" * 40
     env = {k: v for k, v in os.environ.items() if not k.startswith(("THE0_", "JWT_", "DATABASE_", "NATS_"))}
     env |= {"DATABASE_URL": database_url, "NATS_URL": "nats://127.0.0.1:1", "JWT_SECRET": "j" * 32,
-            "THE0_SECRETS_KEY": f"fresh:{new},{old_kid}:{old}"}
+            "THE0_SECRETS_KEY": f"fresh:{new},{old_kid}:{old}", "THE0_MAILER_KEY": "m1:" + "m" * 32}
     done = await asyncio.to_thread(
         subprocess.run, [sys.executable, "-m", "the0.server", "rotate-secrets"],
         env=env, capture_output=True, text=True, timeout=60,

@@ -145,7 +145,7 @@ async def test_page_token_keys_rotate(stack_factory: StackFactory) -> None:
 
 # -- settings ------------------------------------------------------------------------------------
 
-BASE = {"THE0_SECRETS_KEY": "s1:" + "s" * 32, "DATABASE_URL": "postgresql://u@db/the0", "NATS_URL": "nats://nats:4222"}
+BASE = {"THE0_SECRETS_KEY": "s1:" + "s" * 32, "THE0_MAILER_KEY": "m1:" + "m" * 32, "DATABASE_URL": "postgresql://u@db/the0", "NATS_URL": "nats://nats:4222"}
 
 
 def test_key_rings_from_the_environment() -> None:

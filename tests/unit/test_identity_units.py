@@ -29,7 +29,7 @@ from the0.server.keys import KeyRing, key_ring
 from the0.server.settings import Settings, SettingsError
 
 SECRET = "unit-test-secret-of-at-least-thirty-two-bytes"
-ENV = {"JWT_SECRET": SECRET, "THE0_SECRETS_KEY": f"s1:{SECRET}", "DATABASE_URL": "sqlite:///x.db", "NATS_URL": "nats://127.0.0.1:4222"}
+ENV = {"JWT_SECRET": SECRET, "THE0_SECRETS_KEY": f"s1:{SECRET}", "THE0_MAILER_KEY": f"m1:{SECRET}", "DATABASE_URL": "sqlite:///x.db", "NATS_URL": "nats://127.0.0.1:4222"}
 
 
 def ring(secret: str) -> KeyRing:

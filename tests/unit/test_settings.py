@@ -10,7 +10,7 @@ import pytest
 from the0.server.settings import DEFAULT_MAX_UPLOAD_BYTES, Settings, SettingsError, parse_duration
 
 SECRET = "s" * 32
-PROD = {"JWT_SECRET": SECRET, "THE0_SECRETS_KEY": f"s1:{SECRET}", "DATABASE_URL": "postgresql://u@db/the0", "NATS_URL": "nats://nats:4222"}
+PROD = {"JWT_SECRET": SECRET, "THE0_SECRETS_KEY": f"s1:{SECRET}", "THE0_MAILER_KEY": f"m1:{SECRET}", "DATABASE_URL": "postgresql://u@db/the0", "NATS_URL": "nats://nats:4222"}
 
 
 def problems(env: dict[str, str], *, dev_mode: bool = True) -> list[str]:
@@ -63,6 +63,7 @@ def test_every_value_is_read() -> None:
             "THE0_DATA_DIR": "/var/lib/the0",
             "THE0_MAX_UPLOAD_BYTES": "2048",
             "THE0_LOG_LEVEL": "debug",
+            "THE0_RESET_MAILS_PER_EMAIL": "5",
         }
     )
     assert s.dev_mode is False
@@ -74,6 +75,7 @@ def test_every_value_is_read() -> None:
     assert (s.grpc_host, s.grpc_port, s.http_port) == ("127.0.0.1", 0, 9090)
     assert s.data_dir == Path("/var/lib/the0")
     assert (s.max_upload_bytes, s.log_level) == (2048, "DEBUG")
+    assert s.mailer_keys == (("m1", SECRET),) and s.reset_mails_per_email == 5
 
 
 def test_secrets_are_not_in_repr() -> None:
@@ -96,6 +98,10 @@ def test_production_requires_secret_database_and_nats() -> None:
         (
             "THE0_SECRETS_KEY is required outside dev mode (kid:secret of 32+ bytes; make run generates one): "
             "it seals the secret fields of bot configs"
+        ),
+        (
+            "THE0_MAILER_KEY is required outside dev mode (kid:secret of 32+ bytes; make run generates one): "
+            "it seals the reset and verification tokens for the mailer"
         ),
         "DATABASE_URL and NATS_URL required outside dev mode (make run embeds them)",
     ]

@@ -68,6 +68,8 @@ def with_dev_keys(settings: Settings) -> Settings:
         api_key_hash_keys=settings.api_key_hash_keys or dev_key_ring(data_dir, "api-key-hash"),
         page_token_keys=settings.page_token_keys or dev_key_ring(data_dir, "page-token"),
         secrets_keys=settings.secrets_keys or dev_key_ring(data_dir, "secrets"),
+        # The dev mailbox (python -m the0.devtools.mailbox) opens the mailed tokens with this one.
+        mailer_keys=settings.mailer_keys or dev_key_ring(data_dir, "mailer"),
         # `make fake-runtime` fetches deployments through the platform API with this account's key.
         service_accounts=settings.service_accounts or (("runtime", "dev-runtime", dev_runtime_key(data_dir)),),
     )

@@ -4,8 +4,10 @@ email-verification tokens of the ``user.*`` events on JetStream (the server send
     python -m the0.devtools.mailbox            # everything still in the stream, then exit
     python -m the0.devtools.mailbox --follow   # and keep printing new ones
 
-The NATS URL is NATS_URL, else the one `make run` recorded in the data dir. Tokens are secrets:
-this is for a development stack only.
+The NATS URL is NATS_URL, else the one `make run` recorded in the data dir. The events carry the
+tokens sealed for the mailer (the server's secrets/mail.py); they are opened here with
+THE0_MAILER_KEY, else the key `make run` generated in the data dir. Tokens are secrets: this is
+for a development stack only.
 """
 
 from __future__ import annotations
@@ -18,22 +20,32 @@ from typing import Any
 import orjson
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from the0.devtools.devstack import dev_key_ring
 from the0.devtools.publish_event import NATS_URL_FILE, dev_nats_url
 from the0.server.events.nats_connection import EVENTS_STREAM, connect_nats
+from the0.server.keys import key_ring
+from the0.server.secrets.mail import MailTokens, MailTokenUnreadable
 from the0.server.serving import load_settings
 
 SUBJECT = "the0.user.>"
 _WHAT = {"user.password-reset-requested": "password reset", "user.email-verification-requested": "verify email"}
 
 
-def describe(event: dict[str, Any]) -> str:
-    data = event.get("data", {})
-    what = _WHAT.get(event.get("type", ""), event.get("type", "?"))
-    return f"{what} for {data.get('email')}: token {data.get('token')} (expires {data.get('expireTime')})"
+def describe(event: dict[str, Any], tokens: MailTokens) -> str:
+    event_type, data = str(event.get("type", "")), event.get("data", {})
+    what = _WHAT.get(event_type, event_type or "?")
+    try:
+        token = tokens.open(event_type, str(data.get("userId")), str(data.get("sealedToken")))
+    except MailTokenUnreadable as error:
+        token = f"<unreadable: {error}>"
+    return f"{what} for {data.get('email')}: token {token} (expires {data.get('expireTime')})"
 
 
-async def read_mail(nats_url: str, *, follow: bool = False, idle_seconds: float = 1.0) -> list[str]:
+async def read_mail(
+    nats_url: str, mailer_keys: tuple[tuple[str, str], ...], *, follow: bool = False, idle_seconds: float = 1.0
+) -> list[str]:
     """Print (and return) every mail in the stream; with ``follow``, keep waiting for more."""
+    tokens = MailTokens(key_ring(mailer_keys, None))
     nc = await connect_nats(nats_url, name="the0-mailbox")
     lines: list[str] = []
     try:
@@ -51,7 +63,7 @@ async def read_mail(nats_url: str, *, follow: bool = False, idle_seconds: float 
                 await message.ack()
                 if event.get("type") not in _WHAT:
                     continue  # user.deleted and the like: no mail to send
-                line = describe(event)
+                line = describe(event, tokens)
                 print(line, flush=True)
                 lines.append(line)
     finally:
@@ -71,7 +83,12 @@ def main(argv: list[str] | None = None) -> None:
     if url is None:
         raise SystemExit(f"no NATS URL: start `make run` (it records {settings.data_dir / NATS_URL_FILE}) "
                          "or pass --nats-url")
-    asyncio.run(read_mail(url, follow=args.follow))
+    keys = settings.mailer_keys
+    if not keys:
+        if not (settings.data_dir / "keys" / "mailer").exists():
+            raise SystemExit("no THE0_MAILER_KEY: start `make run` (it generates one in the data dir) or set it")
+        keys = dev_key_ring(settings.data_dir, "mailer")
+    asyncio.run(read_mail(url, keys, follow=args.follow))
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ def replica_env(settings: Settings, *, grpc_port: int, metrics_port: int, databa
         "THE0_API_KEY_HASH_KEYS": ring(settings.api_key_hash_keys),
         "THE0_PAGE_TOKEN_KEYS": ring(settings.page_token_keys),
         "THE0_SECRETS_KEY": ring(settings.secrets_keys),
+        "THE0_MAILER_KEY": ring(settings.mailer_keys),
         "THE0_SERVICE_ACCOUNTS": ",".join(":".join(account) for account in settings.service_accounts),
         "FRONTEND_URL": settings.frontend_url,
         "THE0_LOG_LEVEL": settings.log_level,

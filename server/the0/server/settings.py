@@ -69,6 +69,9 @@ class Settings:
     # The ring that seals the secret fields of bot configs (secrets/box.py, AES-256-GCM), kid:secret,...
     # with the first current. Required outside dev mode; JWT_SECRET never stands in for it.
     secrets_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    # The ring that seals reset and verification tokens for the platform's mailer (secrets/mail.py):
+    # a key of its own, so the mailer can open nothing else. Required outside dev mode.
+    mailer_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     jwt_expires_in: timedelta = timedelta(minutes=15)
     refresh_token_ttl: timedelta = timedelta(days=30)
     registration_enabled: bool = True
@@ -77,6 +80,7 @@ class Settings:
     password_reset_ttl_seconds: float = 1800.0
     email_verification_ttl_seconds: float = 86400.0
     account_recovery_per_address: int = 10  # reset and verification requests per address per hour
+    reset_mails_per_email: int = 3  # password-reset mails to one email address per hour, whoever asks
     # Both or neither: an admin created or updated at start-up.
     admin_email: str | None = None
     admin_password: str | None = field(default=None, repr=False)
@@ -251,6 +255,12 @@ class Settings:
             problems.append("THE0_SECRETS_KEY is required outside dev mode (kid:secret of 32+ bytes; make run "
                             "generates one): it seals the secret fields of bot configs")
 
+        raw_mailer_key = get("THE0_MAILER_KEY")
+        mailer_keys = parse_key_list("THE0_MAILER_KEY", raw_mailer_key, problems) if raw_mailer_key else ()
+        if raw_mailer_key is None and not dev_mode:
+            problems.append("THE0_MAILER_KEY is required outside dev mode (kid:secret of 32+ bytes; make run "
+                            "generates one): it seals the reset and verification tokens for the mailer")
+
         jwt_expires_in = timedelta(minutes=15)
         if (raw := get("JWT_EXPIRES_IN")) is not None:
             try:
@@ -414,6 +424,7 @@ class Settings:
             api_key_hash_keys=rings["THE0_API_KEY_HASH_KEYS"],
             page_token_keys=rings["THE0_PAGE_TOKEN_KEYS"],
             secrets_keys=secrets_keys,
+            mailer_keys=mailer_keys,
             jwt_expires_in=jwt_expires_in,
             registration_enabled=(get("THE0_REGISTRATION_ENABLED") is None or flag("THE0_REGISTRATION_ENABLED")),
             admin_email=admin_email,
@@ -445,6 +456,7 @@ class Settings:
             password_reset_ttl_seconds=seconds("THE0_PASSWORD_RESET_TTL", 1800.0, 60, 86400),
             email_verification_ttl_seconds=seconds("THE0_EMAIL_VERIFICATION_TTL", 86400.0, 60, 7 * 86400),
             account_recovery_per_address=positive_int("THE0_ACCOUNT_RECOVERY_PER_ADDRESS", 10),
+            reset_mails_per_email=positive_int("THE0_RESET_MAILS_PER_EMAIL", 3),
             max_upload_spool_bytes=max_spool,
             max_bots_per_user=positive_int("THE0_MAX_BOTS_PER_USER", 100),
             max_active_backtests_per_user=positive_int("THE0_MAX_ACTIVE_BACKTESTS_PER_USER", 10),

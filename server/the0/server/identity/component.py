@@ -33,6 +33,7 @@ from the0.server.identity.two_factor import TwoFactor
 from the0.server.keys import key_ring
 from the0.server.nats_link import NatsLink
 from the0.server.secrets.box import config_secrets_for
+from the0.server.secrets.mail import mail_tokens_for
 from the0.server.settings import Settings
 
 log = logging.getLogger("the0.identity")
@@ -52,6 +53,7 @@ class Identity:
             login_per_address=settings.login_attempts_per_address,
             registrations_per_address=settings.registrations_per_address,
             recovery_per_address=settings.account_recovery_per_address,
+            reset_mails_per_email=settings.reset_mails_per_email,
         ))
         policy = PasswordPolicy(min_length=settings.password_min_length)
         # One key ring per purpose (keys.py): rotating the JWT key leaves API keys valid.
@@ -92,7 +94,7 @@ class Identity:
             revocations=self.revocations, outbox=outbox,
             times=RecoveryTimes(password_reset=timedelta(seconds=settings.password_reset_ttl_seconds),
                                 email_verification=timedelta(seconds=settings.email_verification_ttl_seconds)),
-            audit=audit,
+            audit=audit, mail_tokens=mail_tokens_for(settings),
         )
         self.api_key_service = ApiKeyService(
             sessions=sessions, hasher=hasher, authenticator=self.authenticator, revocations=self.revocations,
@@ -129,6 +131,7 @@ class Identity:
 
     async def stop(self) -> None:
         """After the background tasks have stopped (the database is still open)."""
+        await self.recovery.finish_pending()
         await self.authenticator.stop()
         await self.revocations.stop()
         self.passwords.close()

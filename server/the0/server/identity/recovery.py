@@ -2,14 +2,22 @@
 
 The server sends no mail. A reset or verification request stores a random token's SHA-256
 (never the token) and stages an outbox event in the same transaction —
-``user.password-reset-requested`` / ``user.email-verification-requested`` with the token — for
-the platform's mailer (``python -m the0.devtools.mailbox`` shows them in development). A token
-works once, until it expires; a newer request voids the older ones of the same purpose. A reset
-request answers alike whether or not the email has an account. Tokens are never logged.
+``user.password-reset-requested`` / ``user.email-verification-requested`` — for the platform's
+mailer, with the token sealed under THE0_MAILER_KEY (``secrets/mail.py``; ``python -m
+the0.devtools.mailbox`` opens them in development). A token works once, until it expires; a
+newer request voids the older ones of the same purpose. Tokens are never logged nor stored in
+clear.
+
+A reset request must not say whether the email has an account, by its answer or by its time
+(OWASP Forgot Password Cheat Sheet). So it answers once the caller's address limit is checked,
+and looks the account up and issues the token after answering. At most
+THE0_RESET_MAILS_PER_EMAIL (3) mails an hour go to one email address, whoever asks: more
+requests answer the same and send nothing, so the form cannot flood someone's inbox.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import secrets
@@ -30,6 +38,7 @@ from the0.server.identity.principal import Principal
 from the0.server.identity.repository import SessionRepository, UserRepository, new_id
 from the0.server.identity.revocations import Revocations
 from the0.server.identity.throttle import Throttles
+from the0.server.secrets.mail import MailTokens
 
 log = logging.getLogger("the0.identity.recovery")
 PASSWORD_RESET, EMAIL_VERIFICATION = "password_reset", "email_verification"
@@ -64,8 +73,12 @@ class AccountRecovery:
         outbox: Outbox,
         times: RecoveryTimes,
         audit: AuditTrail,
+        mail_tokens: MailTokens,
     ) -> None:
         self._audit = audit
+        self._mail_tokens = mail_tokens
+        # Reset requests being carried out after their answer; stop() lets them finish.
+        self._issuing: set[asyncio.Task[None]] = set()
         self._sessions = sessions
         self._passwords = passwords
         self._policy = policy
@@ -124,20 +137,38 @@ class AccountRecovery:
     # -- reset -------------------------------------------------------------------------------
 
     async def request_password_reset(self, email: str, *, client_address: str) -> None:
+        """Answers before anything depends on the account; the token is issued just after."""
         email = email.strip().lower()
         if not email:
             raise InvalidArgument("email is required", violations=[FieldViolation("email", "is required")])
         await self._throttles.reserve_recovery(client_address)
-        async with self._sessions() as db:
-            user = await UserRepository(db).find_by_email(email)
-            if user is None or not user.active:
-                return  # the same empty answer: who has an account is not said here
-            self._issue(db, user, PASSWORD_RESET, await _void_tokens(db, user.id, PASSWORD_RESET, _now()))
-            # Anonymous: asking needs no credential. Only for an account that exists (the
-            # answer to the caller is the same either way; the trail is not the caller's).
-            self._audit.record(db, "password.reset-requested", actor=None, subject_user_id=user.id)
-            await db.commit()
-        log.info("password reset requested", extra={"userId": user.id})
+        task = asyncio.create_task(self._issue_password_reset(email), name="password-reset")
+        self._issuing.add(task)
+        task.add_done_callback(self._issuing.discard)
+
+    async def _issue_password_reset(self, email: str) -> None:
+        try:
+            if not await self._throttles.reset_mail_allowed(email):
+                log.info("password reset not mailed: this address had its mails for the hour")
+                return
+            async with self._sessions() as db:
+                user = await UserRepository(db).find_by_email(email)
+                if user is None or not user.active:
+                    return  # nothing to mail; the caller had the same answer either way
+                self._issue(db, user, PASSWORD_RESET, await _void_tokens(db, user.id, PASSWORD_RESET, _now()))
+                # Anonymous: asking needs no credential. Only for an account that exists (the
+                # answer to the caller is the same either way; the trail is not the caller's).
+                self._audit.record(db, "password.reset-requested", actor=None, subject_user_id=user.id)
+                await db.commit()
+            log.info("password reset requested", extra={"userId": user.id})
+        except Exception as error:  # noqa: BLE001 - the caller has had its answer; say it here
+            log.warning("a password reset request failed; the user can ask again",
+                        extra={"error": type(error).__name__})
+
+    async def finish_pending(self, timeout: float = 5.0) -> None:
+        """Wait for the reset requests already answered (at shutdown, while the database is open)."""
+        if self._issuing:
+            await asyncio.wait(self._issuing, timeout=timeout)
 
     async def reset_password(self, token: str, new: str) -> None:
         if not token or not new:
@@ -222,9 +253,11 @@ class AccountRecovery:
         expires = now + ttl
         db.add(AccountTokenRow(id=new_id(), user_id=user.id, purpose=purpose, token_hash=hash_account_token(token),
                                created_at=now, expires_at=expires))
-        # The mailer needs the token itself; it exists in clear only in this event.
-        self._outbox.add(db, _EVENTS[purpose], {
-            "userId": user.id, "email": user.email, "username": user.username, "token": token,
+        # The mailer needs the token itself: sealed for it alone, as the row and the stream keep it.
+        event_type = _EVENTS[purpose]
+        self._outbox.add(db, event_type, {
+            "userId": user.id, "email": user.email, "username": user.username,
+            "sealedToken": self._mail_tokens.seal(event_type, user.id, token),
             "expireTime": expires.isoformat().replace("+00:00", "Z"),
         })
 

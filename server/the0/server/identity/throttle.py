@@ -58,6 +58,7 @@ class ThrottleLimits:
     login_per_address: int = 20
     registrations_per_address: int = 10
     recovery_per_address: int = 10  # password-reset and email-verification requests
+    reset_mails_per_email: int = 3  # password-reset mails to one address, whoever asks
 
     def login(self) -> tuple[Limit, ...]:
         return (
@@ -73,6 +74,9 @@ class ThrottleLimits:
 
     def recovery(self) -> tuple[Limit, ...]:
         return (Limit("recover.address", self.recovery_per_address, HOUR),)
+
+    def reset_mail(self) -> tuple[Limit, ...]:
+        return (Limit("reset-mail.email", self.reset_mails_per_email, HOUR),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +121,14 @@ class Throttles:
     async def reserve_recovery(self, address: str) -> Reservation:
         """A password-reset or verification request: mail is not free, nor is guessing emails."""
         return await self._reserve(self._limits.recovery(), {"recover.address": (address,)}, address=address)
+
+    async def reset_mail_allowed(self, email: str) -> bool:
+        """Whether a reset mail may go to ``email`` now (counted whether or not it has an account)."""
+        try:
+            await self._reserve(self._limits.reset_mail(), {"reset-mail.email": (email,)}, email=email)
+        except ResourceExhausted:
+            return False
+        return True
 
     async def refund(self, reservation: Reservation) -> None:
         async with self._sessions() as db:

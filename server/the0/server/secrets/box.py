@@ -59,9 +59,10 @@ def _aad(bot_id: str, path: Path) -> bytes:
     return orjson.dumps([bot_id, list(path)])
 
 
-def _derive(secret: bytes) -> AESGCM:
-    # The ring's secrets are text of 32+ bytes; HKDF makes each an AES-256 key of its own.
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO).derive(secret)
+def derive_cipher(secret: bytes, info: bytes) -> AESGCM:
+    """AES-256-GCM under HKDF-SHA256(secret, info): the ring's secrets are text of 32+ bytes, and
+    each purpose (``info``) gets a key of its own from them."""
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret)
     return AESGCM(key)
 
 
@@ -70,7 +71,7 @@ class ConfigSecrets:
 
     def __init__(self, ring: KeyRing) -> None:
         self._ring = ring
-        self._ciphers = {kid: _derive(secret) for kid, secret in ring.secrets}
+        self._ciphers = {kid: derive_cipher(secret, _INFO) for kid, secret in ring.secrets}
 
     @property
     def current_kid(self) -> str:
