@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 import httpx
 import jwt
+import pyotp
 import pytest
 from google.protobuf import timestamp_pb2
 from sqlalchemy import text
@@ -328,3 +329,48 @@ async def test_a_reused_refresh_token_ending_its_session_is_recorded(stack: Any)
     assert revoked.details["reason"] == "REFRESH_TOKEN_REUSED"
     claims = jwt.decode(user.tokens.access_token, options={"verify_signature": False})
     assert revoked.details["sessionId"] == claims["sid"]
+
+
+async def test_a_signed_in_callers_wrong_password_or_code_is_recorded(stack: Any) -> None:
+    # Someone holding a stolen session and guessing the password or a code shows in the trail.
+    from tests.e2e.test_two_factor import code_at
+
+    user = await register(stack.channel)
+
+    def wrong_code(totp: Any) -> str:
+        near = {code_at(totp, step) for step in (-1, 0, 1)}
+        return next(c for c in ("000000", "111111", "222222", "333333") if c not in near)
+
+    wrong = "not the password at all"
+    await rpc_error(user.auth.ChangePassword(auth_service_pb2.ChangePasswordRequest(
+        current_password=wrong, new_password=NEW_PASSWORD), metadata=user.metadata))
+    await rpc_error(user.auth.BeginTotpEnrollment(auth_service_pb2.BeginTotpEnrollmentRequest(password=wrong),
+                                                  metadata=user.metadata))
+    enrollment = await user.auth.BeginTotpEnrollment(auth_service_pb2.BeginTotpEnrollmentRequest(password=PASSWORD),
+                                                     metadata=user.metadata)
+    totp = pyotp.TOTP(enrollment.secret)
+    await rpc_error(user.auth.ConfirmTotpEnrollment(auth_service_pb2.ConfirmTotpEnrollmentRequest(
+        code=wrong_code(totp)), metadata=user.metadata))
+    await user.auth.ConfirmTotpEnrollment(auth_service_pb2.ConfirmTotpEnrollmentRequest(code=totp.now()),
+                                          metadata=user.metadata)
+    await rpc_error(user.auth.DisableTotp(auth_service_pb2.DisableTotpRequest(
+        password=PASSWORD, code=wrong_code(totp)), metadata=user.metadata))
+    await rpc_error(user.auth.DeleteAccount(auth_service_pb2.DeleteAccountRequest(
+        password=wrong, code=code_at(totp, 1)), metadata=user.metadata))
+    # A malformed request is a client mistake, not a guess: nothing recorded.
+    await rpc_error(user.auth.ChangePassword(auth_service_pb2.ChangePasswordRequest(
+        current_password="", new_password=NEW_PASSWORD), metadata=user.metadata))
+
+    refused = await own_events(user, type="reauthentication.failed")
+    assert [(e.details["operation"], e.details["reason"]) for e in reversed(refused)] == [
+        ("change-password", "INVALID_CREDENTIALS"),
+        ("begin-totp-enrollment", "INVALID_CREDENTIALS"),
+        ("confirm-totp-enrollment", "TOTP_CODE_INVALID"),
+        ("disable-totp", "TOTP_CODE_INVALID"),
+        ("delete-account", "INVALID_CREDENTIALS"),
+    ]
+    for event in refused:
+        assert (event.actor_id, event.subject_user_id, event.details["credential"]) == (user.id, user.id, "session")
+    # Nothing else changed: the account is whole and two-factor login stays on.
+    assert (await user.auth.GetCurrentUser(auth_service_pb2.GetCurrentUserRequest(),
+                                           metadata=user.metadata)).two_factor_enabled

@@ -11,20 +11,24 @@ id joins the event to the access log.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from the0.server.audit.models import AuditEventRow
 from the0.server.client_address import address_from, user_agent_from
+from the0.server.errors import Unauthenticated
 from the0.server.request_context import call_origin_var, current_request_id
 from the0.server.settings import IPNetwork
 
 ActorKind = Literal["user", "service_account"]
+# The refusals of a signed-in caller's own proof (password or code) that ``refusals_of`` records.
+REAUTHENTICATION_REASONS = frozenset({"INVALID_CREDENTIALS", "TOTP_CODE_INVALID"})
 Detail = str | int | bool | None
 # Keys a detail may never have: whatever is under them would be a credential.
 _FORBIDDEN_KEY_PARTS = ("password", "secret", "token", "key_hash", "hash", "code")
@@ -91,6 +95,28 @@ class AuditTrail:
         )
         db.add(row)
         return row
+
+    @contextlib.asynccontextmanager
+    async def refusals_of(
+        self, sessions: async_sessionmaker[AsyncSession], caller: Caller, operation: str
+    ) -> AsyncIterator[None]:
+        """Records ``reauthentication.failed`` when the body refuses the caller's password or code.
+
+        For the calls that ask a signed-in person to prove themselves again (change the password,
+        two-factor changes, deleting the account): someone holding a stolen session and guessing
+        shows in the trail. The refusal changed nothing, so it is recorded in a short
+        transaction of its own, after the body's was rolled back; then the error goes on.
+        """
+        try:
+            yield
+        except Unauthenticated as refusal:
+            if refusal.reason in REAUTHENTICATION_REASONS:
+                async with sessions() as db:
+                    self.record(db, "reauthentication.failed", actor=Actor.of(caller),
+                                subject_user_id=caller.user_id,
+                                details={"operation": operation, "reason": refusal.reason})
+                    await db.commit()
+            raise
 
 
 def _request_id() -> str:

@@ -84,6 +84,11 @@ class AccountDeletion:
 
     async def delete_account(self, principal: Principal, password: str, factor: SecondFactor, *,
                              client_address: str) -> dict[str, int]:
+        async with self._audit.refusals_of(self._sessions, principal, "delete-account"):
+            return await self._delete_account(principal, password, factor, client_address=client_address)
+
+    async def _delete_account(self, principal: Principal, password: str, factor: SecondFactor, *,
+                             client_address: str) -> dict[str, int]:
         """Returns what was done, by count. ``factor`` is needed when two-factor login is on."""
         if not password:
             raise InvalidArgument("password is required", violations=[FieldViolation("password", "is required")])

@@ -90,6 +90,10 @@ class AccountRecovery:
     # -- change ------------------------------------------------------------------------------
 
     async def change_password(self, principal: Principal, current: str, new: str, *, client_address: str) -> int:
+        async with self._audit.refusals_of(self._sessions, principal, "change-password"):
+            return await self._change_password(principal, current, new, client_address=client_address)
+
+    async def _change_password(self, principal: Principal, current: str, new: str, *, client_address: str) -> int:
         """Returns how many other sessions ended."""
         violations = [FieldViolation(f, "is required") for f, v in (("currentPassword", current),
                                                                     ("newPassword", new)) if not v]

@@ -110,6 +110,10 @@ class TwoFactor:
     # -- enrolment and disabling (a user session) --------------------------------------
 
     async def begin_enrollment(self, principal: Principal, password: str, *, client_address: str) -> TotpEnrollment:
+        async with self._audit.refusals_of(self._sessions, principal, "begin-totp-enrollment"):
+            return await self._begin_enrollment(principal, password, client_address=client_address)
+
+    async def _begin_enrollment(self, principal: Principal, password: str, *, client_address: str) -> TotpEnrollment:
         """A new pending secret. Needs the password: a stolen session alone must not be able to turn
         two-factor login on with an attacker's app and lock the owner out."""
         if len(password) > PASSWORD_MAX:
@@ -142,6 +146,10 @@ class TwoFactor:
         return TotpEnrollment(secret, totp.provisioning_uri(secret, user.email))
 
     async def confirm_enrollment(self, principal: Principal, code: str, *, client_address: str) -> list[str]:
+        async with self._audit.refusals_of(self._sessions, principal, "confirm-totp-enrollment"):
+            return await self._confirm_enrollment(principal, code, client_address=client_address)
+
+    async def _confirm_enrollment(self, principal: Principal, code: str, *, client_address: str) -> list[str]:
         """Turns it on; the new recovery codes (shown once)."""
         factor = SecondFactor(code=code)
         if not code or factor.violations():
@@ -181,6 +189,11 @@ class TwoFactor:
         return codes
 
     async def disable(self, principal: Principal, password: str, factor: SecondFactor, *,
+                      client_address: str) -> None:
+        async with self._audit.refusals_of(self._sessions, principal, "disable-totp"):
+            await self._disable(principal, password, factor, client_address=client_address)
+
+    async def _disable(self, principal: Principal, password: str, factor: SecondFactor, *,
                       client_address: str) -> None:
         violations = factor.violations()
         if not password:
