@@ -321,6 +321,44 @@ async def test_force_password_reset_ends_sessions_and_refuses_login(stack: Any) 
     assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIALS")
 
 
+async def test_an_admin_turns_two_factor_off_for_an_owner_who_lost_every_factor(stack: Any) -> None:
+    from tests.e2e.test_two_factor import challenge, code_at, complete, enrolled
+
+    admin = await admin_of(stack)
+    owner = await register(stack.channel, "owner")
+    totp, _, _ = await enrolled(owner)
+    phone = await complete(owner, (await challenge(owner)).second_factor.challenge_token, code=code_at(totp, 1))
+    key = await owner.api_key()
+    answer = await admin.admin.ResetTwoFactor(admin_service_pb2.ResetTwoFactorRequest(id=owner.id),
+                                              metadata=admin.metadata)
+    assert answer.sessions_revoked == 2 and not answer.user.two_factor_enabled
+    me = auth_service_pb2.GetCurrentUserRequest()
+    for session in (owner, phone):  # every session ends at once (it may have been the thief's)
+        code, reason, *_ = await rpc_error(owner.auth.GetCurrentUser(me, metadata=session.metadata))
+        assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_REVOKED")
+    assert not (await owner.auth.GetCurrentUser(me, metadata=key)).two_factor_enabled  # keys keep working
+    back = await challenge(owner)  # the password alone logs in again
+    assert back.access_token and not back.HasField("second_factor")
+    code, reason, *_ = await rpc_error(admin.admin.ResetTwoFactor(
+        admin_service_pb2.ResetTwoFactorRequest(id=owner.id), metadata=admin.metadata))
+    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "TOTP_NOT_ENABLED")
+    code, *_ = await rpc_error(admin.admin.ResetTwoFactor(
+        admin_service_pb2.ResetTwoFactorRequest(id=str(uuid.uuid4())), metadata=admin.metadata))
+    assert code == grpc.StatusCode.NOT_FOUND
+    trail = await admin.admin.ListAuditEvents(admin_service_pb2.ListAuditEventsRequest(
+        user_id=owner.id, type="admin.two-factor-reset"), metadata=admin.metadata)
+    [event] = trail.audit_events
+    assert (event.actor_id, event.subject_user_id, event.details["sessionsRevoked"]) == (admin.id, owner.id, 2)
+
+    # The owner can turn it on again, and REST reaches the same RPC.
+    totp, _, _ = await enrolled(Account(stack.channel, back, owner.email))
+    headers = {"authorization": f"Bearer {admin.tokens.access_token}"}
+    async with httpx.AsyncClient(base_url=stack.http_url, timeout=15, headers=headers) as http:
+        reset = await http.post(f"/api/admin/users/{owner.id}/reset-two-factor", json={})
+        assert reset.status_code == 200, reset.text
+        assert reset.json()["user"]["twoFactorEnabled"] is False and reset.json()["sessionsRevoked"] == 1
+
+
 async def test_set_user_role_applies_at_next_login_and_admins_cannot_act_on_themselves(stack: Any) -> None:
     admin = await admin_of(stack)
     helper = await register(stack.channel, "helper")
@@ -343,6 +381,7 @@ async def test_set_user_role_applies_at_next_login_and_admins_cannot_act_on_them
     for call in (
         admin.admin.DisableUser(own.DisableUserRequest(id=admin.id), metadata=admin.metadata),
         admin.admin.ForcePasswordReset(own.ForcePasswordResetRequest(id=admin.id), metadata=admin.metadata),
+        admin.admin.ResetTwoFactor(own.ResetTwoFactorRequest(id=admin.id), metadata=admin.metadata),
         admin.admin.SetUserRole(own.SetUserRoleRequest(id=admin.id, role=user_pb2.ROLE_USER), metadata=admin.metadata),
     ):
         code, reason, *_ = await rpc_error(call)

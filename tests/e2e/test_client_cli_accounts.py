@@ -169,6 +169,8 @@ async def test_admins_run_accounts_and_the_review_queue_and_users_are_refused(st
         "login", "--email", email, "--password-stdin", stdin=PASSWORD + "\n")
     assert must_reset.code != 0 and "[PASSWORD_RESET_REQUIRED]" in must_reset.error_line
     assert "password reset-request" in must_reset.error_line
+    not_on = await admin.run("admin", "users", "reset-2fa", found["id"], "--yes")  # she never turned it on
+    assert not_on.code == 6 and "[TOTP_NOT_ENABLED]" in not_on.error_line
 
     promoted = (await admin.ok("admin", "users", "set-role", found["id"], "admin", "--yes")).json()
     assert promoted["role"] == "ROLE_ADMIN"

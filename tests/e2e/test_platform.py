@@ -72,6 +72,7 @@ REST_ROUTES = [
     ("POST", "/api/admin/users/u1/enable", "AdminService.EnableUser"),
     ("POST", "/api/admin/users/u1/force-password-reset", "AdminService.ForcePasswordReset"),
     ("POST", "/api/admin/users/u1/role", "AdminService.SetUserRole"),
+    ("POST", "/api/admin/users/u1/reset-two-factor", "AdminService.ResetTwoFactor"),
     ("GET", "/api/admin/custom-bots/review-queue", "CustomBotService.ListCustomBotReviewQueue"),
     ("GET", "/api/admin/audit-events", "AdminService.ListAuditEvents"),
 ]

@@ -327,6 +327,11 @@ class AsyncThe0Client:
         request = admin_service_pb2.ForcePasswordResetRequest(id=user_id)
         return await self._unary(self._admin.ForcePasswordReset, request, session=True)
 
+    async def reset_two_factor(self, user_id: str) -> admin_service_pb2.ResetTwoFactorResponse:
+        """Two-factor login off for an owner who lost every factor; every session of the account ends."""
+        request = admin_service_pb2.ResetTwoFactorRequest(id=user_id)
+        return await self._unary(self._admin.ResetTwoFactor, request, session=True)
+
     async def set_user_role(self, user_id: str, role: int) -> user_pb2.User:
         request = admin_service_pb2.SetUserRoleRequest(id=user_id, role=role)  # type: ignore[arg-type]
         return await self._unary(self._admin.SetUserRole, request, session=True)

@@ -230,6 +230,56 @@ class ForcePasswordResetResponse(_message.Message):
 Global___ForcePasswordResetResponse: _TypeAlias = ForcePasswordResetResponse  # noqa: Y015
 
 @_typing.final
+class ResetTwoFactorRequest(_message.Message):
+    """Request of AdminService.ResetTwoFactor."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The account's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResetTwoFactorRequest: _TypeAlias = ResetTwoFactorRequest  # noqa: Y015
+
+@_typing.final
+class ResetTwoFactorResponse(_message.Message):
+    """Response of AdminService.ResetTwoFactor."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    SESSIONS_REVOKED_FIELD_NUMBER: _builtins.int
+    sessions_revoked: _builtins.int
+    """How many sessions this ended."""
+    @_builtins.property
+    def user(self) -> _user_pb2.User:
+        """The account, with two_factor_enabled false."""
+
+    def __init__(
+        self,
+        *,
+        user: _user_pb2.User | None = ...,
+        sessions_revoked: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sessions_revoked", b"sessions_revoked", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResetTwoFactorResponse: _TypeAlias = ResetTwoFactorResponse  # noqa: Y015
+
+@_typing.final
 class SetUserRoleRequest(_message.Message):
     """Request of AdminService.SetUserRole."""
 

@@ -66,6 +66,11 @@ class AdminServiceStub:
                 request_serializer=the0_dot_admin_dot_v1_dot_admin__service__pb2.ForcePasswordResetRequest.SerializeToString,
                 response_deserializer=the0_dot_admin_dot_v1_dot_admin__service__pb2.ForcePasswordResetResponse.FromString,
                 _registered_method=True)
+        self.ResetTwoFactor = channel.unary_unary(
+                '/the0.admin.v1.AdminService/ResetTwoFactor',
+                request_serializer=the0_dot_admin_dot_v1_dot_admin__service__pb2.ResetTwoFactorRequest.SerializeToString,
+                response_deserializer=the0_dot_admin_dot_v1_dot_admin__service__pb2.ResetTwoFactorResponse.FromString,
+                _registered_method=True)
         self.SetUserRole = channel.unary_unary(
                 '/the0.admin.v1.AdminService/SetUserRole',
                 request_serializer=the0_dot_admin_dot_v1_dot_admin__service__pb2.SetUserRoleRequest.SerializeToString,
@@ -133,6 +138,19 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResetTwoFactor(self, request, context):
+        """Turns two-factor login off for an account whose owner lost both the
+        authenticator and the recovery codes (once the owner has proved who they
+        are out of band): the TOTP secret and the recovery codes are deleted,
+        pending login challenges voided and every session ends (on every replica
+        within a second). The password alone logs in again; API keys keep working.
+        Errors: NOT_FOUND, FAILED_PRECONDITION (SELF_ADMINISTRATION,
+        TOTP_NOT_ENABLED), INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetUserRole(self, request, context):
         """Changes an account's role. The account's sessions end (a role travels in
         its access tokens), so the new role applies at its next login.
@@ -181,6 +199,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ForcePasswordReset,
                     request_deserializer=the0_dot_admin_dot_v1_dot_admin__service__pb2.ForcePasswordResetRequest.FromString,
                     response_serializer=the0_dot_admin_dot_v1_dot_admin__service__pb2.ForcePasswordResetResponse.SerializeToString,
+            ),
+            'ResetTwoFactor': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetTwoFactor,
+                    request_deserializer=the0_dot_admin_dot_v1_dot_admin__service__pb2.ResetTwoFactorRequest.FromString,
+                    response_serializer=the0_dot_admin_dot_v1_dot_admin__service__pb2.ResetTwoFactorResponse.SerializeToString,
             ),
             'SetUserRole': grpc.unary_unary_rpc_method_handler(
                     servicer.SetUserRole,
@@ -333,6 +356,33 @@ class AdminService:
             '/the0.admin.v1.AdminService/ForcePasswordReset',
             the0_dot_admin_dot_v1_dot_admin__service__pb2.ForcePasswordResetRequest.SerializeToString,
             the0_dot_admin_dot_v1_dot_admin__service__pb2.ForcePasswordResetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetTwoFactor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/the0.admin.v1.AdminService/ResetTwoFactor',
+            the0_dot_admin_dot_v1_dot_admin__service__pb2.ResetTwoFactorRequest.SerializeToString,
+            the0_dot_admin_dot_v1_dot_admin__service__pb2.ResetTwoFactorResponse.FromString,
             options,
             channel_credentials,
             insecure,

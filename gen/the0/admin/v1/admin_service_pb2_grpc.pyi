@@ -67,6 +67,15 @@ class AdminServiceStub:
     Errors: NOT_FOUND, FAILED_PRECONDITION (SELF_ADMINISTRATION),
     INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED.
     """
+    ResetTwoFactor: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ResetTwoFactorRequest, _admin_service_pb2.ResetTwoFactorResponse]
+    """Turns two-factor login off for an account whose owner lost both the
+    authenticator and the recovery codes (once the owner has proved who they
+    are out of band): the TOTP secret and the recovery codes are deleted,
+    pending login challenges voided and every session ends (on every replica
+    within a second). The password alone logs in again; API keys keep working.
+    Errors: NOT_FOUND, FAILED_PRECONDITION (SELF_ADMINISTRATION,
+    TOTP_NOT_ENABLED), INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED.
+    """
     SetUserRole: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.SetUserRoleRequest, _user_pb2.User]
     """Changes an account's role. The account's sessions end (a role travels in
     its access tokens), so the new role applies at its next login.
@@ -117,6 +126,15 @@ class AdminServiceAsyncStub(AdminServiceStub):
     the password is reset. API keys keep working.
     Errors: NOT_FOUND, FAILED_PRECONDITION (SELF_ADMINISTRATION),
     INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED.
+    """
+    ResetTwoFactor: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ResetTwoFactorRequest, _admin_service_pb2.ResetTwoFactorResponse]  # type: ignore[assignment]
+    """Turns two-factor login off for an account whose owner lost both the
+    authenticator and the recovery codes (once the owner has proved who they
+    are out of band): the TOTP secret and the recovery codes are deleted,
+    pending login challenges voided and every session ends (on every replica
+    within a second). The password alone logs in again; API keys keep working.
+    Errors: NOT_FOUND, FAILED_PRECONDITION (SELF_ADMINISTRATION,
+    TOTP_NOT_ENABLED), INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED.
     """
     SetUserRole: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.SetUserRoleRequest, _user_pb2.User]  # type: ignore[assignment]
     """Changes an account's role. The account's sessions end (a role travels in
@@ -195,6 +213,21 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         the password is reset. API keys keep working.
         Errors: NOT_FOUND, FAILED_PRECONDITION (SELF_ADMINISTRATION),
         INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED.
+        """
+
+    @_abc_1.abstractmethod
+    def ResetTwoFactor(
+        self,
+        request: _admin_service_pb2.ResetTwoFactorRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ResetTwoFactorResponse, _abc.Awaitable[_admin_service_pb2.ResetTwoFactorResponse]]:
+        """Turns two-factor login off for an account whose owner lost both the
+        authenticator and the recovery codes (once the owner has proved who they
+        are out of band): the TOTP secret and the recovery codes are deleted,
+        pending login challenges voided and every session ends (on every replica
+        within a second). The password alone logs in again; API keys keep working.
+        Errors: NOT_FOUND, FAILED_PRECONDITION (SELF_ADMINISTRATION,
+        TOTP_NOT_ENABLED), INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED.
         """
 
     @_abc_1.abstractmethod

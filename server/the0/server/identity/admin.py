@@ -1,4 +1,5 @@
-"""Admin rules: find accounts, disable and enable them, require a new password, change roles.
+"""Admin rules: find accounts, disable and enable them, require a new password, turn two-factor
+login off for an owner who lost every factor, change roles.
 
 The auth interceptor lets only an admin's session reach these methods
 (AUTH_POLICY_ADMIN); each method checks the role again, so a wiring mistake fails
@@ -25,6 +26,8 @@ from the0.server.identity.domain import User, UserPage
 from the0.server.identity.principal import Principal, Role
 from the0.server.identity.repository import SessionRepository, UserRepository
 from the0.server.identity.revocations import Revocations
+from the0.server.identity.two_factor import not_enabled
+from the0.server.identity.two_factor_repository import TwoFactorRepository
 from the0.server.pagination import Cursor, PageTokens, page_size
 
 log = logging.getLogger("the0.identity.admin")
@@ -141,6 +144,28 @@ class AdminService:
         await self._announce(user_id, ended)
         log.info("password reset forced", extra={"userId": user_id, "adminId": admin.user_id,
                                                  "sessionsRevoked": len(ended)})
+        return user, len(ended)
+
+    async def reset_two_factor(self, admin: Principal, user_id: str) -> tuple[User, int]:
+        """For an owner who lost the authenticator and the recovery codes, once they proved who they
+        are out of band: two-factor login off and every session ended; the password logs in again."""
+        _require_admin(admin)
+        _require_other(admin, user_id)
+        now = _now()
+        async with self._sessions() as db:
+            row = await self._locked(db, user_id)
+            if row.totp_enabled_at is None and row.totp_secret is None:
+                raise not_enabled()
+            was_on = row.totp_enabled_at is not None
+            await TwoFactorRepository(db).turn_off(row, now)
+            ended = await SessionRepository(db).revoke_all_of_user(user_id, now, "TWO_FACTOR_RESET")
+            self._audit.record(db, "admin.two-factor-reset", actor=Actor.of(admin), subject_user_id=user_id,
+                               details={"sessionsRevoked": len(ended), "wasEnabled": was_on}, now=now)
+            user = User.from_row(row)
+            await db.commit()
+        await self._announce(user_id, ended)
+        log.info("two-factor login reset", extra={"userId": user_id, "adminId": admin.user_id,
+                                                  "sessionsRevoked": len(ended)})
         return user, len(ended)
 
     async def set_role(self, admin: Principal, user_id: str, role: Role | None) -> User:

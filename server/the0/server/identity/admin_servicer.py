@@ -56,6 +56,13 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         user, ended = await self._service.force_password_reset(current_principal(), request.id)
         return admin_service_pb2.ForcePasswordResetResponse(user=user_to_proto(user), sessions_revoked=ended)
 
+    async def ResetTwoFactor(
+        self, request: admin_service_pb2.ResetTwoFactorRequest, context: Context
+    ) -> admin_service_pb2.ResetTwoFactorResponse:
+        validate_request(request)
+        user, ended = await self._service.reset_two_factor(current_principal(), request.id)
+        return admin_service_pb2.ResetTwoFactorResponse(user=user_to_proto(user), sessions_revoked=ended)
+
     async def SetUserRole(self, request: admin_service_pb2.SetUserRoleRequest, context: Context) -> user_pb2.User:
         validate_request(request)
         return user_to_proto(await self._service.set_role(current_principal(), request.id, _ROLES.get(request.role)))

@@ -152,9 +152,7 @@ class AccountDeletion:
             row.password_hash = UNUSABLE_PASSWORD_HASH
             row.email_verified_at = None
             row.password_reset_required = False
-            row.totp_secret = row.totp_enabled_at = row.totp_last_step = None
-            await TwoFactorRepository(db).delete_recovery_codes(user_id)
-            await TwoFactorRepository(db).void_challenges(user_id)
+            await TwoFactorRepository(db).turn_off(row, now)
             row.active = False
             row.disabled_at = row.deleted_at = row.updated_at = now
             # Only the id: the platform deletes what it holds of this account by id, and an event

@@ -207,7 +207,7 @@ class TwoFactor:
         if found is None:
             raise NotFound("the account no longer exists", metadata={"id": principal.user_id})
         if found.totp_enabled_at is None:
-            raise _not_enabled()
+            raise not_enabled()
         self._passwords.refuse_if_full()
         reservation = await self._throttles.reserve_login(found.email, client_address)
         try:
@@ -220,16 +220,10 @@ class TwoFactor:
         async with self._sessions() as db:
             user = await self._user_for_update(db, principal.user_id)
             if user.totp_enabled_at is None:
-                raise _not_enabled()
+                raise not_enabled()
             if not await self.accept(db, user, factor, _now()):
                 raise code_invalid()
-            user.totp_secret = None
-            user.totp_enabled_at = None
-            user.totp_last_step = None
-            user.updated_at = _now()
-            repo = TwoFactorRepository(db)
-            await repo.delete_recovery_codes(user.id)
-            await repo.void_challenges(user.id)
+            await TwoFactorRepository(db).turn_off(user, _now())
             self._audit.record(db, "two-factor.disabled", actor=Actor.of(principal), subject_user_id=user.id,
                                details={"method": "totp"})
             await db.commit()
@@ -282,5 +276,5 @@ def _already_enabled() -> FailedPrecondition:
     return FailedPrecondition("two-factor login is already on: disable it first", reason="TOTP_ALREADY_ENABLED")
 
 
-def _not_enabled() -> FailedPrecondition:
+def not_enabled() -> FailedPrecondition:
     return FailedPrecondition("two-factor login is not on for this account", reason="TOTP_NOT_ENABLED")

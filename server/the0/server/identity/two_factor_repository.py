@@ -48,6 +48,13 @@ class TwoFactorRepository:
     async def delete_recovery_codes(self, user_id: str) -> None:
         await self._db.execute(delete(RecoveryCodeRow).where(RecoveryCodeRow.user_id == user_id))
 
+    async def turn_off(self, user: UserRow, now: datetime) -> None:
+        """Two-factor login off for ``user`` (a locked row): its secret, recovery codes and challenges go."""
+        user.totp_secret = user.totp_enabled_at = user.totp_last_step = None
+        user.updated_at = now
+        await self.delete_recovery_codes(user.id)
+        await self.void_challenges(user.id)
+
     async def add_challenge(self, user_id: str, token_hash: str, now: datetime, expires: datetime) -> None:
         # The account's spent and expired challenges go first: the table holds live ones only.
         await self._db.execute(delete(LoginChallengeRow).where(

@@ -88,6 +88,20 @@ def force_reset(user_id: UserId, yes: Yes = False) -> None:
         show(to_dict(done), "result")
 
 
+@users.command("reset-2fa")
+def reset_two_factor(user_id: UserId, yes: Yes = False) -> None:
+    """Turn two-factor login off for an owner who lost the authenticator and the recovery codes
+    (check who they are first): every session ends; the password alone logs in again."""
+    runtime = current()
+    confirm(f"Turn two-factor login off for {user_id}? Every session of the account ends", yes)
+    done = runtime.client.reset_two_factor(user_id)
+    if runtime.output == "table":
+        runtime.err.print(f"{done.sessions_revoked} session(s) ended; two-factor login is off", markup=False)
+        show(done.user, "account")
+    else:
+        show(to_dict(done), "result")
+
+
 @users.command("set-role")
 def set_role(user_id: UserId, role: Annotated[Role, typer.Argument(help="user or admin.")], yes: Yes = False
              ) -> None:
