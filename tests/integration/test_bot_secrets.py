@@ -198,8 +198,8 @@ async def test_the_rotate_secrets_command(database_url, domain, alice):
     bot = await domain.service.create(alice, name="b", config=config())
     (old_kid, old), new = TEST_SECRETS_KEYS[0], "n" * 40
     env = {k: v for k, v in os.environ.items() if not k.startswith(("THE0_", "JWT_", "DATABASE_", "NATS_"))}
-    env |= {"DATABASE_URL": database_url, "NATS_URL": "nats://127.0.0.1:1", "JWT_SECRET": "j" * 32,
-            "THE0_SECRETS_KEY": f"fresh:{new},{old_kid}:{old}", "THE0_MAILER_KEY": "m1:" + "m" * 32}
+    # Only what it uses: no NATS, JWT or mailer key (as `migrate` needs only the database).
+    env |= {"DATABASE_URL": database_url, "THE0_SECRETS_KEY": f"fresh:{new},{old_kid}:{old}"}
     done = await asyncio.to_thread(
         subprocess.run, [sys.executable, "-m", "the0.server", "rotate-secrets"],
         env=env, capture_output=True, text=True, timeout=60,
@@ -219,3 +219,11 @@ async def test_the_rotate_secrets_command(database_url, domain, alice):
         env=env, capture_output=True, text=True, timeout=60,
     )
     assert failed.returncode == 1 and bot.id in failed.stderr, failed.stderr
+    # Without the key: one line naming it, exit 2.
+    del env["THE0_SECRETS_KEY"]
+    missing = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "the0.server", "rotate-secrets"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert missing.returncode == 2, missing.stderr
+    assert "THE0_SECRETS_KEY is required" in missing.stderr and "Traceback" not in missing.stderr, missing.stderr

@@ -7,7 +7,8 @@
     the0-server rotate-secrets
                            seal every secret config value and every two-factor TOTP secret
                            again under THE0_SECRETS_KEY's current key (exit 1 if some value
-                           no key opens); safe to rerun
+                           no key opens); safe to rerun; reads only DATABASE_URL and
+                           THE0_SECRETS_KEY
 
     the0-server envoy-config DIR --grpc-host H --frontend-url U
                            write Envoy's configuration for replicas at H, and the descriptor set
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -27,20 +29,45 @@ from the0.server.bots.secret_rotation import RotationReport, rotate_secrets
 from the0.server.db.engine import create_engine, session_factory
 from the0.server.envoy_config import DOCS_FILES, render_envoy_config
 from the0.server.identity.totp_rotation import TotpRotationReport, rotate_totp_secrets
+from the0.server.keys import key_ring
 from the0.server.package_data import descriptor_set_path, docs_dir, openapi_dir
-from the0.server.secrets.box import config_secrets_for
+from the0.server.secrets.box import ConfigSecrets
 from the0.server.serving import load_settings, migrate_only, run_until_stopped
-from the0.server.settings import Settings
+from the0.server.settings import SettingsError, database_url_from_env, secrets_keys_from_env
+from the0.server.startup_errors import fail
 from the0.server.structured_logging import configure_logging
 
 
-async def rotate_stored_secrets(settings: Settings) -> tuple[RotationReport, TotpRotationReport]:
-    engine = create_engine(settings.effective_database_url)
+async def rotate_stored_secrets(
+    database_url: str, secrets_keys: tuple[tuple[str, str], ...]
+) -> tuple[RotationReport, TotpRotationReport]:
+    engine = create_engine(database_url)
     try:
-        sessions, box = session_factory(engine), config_secrets_for(settings)
+        sessions, box = session_factory(engine), ConfigSecrets(key_ring(secrets_keys, None))
         return await rotate_secrets(sessions, box), await rotate_totp_secrets(sessions, box)
     finally:
         await engine.dispose()
+
+
+def rotate(environ: dict[str, str] | os._Environ[str]) -> None:
+    """``the0-server rotate-secrets``: like migrate, it reads only what it uses."""
+    try:
+        database_url, keys = database_url_from_env(environ), secrets_keys_from_env(environ)
+    except SettingsError as error:
+        raise fail(str(error)) from None
+    report, totp_report = asyncio.run(rotate_stored_secrets(database_url, keys))
+    kid = keys[0][0]
+    print(f"the0: {report.values_resealed} secret value(s) of {report.bots_seen} bot(s) resealed under key {kid!r}")
+    print(f"the0: {totp_report.secrets_resealed} TOTP secret(s) of {totp_report.users_seen} user(s) "
+          f"resealed under key {kid!r}")
+    if report.unreadable:
+        print(f"the0: {len(report.unreadable)} bot(s) hold values no key opens: "
+              + ", ".join(report.unreadable[:20]), file=sys.stderr)
+    if totp_report.unreadable:
+        print(f"the0: {len(totp_report.unreadable)} user(s) hold a TOTP secret no key opens "
+              "(they must enrol again): " + ", ".join(totp_report.unreadable[:20]), file=sys.stderr)
+    if report.unreadable or totp_report.unreadable:
+        raise SystemExit(1)
 
 
 def write_envoy_config(args: argparse.Namespace) -> None:
@@ -68,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     commands = parser.add_subparsers(dest="command", metavar="[migrate | rotate-secrets | envoy-config]")
     commands.add_parser("migrate", help="apply the database migrations and exit (reads DATABASE_URL only)")
-    commands.add_parser("rotate-secrets", help="reseal every secret bot-config value and TOTP secret under THE0_SECRETS_KEY's current key")
+    commands.add_parser("rotate-secrets", help="reseal every secret bot-config value and TOTP secret under "
+                        "THE0_SECRETS_KEY's current key (reads DATABASE_URL and THE0_SECRETS_KEY only)")
     edge = commands.add_parser("envoy-config", help="write envoy.yaml and the descriptor set it reads into a "
                                "directory (deploy/: Envoy's init container); reads no settings")
     edge.add_argument("directory", type=Path)
@@ -85,25 +113,13 @@ def main(argv: list[str] | None = None) -> None:
         configure_logging("INFO")
         migrate_only()
         return
+    if args.command == "rotate-secrets":
+        configure_logging("INFO")
+        rotate(os.environ)
+        return
     settings = load_settings(dev_mode=False)
     configure_logging(settings.log_level)
-    if args.command == "rotate-secrets":
-        report, totp_report = asyncio.run(rotate_stored_secrets(settings))
-        kid = settings.secrets_keys[0][0]
-        print(f"the0: {report.values_resealed} secret value(s) of {report.bots_seen} bot(s) resealed "
-              f"under key {kid!r}")
-        print(f"the0: {totp_report.secrets_resealed} TOTP secret(s) of {totp_report.users_seen} user(s) "
-              f"resealed under key {kid!r}")
-        if report.unreadable:
-            print(f"the0: {len(report.unreadable)} bot(s) hold values no key opens: "
-                  + ", ".join(report.unreadable[:20]), file=sys.stderr)
-        if totp_report.unreadable:
-            print(f"the0: {len(totp_report.unreadable)} user(s) hold a TOTP secret no key opens "
-                  "(they must enrol again): " + ", ".join(totp_report.unreadable[:20]), file=sys.stderr)
-        if report.unreadable or totp_report.unreadable:
-            raise SystemExit(1)
-    else:
-        run_until_stopped(settings)
+    run_until_stopped(settings)
 
 
 if __name__ == "__main__":

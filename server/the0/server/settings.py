@@ -501,6 +501,18 @@ def normalise_database_url(url: str, problems: list[str]) -> str:
     return url
 
 
+def secrets_keys_from_env(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """THE0_SECRETS_KEY alone, validated: with DATABASE_URL, all that ``the0-server rotate-secrets`` needs."""
+    raw = (env.get("THE0_SECRETS_KEY") or "").strip()
+    if not raw:
+        raise SettingsError(["THE0_SECRETS_KEY is required: rotate-secrets reseals under its first key"])
+    problems: list[str] = []
+    keys = parse_key_list("THE0_SECRETS_KEY", raw, problems)
+    if problems:
+        raise SettingsError(problems)
+    return keys
+
+
 def database_url_from_env(env: Mapping[str, str]) -> str:
     """DATABASE_URL alone, validated: all that ``the0-server migrate`` needs."""
     problems: list[str] = []
