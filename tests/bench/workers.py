@@ -40,6 +40,7 @@ def _env(database_url: str, nats_url: str, port: int, workers: int, data_dir: st
         "THE0_GRPC_PORT": str(port), "THE0_WORKERS": str(workers),
         "THE0_JWT_KEYS": "k1:" + "j" * 64, "THE0_API_KEY_HASH_KEYS": "h1:" + "h" * 64,
         "THE0_PAGE_TOKEN_KEYS": "p1:" + "p" * 64, "THE0_SECRETS_KEY": "s1:" + "s" * 64,
+        "THE0_MAILER_KEY": "m1:" + "m" * 64,
         "THE0_DATA_DIR": data_dir, "THE0_RATE_LIMIT_PER_SECOND": "1000000", "THE0_RATE_LIMIT_BURST": "1000000",
     }
 

@@ -80,7 +80,7 @@ class Settings:
     password_reset_ttl_seconds: float = 1800.0
     email_verification_ttl_seconds: float = 86400.0
     account_recovery_per_address: int = 10  # reset and verification requests per address per hour
-    reset_mails_per_email: int = 3  # password-reset mails to one email address per hour, whoever asks
+    reset_mails_per_email: int = 10  # password-reset mails to one email address per hour, whoever asks
     # Both or neither: an admin created or updated at start-up.
     admin_email: str | None = None
     admin_password: str | None = field(default=None, repr=False)
@@ -456,7 +456,7 @@ class Settings:
             password_reset_ttl_seconds=seconds("THE0_PASSWORD_RESET_TTL", 1800.0, 60, 86400),
             email_verification_ttl_seconds=seconds("THE0_EMAIL_VERIFICATION_TTL", 86400.0, 60, 7 * 86400),
             account_recovery_per_address=positive_int("THE0_ACCOUNT_RECOVERY_PER_ADDRESS", 10),
-            reset_mails_per_email=positive_int("THE0_RESET_MAILS_PER_EMAIL", 3),
+            reset_mails_per_email=positive_int("THE0_RESET_MAILS_PER_EMAIL", 10),
             max_upload_spool_bytes=max_spool,
             max_bots_per_user=positive_int("THE0_MAX_BOTS_PER_USER", 100),
             max_active_backtests_per_user=positive_int("THE0_MAX_ACTIVE_BACKTESTS_PER_USER", 10),

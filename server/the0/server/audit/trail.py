@@ -12,6 +12,7 @@ id joins the event to the access log.
 from __future__ import annotations
 
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from the0.server.errors import Unauthenticated
 from the0.server.request_context import call_origin_var, current_request_id
 from the0.server.settings import IPNetwork
 
+log = logging.getLogger("the0.audit")
 ActorKind = Literal["user", "service_account"]
 # The refusals of a signed-in caller's own proof (password or code) that ``refusals_of`` records.
 REAUTHENTICATION_REASONS = frozenset({"INVALID_CREDENTIALS", "TOTP_CODE_INVALID"})
@@ -111,11 +113,15 @@ class AuditTrail:
             yield
         except Unauthenticated as refusal:
             if refusal.reason in REAUTHENTICATION_REASONS:
-                async with sessions() as db:
-                    self.record(db, "reauthentication.failed", actor=Actor.of(caller),
-                                subject_user_id=caller.user_id,
-                                details={"operation": operation, "reason": refusal.reason})
-                    await db.commit()
+                try:
+                    async with sessions() as db:
+                        self.record(db, "reauthentication.failed", actor=Actor.of(caller),
+                                    subject_user_id=caller.user_id,
+                                    details={"operation": operation, "reason": refusal.reason})
+                        await db.commit()
+                except Exception as error:  # noqa: BLE001 - the caller is owed the refusal, not this
+                    log.warning("a refused reauthentication could not be recorded",
+                                extra={"operation": operation, "error": type(error).__name__})
             raise
 
 

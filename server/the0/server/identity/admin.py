@@ -154,13 +154,12 @@ class AdminService:
         now = _now()
         async with self._sessions() as db:
             row = await self._locked(db, user_id)
-            if row.totp_enabled_at is None and row.totp_secret is None:
+            if row.totp_enabled_at is None:  # off (a pending enrolment asks nothing at login)
                 raise not_enabled()
-            was_on = row.totp_enabled_at is not None
             await TwoFactorRepository(db).turn_off(row, now)
             ended = await SessionRepository(db).revoke_all_of_user(user_id, now, "TWO_FACTOR_RESET")
             self._audit.record(db, "admin.two-factor-reset", actor=Actor.of(admin), subject_user_id=user_id,
-                               details={"sessionsRevoked": len(ended), "wasEnabled": was_on}, now=now)
+                               details={"sessionsRevoked": len(ended)}, now=now)
             user = User.from_row(row)
             await db.commit()
         await self._announce(user_id, ended)

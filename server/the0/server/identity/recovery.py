@@ -10,9 +10,11 @@ clear.
 
 A reset request must not say whether the email has an account, by its answer or by its time
 (OWASP Forgot Password Cheat Sheet). So it answers once the caller's address limit is checked,
-and looks the account up and issues the token after answering. At most
-THE0_RESET_MAILS_PER_EMAIL (3) mails an hour go to one email address, whoever asks: more
-requests answer the same and send nothing, so the form cannot flood someone's inbox.
+and looks the account up and issues the token after answering (at most ``MAX_PENDING_RESETS``
+at a time: more are dropped, as their callers had their answer). Reset mails to one email
+address are limited per requesting address (3 an hour) and in all (THE0_RESET_MAILS_PER_EMAIL,
+10): more requests answer the same and send nothing, so the form cannot flood someone's
+inbox, and one address alone cannot use up the owner's mails.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from the0.server.audit.trail import Actor, AuditTrail
+from the0.server.background import cancel_and_wait
 from the0.server.db.models import AccountTokenRow, UserRow
 from the0.server.errors import FieldViolation, InvalidArgument, NotFound, ResourceExhausted, Unauthenticated
 from the0.server.events.outbox import Outbox
@@ -41,6 +44,8 @@ from the0.server.identity.throttle import Throttles
 from the0.server.secrets.mail import MailTokens
 
 log = logging.getLogger("the0.identity.recovery")
+# Reset requests answered and not yet carried out, at most; each is a few short transactions.
+MAX_PENDING_RESETS = 64
 PASSWORD_RESET, EMAIL_VERIFICATION = "password_reset", "email_verification"
 _EVENTS = {PASSWORD_RESET: "user.password-reset-requested",
            EMAIL_VERIFICATION: "user.email-verification-requested"}
@@ -77,7 +82,7 @@ class AccountRecovery:
     ) -> None:
         self._audit = audit
         self._mail_tokens = mail_tokens
-        # Reset requests being carried out after their answer; stop() lets them finish.
+        # Reset requests being carried out after their answer; finish_pending() lets them finish.
         self._issuing: set[asyncio.Task[None]] = set()
         self._sessions = sessions
         self._passwords = passwords
@@ -146,17 +151,23 @@ class AccountRecovery:
         if not email:
             raise InvalidArgument("email is required", violations=[FieldViolation("email", "is required")])
         await self._throttles.reserve_recovery(client_address)
-        task = asyncio.create_task(self._issue_password_reset(email), name="password-reset")
+        if len(self._issuing) >= MAX_PENDING_RESETS:
+            log.warning("password reset dropped: too many requests being carried out")
+            return
+        task = asyncio.create_task(self._issue_password_reset(email, client_address), name="password-reset")
         self._issuing.add(task)
         task.add_done_callback(self._issuing.discard)
 
-    async def _issue_password_reset(self, email: str) -> None:
+    async def _issue_password_reset(self, email: str, client_address: str) -> None:
         try:
-            if not await self._throttles.reset_mail_allowed(email):
+            if not await self._throttles.reset_mail_allowed(email, client_address):
                 log.info("password reset not mailed: this address had its mails for the hour")
                 return
             async with self._sessions() as db:
-                user = await UserRepository(db).find_by_email(email)
+                found = await UserRepository(db).find_by_email(email)
+                # Locked: requests that overlap (the caller no longer waits for the last) must
+                # each void the token of the one before.
+                user = None if found is None else await UserRepository(db).get_for_update(found.id)
                 if user is None or not user.active:
                     return  # nothing to mail; the caller had the same answer either way
                 self._issue(db, user, PASSWORD_RESET, await _void_tokens(db, user.id, PASSWORD_RESET, _now()))
@@ -170,9 +181,15 @@ class AccountRecovery:
                         extra={"error": type(error).__name__})
 
     async def finish_pending(self, timeout: float = 5.0) -> None:
-        """Wait for the reset requests already answered (at shutdown, while the database is open)."""
-        if self._issuing:
-            await asyncio.wait(self._issuing, timeout=timeout)
+        """Wait up to ``timeout`` for the reset requests already answered (at shutdown, while the
+        database is open); cancel what is left, and say how many were lost."""
+        if not self._issuing:
+            return
+        _, late = await asyncio.wait(set(self._issuing), timeout=timeout)
+        for task in late:
+            await cancel_and_wait(task)
+        if late:
+            log.warning("password reset requests not carried out at shutdown", extra={"count": len(late)})
 
     async def reset_password(self, token: str, new: str) -> None:
         if not token or not new:
@@ -218,7 +235,7 @@ class AccountRecovery:
     async def request_email_verification(self, principal: Principal, *, client_address: str) -> None:
         await self._throttles.reserve_recovery(client_address)
         async with self._sessions() as db:
-            user = await UserRepository(db).get(principal.user_id)
+            user = await UserRepository(db).get_for_update(principal.user_id)  # as for resets
             if user is None:
                 raise NotFound("the account no longer exists", metadata={"id": principal.user_id})
             if user.email_verified_at is not None:

@@ -58,7 +58,8 @@ class ThrottleLimits:
     login_per_address: int = 20
     registrations_per_address: int = 10
     recovery_per_address: int = 10  # password-reset and email-verification requests
-    reset_mails_per_email: int = 3  # password-reset mails to one address, whoever asks
+    reset_mails_per_email: int = 10  # password-reset mails to one email address, whoever asks
+    reset_mails_per_email_address: int = 3  # ... asked for from one address
 
     def login(self) -> tuple[Limit, ...]:
         return (
@@ -76,7 +77,8 @@ class ThrottleLimits:
         return (Limit("recover.address", self.recovery_per_address, HOUR),)
 
     def reset_mail(self) -> tuple[Limit, ...]:
-        return (Limit("reset-mail.email", self.reset_mails_per_email, HOUR),)
+        return (Limit("reset-mail.pair", self.reset_mails_per_email_address, HOUR),
+                Limit("reset-mail.email", self.reset_mails_per_email, HOUR))
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +124,12 @@ class Throttles:
         """A password-reset or verification request: mail is not free, nor is guessing emails."""
         return await self._reserve(self._limits.recovery(), {"recover.address": (address,)}, address=address)
 
-    async def reset_mail_allowed(self, email: str) -> bool:
-        """Whether a reset mail may go to ``email`` now (counted whether or not it has an account)."""
+    async def reset_mail_allowed(self, email: str, address: str) -> bool:
+        """Whether a reset mail may go to ``email``, asked for from ``address``, now (counted whether
+        or not it has an account). Per pair first: one address alone cannot use up the owner's."""
+        subjects = {"reset-mail.pair": (email, address), "reset-mail.email": (email,)}
         try:
-            await self._reserve(self._limits.reset_mail(), {"reset-mail.email": (email,)}, email=email)
+            await self._reserve(self._limits.reset_mail(), subjects, email=email, address=address)
         except ResourceExhausted:
             return False
         return True

@@ -12,8 +12,9 @@ database or the stream could reset anyone's password. So the event carries ``sea
   purpose's event does not open.
 
 A ring of its own, one key per purpose: the mailer holds this key only and can open no bot-config
-or TOTP secret (THE0_SECRETS_KEY), and a leak of it exposes only tokens that expire within the hour.
-Rotation: put the new key first; the old one can go once the tokens it sealed have expired.
+or TOTP secret (THE0_SECRETS_KEY), and a leak of it exposes only tokens that soon expire (30 minutes
+for a reset, a day for a verification, by default). Rotation: put the new key first; the old one can
+go once the tokens it sealed have expired.
 ``MailTokens.open`` is what a mailer written in Python calls (the dev mailbox does).
 """
 
