@@ -176,6 +176,15 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _is_the_binary(pid: int) -> bool:
+    """The child has exec'd past setpriv into its own program."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return False
+    return b"--pdeathsig" not in argv and any(b"time.sleep(60)" in part for part in argv)
+
+
 def test_a_child_dies_with_its_parent_even_by_sigkill(tmp_path: Path) -> None:
     """No nats-server or Envoy may outlive a killed test run or dev stack."""
     with subprocess.Popen(
@@ -183,7 +192,13 @@ def test_a_child_dies_with_its_parent_even_by_sigkill(tmp_path: Path) -> None:
     ) as parent:
         assert parent.stdout is not None
         child_pid = int(parent.stdout.readline())
-        assert _alive(child_pid)
+        # setpriv sets the death signal, then execs the binary: a parent killed before that was
+        # done has no signal to send (CI's loaded machine once got there first). So kill it only
+        # once the child is the binary itself, as a dev stack or test run does long after start.
+        deadline = time.monotonic() + 10
+        while not _is_the_binary(child_pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _alive(child_pid) and _is_the_binary(child_pid)
         parent.kill()
         parent.wait(10)
         deadline = time.monotonic() + 10

@@ -38,6 +38,10 @@ def _die_with_parent(argv: list[str]) -> list[str]:
     saw the child abort (SIGABRT) before exec. (Linux ties the death signal to
     the thread that spawned: start children from the main thread.) Elsewhere,
     or without setpriv, children are started plainly.
+
+    One window stays open: a parent killed in the first milliseconds, before setpriv
+    has set the signal, leaves the child behind (setpriv does not check getppid()
+    afterwards). Every caller waits for its child to be ready long after that.
     """
     if _SETPRIV is None:
         return argv
