@@ -12,7 +12,7 @@ otherwise lock every admin out.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -129,42 +129,43 @@ class AdminService:
         return user
 
     async def force_password_reset(self, admin: Principal, user_id: str) -> tuple[User, int]:
-        _require_admin(admin)
-        _require_other(admin, user_id)
-        now = _now()
-        async with self._sessions() as db:
-            row = await self._locked(db, user_id)
+        async def require_new_password(db: AsyncSession, row: UserRow, now: datetime) -> None:
             row.password_reset_required = True
             row.updated_at = now
-            ended = await SessionRepository(db).revoke_all_of_user(user_id, now, "PASSWORD_RESET_FORCED")
-            self._audit.record(db, "admin.password-reset-forced", actor=Actor.of(admin), subject_user_id=user_id,
-                               details={"sessionsRevoked": len(ended)}, now=now)
-            user = User.from_row(row)
-            await db.commit()
-        await self._announce(user_id, ended)
-        log.info("password reset forced", extra={"userId": user_id, "adminId": admin.user_id,
-                                                 "sessionsRevoked": len(ended)})
-        return user, len(ended)
+
+        return await self._change_ending_sessions(admin, user_id, require_new_password,
+                                                  reason="PASSWORD_RESET_FORCED", event="admin.password-reset-forced")
 
     async def reset_two_factor(self, admin: Principal, user_id: str) -> tuple[User, int]:
         """For an owner who lost the authenticator and the recovery codes, once they proved who they
         are out of band: two-factor login off and every session ended; the password logs in again."""
+        async def turn_off(db: AsyncSession, row: UserRow, now: datetime) -> None:
+            if row.totp_enabled_at is None:  # off (a pending enrolment asks nothing at login)
+                raise not_enabled()
+            await TwoFactorRepository(db).turn_off(row, now)
+
+        return await self._change_ending_sessions(admin, user_id, turn_off,
+                                                  reason="TWO_FACTOR_RESET", event="admin.two-factor-reset")
+
+    async def _change_ending_sessions(
+        self, admin: Principal, user_id: str, change: Callable[[AsyncSession, UserRow, datetime], Awaitable[None]],
+        *, reason: str, event: str,
+    ) -> tuple[User, int]:
+        """``change`` to another account, then every session of it ended and the change audited as
+        ``event``, in one transaction; the account and how many sessions ended."""
         _require_admin(admin)
         _require_other(admin, user_id)
         now = _now()
         async with self._sessions() as db:
             row = await self._locked(db, user_id)
-            if row.totp_enabled_at is None:  # off (a pending enrolment asks nothing at login)
-                raise not_enabled()
-            await TwoFactorRepository(db).turn_off(row, now)
-            ended = await SessionRepository(db).revoke_all_of_user(user_id, now, "TWO_FACTOR_RESET")
-            self._audit.record(db, "admin.two-factor-reset", actor=Actor.of(admin), subject_user_id=user_id,
+            await change(db, row, now)
+            ended = await SessionRepository(db).revoke_all_of_user(user_id, now, reason)
+            self._audit.record(db, event, actor=Actor.of(admin), subject_user_id=user_id,
                                details={"sessionsRevoked": len(ended)}, now=now)
             user = User.from_row(row)
             await db.commit()
         await self._announce(user_id, ended)
-        log.info("two-factor login reset", extra={"userId": user_id, "adminId": admin.user_id,
-                                                  "sessionsRevoked": len(ended)})
+        log.info(event, extra={"userId": user_id, "adminId": admin.user_id, "sessionsRevoked": len(ended)})
         return user, len(ended)
 
     async def set_role(self, admin: Principal, user_id: str, role: Role | None) -> User:

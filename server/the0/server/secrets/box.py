@@ -1,7 +1,7 @@
 """Secret config values sealed with AES-256-GCM under the THE0_SECRETS_KEY ring.
 
-A sealed value is a string in place of the value, ``the0-secret:v1:<kid>:<base64url(nonce|ciphertext)>``:
-the kid names the ring's key that sealed it (so keys rotate: ``the0-server rotate-secrets``
+A sealed value is a string in place of the value, ``the0-secret:v1:<kid>:<base64url(nonce|ciphertext)>``
+(``sealing.py``): the kid names the ring's key that sealed it (so keys rotate: ``the0-server rotate-secrets``
 re-seals everything under the current key, then the old key can go), the 12-byte nonce is
 random, and the associated data binds the value to its bot and path, so a sealed value copied
 into another bot or field does not open. The JSON value itself is sealed (any JSON type).
@@ -11,25 +11,18 @@ Shown values (responses, events) carry ``PLACEHOLDER`` where a secret is set.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import copy
-import os
 from typing import Any
 
 import orjson
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from the0.server.keys import KeyRing, key_ring
 from the0.server.secrets.fields import Path, get_at, secret_paths, set_at
+from the0.server.secrets.sealing import SealingRing, Unopenable
 from the0.server.settings import Settings
 
 PLACEHOLDER = "********"
 PREFIX = "the0-secret:v1:"
-_NONCE_BYTES = 12
 _INFO = b"the0 bot config secrets v1"
 
 
@@ -59,19 +52,12 @@ def _aad(bot_id: str, path: Path) -> bytes:
     return orjson.dumps([bot_id, list(path)])
 
 
-def derive_cipher(secret: bytes, info: bytes) -> AESGCM:
-    """AES-256-GCM under HKDF-SHA256(secret, info): the ring's secrets are text of 32+ bytes, and
-    each purpose (``info``) gets a key of its own from them."""
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret)
-    return AESGCM(key)
-
-
 class ConfigSecrets:
     """Seals and opens the secret fields of bot configs with one key ring."""
 
     def __init__(self, ring: KeyRing) -> None:
         self._ring = ring
-        self._ciphers = {kid: derive_cipher(secret, _INFO) for kid, secret in ring.secrets}
+        self._sealing = SealingRing(ring, prefix=PREFIX, info=_INFO)
 
     @property
     def current_kid(self) -> str:
@@ -82,25 +68,22 @@ class ConfigSecrets:
 
     def is_current(self, sealed: str) -> bool:
         """Whether ``sealed`` is under the ring's current key (nothing for a rotation to do)."""
-        return sealed.removeprefix(PREFIX).partition(":")[0] == self._ring.current
+        return self._sealing.kid_of(sealed) == self._ring.current
 
     def seal_value(self, bot_id: str, path: Path, value: Any) -> str:
-        nonce = os.urandom(_NONCE_BYTES)
-        sealed = self._ciphers[self._ring.current].encrypt(nonce, orjson.dumps(value), _aad(bot_id, path))
-        body = base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
-        return f"{PREFIX}{self._ring.current}:{body}"
+        return self._sealing.seal(orjson.dumps(value), _aad(bot_id, path))
 
     def open_value(self, bot_id: str, path: Path, sealed: str) -> Any:
         where = f"bot {bot_id} field config.{'.'.join(path)}"
-        kid, _, body = sealed.removeprefix(PREFIX).partition(":")
-        cipher = self._ciphers.get(kid)
-        if cipher is None:
-            raise SecretUnreadable(f"{where}: sealed with key {kid!r}, which THE0_SECRETS_KEY no longer has")
         try:
-            raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
-            return orjson.loads(cipher.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _aad(bot_id, path)))
-        except (InvalidTag, ValueError, binascii.Error, orjson.JSONDecodeError):
-            raise SecretUnreadable(f"{where}: key {kid!r} does not open it") from None
+            return orjson.loads(self._sealing.open(sealed, _aad(bot_id, path)))
+        except Unopenable as error:
+            if not error.known:
+                raise SecretUnreadable(
+                    f"{where}: sealed with key {error.kid!r}, which THE0_SECRETS_KEY no longer has") from None
+            raise SecretUnreadable(f"{where}: key {error.kid!r} does not open it") from None
+        except orjson.JSONDecodeError:
+            raise SecretUnreadable(f"{where}: key {self._sealing.kid_of(sealed)!r} does not open it") from None
 
     def seal(self, bot_id: str, config: dict[str, Any], paths: frozenset[Path]) -> dict[str, Any]:
         """A copy of the plaintext ``config`` with the value at each of ``paths`` sealed."""

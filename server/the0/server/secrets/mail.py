@@ -2,7 +2,8 @@
 
 The mailer needs the token itself, but the outbox row and the JetStream message that carry it
 there are stored and kept (for the dedup window, and in backups): in clear, whoever reads the
-database or the stream could reset anyone's password. So the event carries ``sealedToken``::
+database or the stream could reset anyone's password. So the event carries ``sealedToken``
+(``sealing.py``)::
 
     the0-mail:v1:<kid>:<base64url, unpadded, of nonce (12 bytes) | AES-256-GCM ciphertext and tag>
 
@@ -20,19 +21,12 @@ go once the tokens it sealed have expired.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import os
-
-from cryptography.exceptions import InvalidTag
-
 from the0.server.keys import KeyRing, key_ring
-from the0.server.secrets.box import derive_cipher
+from the0.server.secrets.sealing import SealingRing, Unopenable
 from the0.server.settings import Settings
 
 PREFIX = "the0-mail:v1:"
 INFO = b"the0 mailer tokens v1"
-_NONCE_BYTES = 12
 
 
 class MailTokenUnreadable(Exception):
@@ -45,26 +39,22 @@ def _aad(event_type: str, user_id: str) -> bytes:
 
 class MailTokens:
     def __init__(self, ring: KeyRing) -> None:
-        self._current = ring.current
-        self._ciphers = {kid: derive_cipher(secret, INFO) for kid, secret in ring.secrets}
+        self._sealing = SealingRing(ring, prefix=PREFIX, info=INFO)
 
     def seal(self, event_type: str, user_id: str, token: str) -> str:
-        nonce = os.urandom(_NONCE_BYTES)
-        sealed = self._ciphers[self._current].encrypt(nonce, token.encode(), _aad(event_type, user_id))
-        return f"{PREFIX}{self._current}:{base64.urlsafe_b64encode(nonce + sealed).decode().rstrip('=')}"
+        return self._sealing.seal(token.encode(), _aad(event_type, user_id))
 
     def open(self, event_type: str, user_id: str, sealed: str) -> str:
-        if not sealed.startswith(PREFIX):
+        if not self._sealing.is_sealed(sealed):
             raise MailTokenUnreadable("not a sealed mail token")
-        kid, _, body = sealed.removeprefix(PREFIX).partition(":")
-        cipher = self._ciphers.get(kid)
-        if cipher is None:
-            raise MailTokenUnreadable(f"sealed with key {kid!r}, which this ring does not have")
         try:
-            raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
-            return cipher.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _aad(event_type, user_id)).decode()
-        except (InvalidTag, ValueError, binascii.Error):
-            raise MailTokenUnreadable(f"key {kid!r} does not open it for this event and account") from None
+            return self._sealing.open(sealed, _aad(event_type, user_id)).decode()
+        except Unopenable as error:
+            if not error.known:
+                raise MailTokenUnreadable(f"sealed with key {error.kid!r}, which this ring does not have") from None
+            raise MailTokenUnreadable(f"key {error.kid!r} does not open it for this event and account") from None
+        except UnicodeDecodeError:
+            raise MailTokenUnreadable("the token is not text") from None
 
 
 def mail_tokens_for(settings: Settings) -> MailTokens:
