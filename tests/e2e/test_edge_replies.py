@@ -238,7 +238,10 @@ async def test_upload_with_content_length_over_the_limit_is_413_before_the_serve
         f"POST {UPLOAD} HTTP/1.1\r\nhost: the0\r\nauthorization: {auth['authorization']}\r\n"
         f"content-type: application/zip\r\nx-request-id: rid-edge\r\ncontent-length: {11 * 1000 * 1000}\r\n\r\n"
     ).encode()
-    response = await raw_request(stack.http_url, head, b"\0" * 64 * 1024)  # answered at the headers
+    # Answered at the headers: no byte of the body is sent. (Body bytes that reach Envoy after it
+    # has answered and closed make its kernel reset the connection, which can discard the answer
+    # before the client reads it: CI saw that once.)
+    response = await raw_request(stack.http_url, head)
     body = edge_error(response, 413, "BODY_TOO_LARGE", 8)
     assert info_of(body)["metadata"]["limit"] == str(LIMIT)
     assert "10 MiB" in body["message"]
